@@ -1,0 +1,7 @@
+"""``python -m service`` is the ``voxgate`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""Prometheus metrics: one object, one registry (tests get a fresh one).
+
+Label values come only from the gateway's own enums and the operator's key
+aliases, never from client input, so cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .classify import FailureClass, UpstreamFailure
+from .protocol import Violation
+
+NAMESPACE = "voxgate"
+#: Network handshakes: a LAN answers in milliseconds, a far region in a second or two.
+CONNECT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+class Outcome:
+    """How a session ended (the ``outcome`` label)."""
+
+    COMPLETED = "completed"  # Terminate -> Termination -> 1000
+    CLIENT_GONE = "client_gone"  # the client vanished without Terminate
+    CLIENT_ERROR = "client_error"  # the client broke a protocol rule
+    UPSTREAM_ERROR = "upstream_error"  # upstream refused or ended it with an error
+    DRAINED = "drained"  # ended by a gateway shutdown
+    INTERNAL = "internal"  # a gateway bug
+
+    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.sessions_active = Gauge(
+            "sessions_active", "Client sessions open now", namespace=NAMESPACE, registry=r
+        )
+        self.sessions_started = Counter(
+            "sessions_started", "Client sessions accepted", namespace=NAMESPACE, registry=r
+        )
+        self.sessions_ended = Counter(
+            "sessions_ended",
+            "Client sessions ended, by outcome",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.client_rejections = Counter(
+            "client_rejections",
+            "Client requests or messages refused, by reason",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "upstream_errors",
+            "Upstream refusals and error closes, by key alias and failure class",
+            ["key", "failure"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.upstream_402 = Counter(
+            "upstream_402",
+            "Upstream payment-required answers (HTTP 402, 4002/4003, 1008 about billing)",
+            ["key"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.upstream_connect_seconds = Histogram(
+            "upstream_connect_seconds",
+            "Upstream WebSocket handshake time",
+            ["key"],
+            buckets=CONNECT_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.upstream_begin_seconds = Histogram(
+            "upstream_begin_seconds",
+            "Time from the client's request to upstream's Begin",
+            ["key"],
+            buckets=CONNECT_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "audio_seconds",
+            "Seconds of audio relayed upstream, by key alias",
+            ["key"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.upstream_session_seconds = Counter(
+            "upstream_session_seconds",
+            "Seconds upstream sessions were open (what upstream bills), by key alias",
+            ["key"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.bytes_relayed = Counter(
+            "relayed_bytes",
+            "Bytes relayed, by direction",
+            ["direction"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for outcome in Outcome.ALL:
+            self.sessions_ended.labels(outcome)
+        for violation in Violation:
+            self.client_rejections.labels(violation.value)
+        for direction in ("up", "down"):
+            self.bytes_relayed.labels(direction)
+
+    def register_key(self, alias: str) -> None:
+        """Create a key's series at zero so dashboards and alerts see them before any event."""
+        self.upstream_402.labels(alias)
+        self.audio_seconds.labels(alias)
+        self.upstream_session_seconds.labels(alias)
+        for failure in FailureClass:
+            if failure is not FailureClass.NORMAL:
+                self.upstream_errors.labels(alias, failure.value)
+
+    def upstream_failure(self, alias: str, failure: UpstreamFailure) -> None:
+        if failure.failure is FailureClass.NORMAL:
+            return
+        self.upstream_errors.labels(alias, failure.failure.value).inc()
+        if failure.failure is FailureClass.PAYMENT_REQUIRED:
+            self.upstream_402.labels(alias).inc()

@@ -1,0 +1,111 @@
+"""Running the gateway under uvicorn, with a drain on SIGTERM.
+
+uvicorn on its own closes every WebSocket with 1012 the moment it shuts down, which
+would cut off the final transcripts of running sessions. This server instead, on
+the first SIGTERM/SIGINT: stops accepting connections, lets running sessions end by
+themselves for ``VOXGATE_DRAIN_TIMEOUT``, then ends each cleanly (Terminate
+upstream, relay the final turns and Termination, close 1012) and only then exits.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from .app import Gateway, create_app
+from .protocol import MAX_MESSAGE_BYTES
+from .settings import Settings
+
+#: uvicorn refuses larger messages itself (1009); below it the gateway's own check
+#: answers with an Error frame first.
+WS_MAX_SIZE = 8 * MAX_MESSAGE_BYTES
+#: WebSocket pings find a vanished client (default of websockets and uvicorn).
+WS_PING_INTERVAL = 20.0
+WS_PING_TIMEOUT = 20.0
+#: After the drain, how long uvicorn waits for what is left before cancelling it.
+GRACEFUL_MARGIN = 5.0
+
+
+def best_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+class DrainingServer(uvicorn.Server):  # type: ignore[misc]  # uvicorn ships no stubs
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self._drain_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_requested:
+            self.should_exit = True
+            self.force_exit = True
+            return
+        self._drain_requested = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_requested and self._drain_task is None:
+            for server in getattr(self, "servers", []):
+                server.close()  # stop accepting; open connections go on
+            self._drain_task = asyncio.create_task(self._drain())
+        result: bool = await super().on_tick(counter)
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            await self.gateway.drain()
+        finally:
+            self.should_exit = True
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        loop=best_loop(),
+        http="auto",
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_SIZE,
+        ws_ping_interval=WS_PING_INTERVAL,
+        ws_ping_timeout=WS_PING_TIMEOUT,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.terminate_timeout + GRACEFUL_MARGIN),
+    )
+
+
+def build_server(settings: Settings) -> DrainingServer:
+    app = create_app(settings)
+    return DrainingServer(uvicorn_config(app, settings), app.state.gateway)
+
+
+def run_gateway(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain. Prints one line when listening."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    sock = bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    server = build_server(settings)
+    print(f"voxgate gateway listening on ws://{host}:{port}", flush=True)
+    server.run(sockets=[sock])

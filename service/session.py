@@ -1,0 +1,306 @@
+"""One relayed session: client audio up, upstream messages down, then a clean end.
+
+Two pumps and a watchdog run as tasks; the first to finish decides how the
+session ends and the others are cancelled. Each pump awaits its send before it
+reads again, so a slow side slows the other (backpressure end to end, no buffer
+of our own). The watchdog holds the deadlines that are not on the per-frame path:
+a send that does not finish, and Terminate without Termination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from . import closes
+from .classify import FailureClass, close_failure
+from .closes import Close
+from .logs import get_logger
+from .metrics import Metrics, Outcome
+from .protocol import (
+    ControlType,
+    PaceGuard,
+    ProtocolViolation,
+    StreamParams,
+    check_audio_frame,
+    parse_control,
+)
+from .settings import Settings
+from .upstream import UpstreamSession
+
+#: How often the watchdog looks at the deadlines.
+WATCHDOG_INTERVAL = 0.25
+#: After a client vanished: how long upstream may take to send its final turns
+#: before its socket is closed (upstream bills the time a session is open).
+ABANDON_GRACE = 0.8
+#: Deadline for sending the client its close, and for any send during clean-up.
+CLEANUP_TIMEOUT = 2.0
+_TERMINATE = json.dumps({"type": "Terminate"})
+
+
+@dataclass(slots=True)
+class End:
+    """How a pump ended the session. ``close`` is None when the client is already gone."""
+
+    outcome: str
+    close: Close | None
+    error_frame: bool = True
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        client: WebSocket,
+        upstream: UpstreamSession,
+        params: StreamParams,
+        key_alias: str,
+        client_name: str,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.params = params
+        self.key_alias = key_alias
+        self.client_name = client_name
+        self.settings = settings
+        self.metrics = metrics
+        self.id = str(upstream.begin.get("id", ""))
+        self.log = get_logger("voxgate.session").bind(
+            session_id=self.id, client=client_name, key=key_alias
+        )
+        self._loop = asyncio.get_running_loop()
+        self._pace = PaceGuard(settings.pace_burst_seconds)
+        self._terminate_sent = False
+        self._terminate_deadline: float | None = None
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+        # When a send started (0.0: none in flight); read by the watchdog.
+        self._up_send_started = 0.0
+        self._down_send_started = 0.0
+        self.turns = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.opened_at = self._loop.time()
+        self.upstream_close: tuple[int, str] | None = None
+
+    @property
+    def audio_seconds(self) -> float:
+        return self._pace.audio_seconds
+
+    # ------------------------------------------------------------------ control
+
+    def drain(self) -> None:
+        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012."""
+        if self._draining:
+            return
+        self._draining = True
+        self._drain_task = self._loop.create_task(self._send_terminate())
+
+    async def _send_terminate(self) -> None:
+        if self._terminate_sent:
+            return
+        self._terminate_sent = True
+        self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await self.upstream.connection.send(_TERMINATE)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> End:
+        try:
+            await self.client.send_text(self.upstream.begin_text)
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            await self._abandon_upstream()
+            end = End(Outcome.CLIENT_GONE, None)
+            self._record(end)
+            return end
+        tasks = [
+            asyncio.create_task(self._client_to_upstream(), name="client->upstream"),
+            asyncio.create_task(self._upstream_to_client(), name="upstream->client"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            end = self._end_of(done.pop())
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR):
+            await self._abandon_upstream()
+        else:
+            await self._close_upstream()
+        if end.close is not None:
+            await self._close_client(end)
+        self._record(end)
+        return end
+
+    def _end_of(self, task: asyncio.Task[End]) -> End:
+        try:
+            return task.result()
+        except ProtocolViolation as violation:
+            self.metrics.client_rejections.labels(violation.violation.value).inc()
+            self.log.info("client_violation", reason=violation.reason, code=violation.code)
+            return End(Outcome.CLIENT_ERROR, closes.for_violation(violation))
+        except (WebSocketDisconnect, OSError):
+            return End(Outcome.CLIENT_GONE, None)
+        except Exception:
+            self.log.exception("session_failed")
+            return End(Outcome.INTERNAL, closes.INTERNAL)
+
+    # ------------------------------------------------------------------ pumps
+
+    async def _client_to_upstream(self) -> End:
+        receive = self.client.receive
+        send_up = self.upstream.connection.send
+        params = self.params
+        feed = self._pace.feed
+        clock = self._loop.time
+        while True:
+            message = await receive()
+            data: bytes | None = message.get("bytes")
+            if data is not None:
+                seconds = check_audio_frame(len(data), params)
+                now = clock()
+                feed(seconds, now)
+                if self._terminate_sent:
+                    continue  # after Terminate (or a drain) audio has nowhere to go
+                self.bytes_up += len(data)
+                self._up_send_started = now
+                await send_up(data)
+                self._up_send_started = 0.0
+                continue
+            text: str | None = message.get("text")
+            if text is not None:
+                kind, _ = parse_control(text)
+                if kind is ControlType.TERMINATE:
+                    await self._send_terminate()
+                elif not self._terminate_sent:
+                    self._up_send_started = clock()
+                    await send_up(text)
+                    self._up_send_started = 0.0
+                continue
+            if message["type"] == "websocket.disconnect":
+                if message.get("code") == 1009:
+                    self.metrics.client_rejections.labels("frame_too_big").inc()
+                return End(Outcome.CLIENT_GONE, None)
+
+    async def _upstream_to_client(self) -> End:
+        recv = self.upstream.connection.recv
+        send = self.client.send
+        clock = self._loop.time
+        error_relayed = False
+        try:
+            while True:
+                raw = await recv()
+                self._down_send_started = clock()
+                if isinstance(raw, str):
+                    await send({"type": "websocket.send", "text": raw})
+                    self.bytes_down += len(raw)
+                    kind = _message_type(raw)
+                    if kind == "Turn":
+                        self.turns += 1
+                    elif kind == "Error":
+                        error_relayed = True
+                else:
+                    await send({"type": "websocket.send", "bytes": raw})
+                self._down_send_started = 0.0
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        self.upstream_close = (code, reason)
+        if code == 1000:
+            if self._draining:
+                return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
+            return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
+        failure = close_failure(code, reason)
+        self.metrics.upstream_failure(self.key_alias, failure)
+        self.log.warning("upstream_closed", code=code, reason=reason, failure=failure.failure)
+        outcome = (
+            Outcome.CLIENT_ERROR
+            if failure.failure is FailureClass.CLIENT_FAULT
+            else Outcome.UPSTREAM_ERROR
+        )
+        return End(outcome, closes.for_upstream_close(code, reason), error_frame=not error_relayed)
+
+    async def _watchdog(self) -> End:
+        send_timeout = self.settings.send_timeout
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            now = self._loop.time()
+            if self._up_send_started and now - self._up_send_started > send_timeout:
+                self.log.warning("upstream_stuck", seconds=send_timeout)
+                return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_STUCK)
+            if self._down_send_started and now - self._down_send_started > send_timeout:
+                self.log.warning("client_stuck", seconds=send_timeout)
+                return End(Outcome.CLIENT_GONE, None)
+            if self._terminate_deadline is not None and now > self._terminate_deadline:
+                self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
+                return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
+
+    # ------------------------------------------------------------------ endings
+
+    async def _abandon_upstream(self) -> None:
+        """The client is gone or broke the rules: end upstream now (it bills while open)."""
+        connection = self.upstream.connection
+        await self._send_terminate()
+        try:
+            async with asyncio.timeout(ABANDON_GRACE):
+                async for _ in connection:
+                    pass  # final turns after Terminate: nobody to relay them to
+        except (TimeoutError, WebSocketException, OSError):
+            pass
+        await self._close_upstream()
+
+    async def _close_upstream(self) -> None:
+        connection = self.upstream.connection
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                await connection.close()
+        except (TimeoutError, WebSocketException, OSError):
+            connection.transport.abort()
+
+    async def _close_client(self, end: End) -> None:
+        assert end.close is not None
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                if end.error_frame and end.close.code != 1000:
+                    await self.client.send_text(end.close.error_frame())
+                await self.client.close(end.close.code, end.close.reason)
+        except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
+            pass
+
+    def _record(self, end: End) -> None:
+        duration = self._loop.time() - self.opened_at
+        m = self.metrics
+        m.sessions_ended.labels(end.outcome).inc()
+        m.audio_seconds.labels(self.key_alias).inc(self.audio_seconds)
+        m.upstream_session_seconds.labels(self.key_alias).inc(duration)
+        m.bytes_relayed.labels("up").inc(self.bytes_up)
+        m.bytes_relayed.labels("down").inc(self.bytes_down)
+        self.log.info(
+            "session_ended",
+            outcome=end.outcome,
+            close_code=end.close.code if end.close else None,
+            duration_seconds=round(duration, 3),
+            audio_seconds=round(self.audio_seconds, 3),
+            turns=self.turns,
+            upstream_close=self.upstream_close[0] if self.upstream_close else None,
+        )
+
+
+def _message_type(raw: str) -> Any:
+    """The ``type`` of an upstream JSON message (None when it is not one)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    return message.get("type") if isinstance(message, dict) else None

@@ -1,0 +1,76 @@
+"""Settings from the environment, and client authentication against digests."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from service.auth import ClientAuthenticator
+from service.protocol import ProtocolViolation, Violation
+from service.settings import Settings, SettingsError, fingerprint
+
+BASE = {"VOXGATE_UPSTREAM_KEYS": "main=aai-secret", "VOXGATE_CLIENT_KEYS": "web=s3cret"}
+
+
+def test_defaults_follow_the_configuration_contract() -> None:
+    """Unset variables take the documented defaults."""
+    s = Settings.from_env(BASE)
+    assert s.upstream_url == "wss://streaming.assemblyai.com/v3/ws"
+    assert s.port == 8080
+    assert s.redis_url is None
+    assert [k.alias for k in s.upstream_keys] == ["main"]
+
+
+def test_keys_never_show_their_secret_in_repr() -> None:
+    """repr() of the settings (what a traceback or log might print) hides every secret."""
+    s = Settings.from_env({**BASE, "VOXGATE_UPSTREAM_KEYS": "a=aai-1,aai-2"})
+    text = repr(s)
+    assert "aai-1" not in text and "aai-2" not in text and "s3cret" not in text
+    assert s.upstream_keys[1].alias == fingerprint("aai-2")
+    assert s.upstream_keys[1].alias.startswith("key-")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"VOXGATE_UPSTREAM_KEYS": ""}, "VOXGATE_UPSTREAM_KEYS"),
+        ({"VOXGATE_UPSTREAM_KEYS": "a=x,a=y"}, "VOXGATE_UPSTREAM_KEYS"),
+        ({"VOXGATE_UPSTREAM_KEYS": "bad alias!=x"}, "VOXGATE_UPSTREAM_KEYS"),
+        ({"VOXGATE_CLIENT_KEYS": "nosecret"}, "VOXGATE_CLIENT_KEYS"),
+        ({"VOXGATE_CLIENT_KEYS": "a=sha256:zz"}, "VOXGATE_CLIENT_KEYS"),
+        ({"VOXGATE_CLIENT_KEYS": ""}, "VOXGATE_CLIENT_KEYS"),
+        ({"VOXGATE_PORT": "eighty"}, "VOXGATE_PORT"),
+        ({"VOXGATE_PORT": "70000"}, "VOXGATE_PORT"),
+        ({"VOXGATE_UPSTREAM_URL": "http://x"}, "VOXGATE_UPSTREAM_URL"),
+        ({"VOXGATE_DRAIN_TIMEOUT": "-1"}, "VOXGATE_DRAIN_TIMEOUT"),
+        ({"VOXGATE_LOG_FORMAT": "xml"}, "VOXGATE_LOG_FORMAT"),
+    ],
+)
+def test_bad_settings_fail_fast_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    """Each malformed variable raises SettingsError whose message names it."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**BASE, **env})
+    assert variable in str(caught.value)
+
+
+def test_client_keys_authenticate_by_digest_and_accept_stored_hashes() -> None:
+    """A plain secret and a sha256: digest both work; the name is returned."""
+    digest = hashlib.sha256(b"other-secret").hexdigest()
+    s = Settings.from_env({**BASE, "VOXGATE_CLIENT_KEYS": f"web=s3cret,batch=sha256:{digest}"})
+    auth = ClientAuthenticator(s.client_keys)
+    assert auth.authenticate({"authorization": "s3cret"}, {}) == "web"
+    assert auth.authenticate({}, {"token": "other-secret"}) == "batch"
+    assert auth.authenticate({"authorization": "Bearer s3cret"}, {}) == "web"
+
+
+def test_missing_and_wrong_client_keys_are_1008_with_distinct_reasons() -> None:
+    """No key and a wrong key are both 1008, labelled differently for the metric."""
+    auth = ClientAuthenticator(Settings.from_env(BASE).client_keys)
+    with pytest.raises(ProtocolViolation) as missing:
+        auth.authenticate({}, {})
+    assert missing.value.code == 1008 and missing.value.violation is Violation.MISSING_KEY
+    with pytest.raises(ProtocolViolation) as wrong:
+        auth.authenticate({"authorization": "s3cre"}, {})
+    assert wrong.value.code == 1008 and wrong.value.violation is Violation.INVALID_KEY
+    assert "s3cre" not in wrong.value.reason
