@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,16 +15,17 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import closes
+from .admin import AdminRoutes
 from .auth import ClientAuthenticator
-from .classify import UpstreamFailure
 from .closes import Close
+from .connector import Connector, NoUpstream
+from .keypool import KeyPool
 from .logs import get_logger
 from .metrics import Metrics, Outcome
 from .protocol import ProtocolViolation, parse_stream_params
 from .registry import SessionRegistry
 from .session import Session
 from .settings import Settings
-from .upstream import open_session
 
 log = get_logger("voxgate.app")
 
@@ -36,8 +38,17 @@ class Gateway:
         self.metrics = metrics if metrics is not None else Metrics()
         self.auth = ClientAuthenticator(settings.client_keys)
         self.registry = SessionRegistry()
+        self.pool = KeyPool(
+            settings.upstream_keys,
+            max_sessions=settings.key_max_sessions,
+            sessions_per_minute=settings.key_sessions_per_minute,
+            clock=time.monotonic,
+        )
+        self.connector = Connector(settings, self.pool, self.metrics)
+        self.admin = AdminRoutes(settings.admin_key, self.pool, self.connector)
         for key in settings.upstream_keys:
             self.metrics.register_key(key.alias)
+            self.metrics.key_changed(self.pool.record(key.alias))
 
     async def drain(self) -> None:
         await self.registry.drain(self.settings.drain_timeout, self.settings.terminate_timeout)
@@ -58,51 +69,41 @@ class Gateway:
             await _refuse(websocket, closes.for_violation(violation))
             return
         await websocket.accept()
-        key = self.settings.upstream_keys[0]
-        bound = log.bind(client=client_name, key=key.alias)
         try:
-            upstream = await open_session(
-                self.settings.upstream_url,
-                key,
-                params,
-                connect_timeout=self.settings.connect_timeout,
-                begin_timeout=self.settings.begin_timeout,
-                api_version=websocket.headers.get("assemblyai-version"),
+            opened = await self.connector.open(
+                params, api_version=websocket.headers.get("assemblyai-version")
             )
-        except UpstreamFailure as failure:
-            self.metrics.upstream_failure(key.alias, failure)
+        except NoUpstream as refused:
             self.metrics.sessions_ended.labels(Outcome.UPSTREAM_ERROR).inc()
-            bound.warning(
-                "upstream_refused",
-                failure=failure.failure,
-                code=failure.code,
-                http=failure.http,
-                detail=failure.detail,
-            )
-            await _refuse(websocket, closes.for_connect_failure(failure))
+            log.warning("session_refused", client=client_name, reason=refused.close.text)
+            await _refuse(websocket, refused.close)
             return
-        self.metrics.upstream_connect_seconds.labels(key.alias).observe(upstream.connect_seconds)
+        alias = opened.lease.alias
+        self.metrics.key_changed(self.pool.record(alias))
+        self.metrics.upstream_connect_seconds.labels(alias).observe(opened.upstream.connect_seconds)
+        self.metrics.upstream_begin_seconds.labels(alias).observe(
+            asyncio.get_running_loop().time() - requested_at
+        )
         session = Session(
             client=websocket,
-            upstream=upstream,
+            upstream=opened.upstream,
             params=params,
-            key_alias=key.alias,
+            key_alias=alias,
             client_name=client_name,
             settings=self.settings,
             metrics=self.metrics,
-        )
-        self.metrics.upstream_begin_seconds.labels(key.alias).observe(
-            session.opened_at - requested_at
+            on_upstream_failure=self.connector.failed,
         )
         self.metrics.sessions_started.inc()
         self.metrics.sessions_active.inc()
         self.registry.add(session)
-        session.log.info("session_started", params=dict(params.forward))
+        session.log.info("session_started", params=dict(params.forward), attempts=opened.attempts)
         try:
             await session.run()
         finally:
             self.registry.discard(session)
             self.metrics.sessions_active.dec()
+            self.connector.release(opened.lease)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -138,8 +139,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             keys=[k.alias for k in settings.upstream_keys],
             clients=[k.name for k in settings.client_keys],
         )
-        yield
-        await gateway.drain()
+        probes = asyncio.create_task(gateway.connector.run_probes(), name="key-probes")
+        try:
+            yield
+            await gateway.drain()
+        finally:
+            probes.cancel()
+            await asyncio.gather(probes, return_exceptions=True)
 
     app = Starlette(
         routes=[
@@ -147,6 +153,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             Route("/healthz", gateway.health),
             Route("/readyz", gateway.ready),
             Route("/metrics", gateway.metrics_endpoint),
+            Route("/admin/keys", gateway.admin.keys),
         ],
         lifespan=lifespan,
     )

@@ -59,6 +59,7 @@ def _demo(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .admin import add_keys_arguments, run_keys_command
     from .demo import add_demo_arguments
     from .sandbox.cli import add_sandbox_arguments
     from .streamer import add_stream_arguments
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream = commands.add_parser("stream", help="stream a WAV file at real-time pace")
     add_stream_arguments(stream)
     stream.set_defaults(run=_stream)
+
+    keys = commands.add_parser("keys", help="show the upstream key pool of a running gateway")
+    add_keys_arguments(keys)
+    keys.set_defaults(run=run_keys_command)
 
     demo = commands.add_parser(
         "demo", help="simulator + gateway + a sample stream, all on this machine, no key needed"

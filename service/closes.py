@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from .classify import FailureClass, UpstreamFailure
+from .keypool import Unavailable
 from .protocol import CloseCode, ProtocolViolation, truncate_reason
 
 
@@ -72,6 +73,34 @@ def for_upstream_close(code: int, reason: str) -> Close:
     if code in (CloseCode.ABNORMAL, 1005, 1015) or not 1000 <= code <= 4999:
         return Close(CloseCode.INTERNAL, reason or "Upstream connection lost")
     return Close(code, reason or f"Upstream closed the session ({code})")
+
+
+_UNAVAILABLE: dict[Unavailable, tuple[int, str]] = {
+    Unavailable.PAYMENT_REQUIRED: (
+        CloseCode.POLICY,
+        "Upstream payment required: every AssemblyAI key of this gateway needs billing "
+        "(402). The operator must add a payment method in the AssemblyAI dashboard; "
+        "voxgate puts the keys back by itself a minute or two later.",
+    ),
+    Unavailable.UNAUTHORIZED: _CONNECT_FAILURES[FailureClass.UNAUTHORIZED],
+    Unavailable.RATE_LIMITED: (
+        CloseCode.TOO_MANY_SESSIONS,
+        "Upstream rate limited: every AssemblyAI key is at its new-sessions-per-minute "
+        "limit or cooling down. Retry after a backoff.",
+    ),
+    Unavailable.AT_CAPACITY: (
+        CloseCode.TRY_AGAIN_LATER,
+        "Gateway at capacity: every AssemblyAI key is at its concurrent-session cap. "
+        "Retry after a backoff.",
+    ),
+    Unavailable.UNREACHABLE: _CONNECT_FAILURES[FailureClass.TRANSIENT],
+}
+
+
+def for_unavailable(reason: Unavailable) -> Close:
+    """The close for a session no key of the pool could serve."""
+    code, text = _UNAVAILABLE[reason]
+    return Close(code, text)
 
 
 DRAINING = Close(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .classify import FailureClass, UpstreamFailure
+from .keypool import KeyRecord, KeyState
 from .protocol import Violation
 
 NAMESPACE = "voxgate"
@@ -104,6 +105,29 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.failovers = Counter(
+            "failovers",
+            "Sessions moved to another key or reconnected, by phase (connect, mid_session)",
+            ["phase"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.key_state = Gauge(
+            "upstream_key_state",
+            "1 for each key's current state, 0 for the others",
+            ["key", "state"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.key_sessions_active = Gauge(
+            "upstream_key_sessions_active",
+            "Sessions open on each upstream key",
+            ["key"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for phase in ("connect", "mid_session"):
+            self.failovers.labels(phase)
         for outcome in Outcome.ALL:
             self.sessions_ended.labels(outcome)
         for violation in Violation:
@@ -119,6 +143,14 @@ class Metrics:
         for failure in FailureClass:
             if failure is not FailureClass.NORMAL:
                 self.upstream_errors.labels(alias, failure.value)
+
+    def key_changed(self, record: KeyRecord) -> None:
+        """Mirror a key's state and load into the gauges."""
+        for state in KeyState:
+            self.key_state.labels(record.alias, state.value).set(
+                1.0 if record.state is state else 0.0
+            )
+        self.key_sessions_active.labels(record.alias).set(record.active)
 
     def upstream_failure(self, alias: str, failure: UpstreamFailure) -> None:
         if failure.failure is FailureClass.NORMAL:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from . import closes
-from .classify import FailureClass, close_failure
+from .classify import FailureClass, UpstreamFailure, close_failure
 from .closes import Close
 from .logs import get_logger
 from .metrics import Metrics, Outcome
@@ -64,6 +65,7 @@ class Session:
         client_name: str,
         settings: Settings,
         metrics: Metrics,
+        on_upstream_failure: Callable[[str, UpstreamFailure], None],
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -72,6 +74,7 @@ class Session:
         self.client_name = client_name
         self.settings = settings
         self.metrics = metrics
+        self._on_upstream_failure = on_upstream_failure
         self.id = str(upstream.begin.get("id", ""))
         self.log = get_logger("voxgate.session").bind(
             session_id=self.id, client=client_name, key=key_alias
@@ -222,8 +225,7 @@ class Session:
                 return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
         failure = close_failure(code, reason)
-        self.metrics.upstream_failure(self.key_alias, failure)
-        self.log.warning("upstream_closed", code=code, reason=reason, failure=failure.failure)
+        self._on_upstream_failure(self.key_alias, failure)
         outcome = (
             Outcome.CLIENT_ERROR
             if failure.failure is FailureClass.CLIENT_FAULT

@@ -25,6 +25,11 @@ DEFAULT_BEGIN_TIMEOUT = 10.0
 DEFAULT_TERMINATE_TIMEOUT = 10.0
 #: Deadline for one send to either side before the peer is declared stuck.
 DEFAULT_SEND_TIMEOUT = 10.0
+#: Failover at connect: the whole search for a working key must end by then.
+DEFAULT_FAILOVER_TIMEOUT = 15.0
+#: Per-key caps. AssemblyAI limits new sessions per minute per account (free: 5).
+DEFAULT_KEY_MAX_SESSIONS = 100
+DEFAULT_KEY_SESSIONS_PER_MINUTE = 100
 #: On SIGTERM, how long running sessions may go on before they are ended for them.
 DEFAULT_DRAIN_TIMEOUT = 30.0
 
@@ -66,6 +71,7 @@ class Settings:
     upstream_keys: tuple[UpstreamKey, ...] = ()
     client_keys: tuple[ClientKey, ...] = ()
     redis_url: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -73,6 +79,9 @@ class Settings:
     terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT
+    key_max_sessions: int = DEFAULT_KEY_MAX_SESSIONS
+    key_sessions_per_minute: int = DEFAULT_KEY_SESSIONS_PER_MINUTE
     pace_burst_seconds: float = DEFAULT_PACE_BURST_SECONDS
     log_format: str = "auto"
     log_level: str = "info"
@@ -86,6 +95,7 @@ class Settings:
             upstream_keys=parse_upstream_keys(reader.text("VOXGATE_UPSTREAM_KEYS", "")),
             client_keys=parse_client_keys(reader.text("VOXGATE_CLIENT_KEYS", "")),
             redis_url=reader.text("VOXGATE_REDIS_URL", "") or None,
+            admin_key=reader.text("VOXGATE_ADMIN_KEY", "") or None,
             host=reader.text("VOXGATE_HOST", "127.0.0.1"),
             port=reader.integer("VOXGATE_PORT", DEFAULT_PORT, 0, 65535),
             connect_timeout=reader.seconds("VOXGATE_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
@@ -95,6 +105,13 @@ class Settings:
             ),
             send_timeout=reader.seconds("VOXGATE_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
             drain_timeout=reader.seconds("VOXGATE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT),
+            failover_timeout=reader.seconds("VOXGATE_FAILOVER_TIMEOUT", DEFAULT_FAILOVER_TIMEOUT),
+            key_max_sessions=reader.integer(
+                "VOXGATE_KEY_MAX_SESSIONS", DEFAULT_KEY_MAX_SESSIONS, 1, 100_000
+            ),
+            key_sessions_per_minute=reader.integer(
+                "VOXGATE_KEY_SESSIONS_PER_MINUTE", DEFAULT_KEY_SESSIONS_PER_MINUTE, 1, 100_000
+            ),
             pace_burst_seconds=reader.seconds(
                 "VOXGATE_PACE_BURST_SECONDS", DEFAULT_PACE_BURST_SECONDS
             ),

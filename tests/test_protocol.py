@@ -39,7 +39,11 @@ def test_defaults_and_forwarding_keep_unknown_parameters_in_order() -> None:
     )
     assert p.encoding is Encoding.PCM_S16LE
     assert p.sample_rate == 16000
-    assert p.forward == (("sample_rate", "16000"), ("brand_new_flag", "x y"), ("format_turns", "True"))
+    assert p.forward == (
+        ("sample_rate", "16000"),
+        ("brand_new_flag", "x y"),
+        ("format_turns", "True"),
+    )
     assert p.gateway == {"voxgate_tag": "call-1"}
     assert p.format_turns() is True
     assert p.bytes_per_second == 32000

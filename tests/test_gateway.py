@@ -1,0 +1,290 @@
+"""The gateway end to end: a real uvicorn gateway in front of the real simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests import audio
+from tests.conftest import CLIENT_KEY, GatewayFactory, get_json, get_text
+from tests.procs import Proc
+from tests.wsclient import Outcome, open_client, run, session
+
+pytestmark = pytest.mark.integration
+
+
+def sandbox_sessions(sandbox: Proc) -> list[dict[str, Any]]:
+    sessions: list[dict[str, Any]] = get_json(sandbox.http_url + "/sandbox/sessions")
+    return sessions
+
+
+def metric(proc: Proc, name: str, **labels: str) -> float:
+    """One sample's value from the gateway's /metrics (0.0 when absent)."""
+    text = get_text(proc.http_url + "/metrics")
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        base, _, rest = series.partition("{")
+        got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+        if base == name and got == want:
+            return float(value)
+    return 0.0
+
+
+def speech_frames(utterances: int = 1) -> list[bytes]:
+    return audio.frames(audio.utterance(0.8, 0.7) * utterances)
+
+
+def test_full_session_relays_begin_turns_termination_and_forwards_parameters(
+    gateway: Proc, sandbox: Proc
+) -> None:
+    """Begin, partial and final (formatted) Turns, Termination, close 1000; the query
+    reaches upstream with unknown parameters and without gateway-only ones."""
+    before = len(sandbox_sessions(sandbox))
+    query = (
+        "sample_rate=16000&format_turns=true&speech_model=universal-streaming-english"
+        "&brand_new_param=42&voxgate_tag=abc"
+    )
+    out = run(session(gateway.url, speech_frames(2), query=query))
+    assert out.code == 1000, out
+    kinds = [m["type"] for m in out.messages]
+    assert kinds[0] == "Begin" and kinds[-1] == "Termination"
+    turns = out.of_type("Turn")
+    assert any(not t["end_of_turn"] for t in turns), "no partial turn"
+    assert any(t["end_of_turn"] and t["turn_is_formatted"] for t in turns)
+    orders = [t["turn_order"] for t in out.finals]
+    assert orders == sorted(orders) and orders[0] == 0
+    upstream = sandbox_sessions(sandbox)[before:]
+    assert len(upstream) == 1
+    params = dict(upstream[0]["params"])
+    assert params["brand_new_param"] == "42"
+    assert "voxgate_tag" not in params
+    assert upstream[0]["end"] == "terminated"
+    assert "good-key" not in json.dumps(out.messages)
+    assert metric(gateway, "voxgate_sessions_ended_total", outcome="completed") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("key", "reason_word", "label"),
+    [(None, "missing", "missing_key"), ("wrong-key", "invalid", "invalid_key")],
+)
+def test_bad_client_key_is_refused_before_any_upstream_session(
+    gateway: Proc, sandbox: Proc, key: str | None, reason_word: str, label: str
+) -> None:
+    """No or a wrong client key: Error frame + close 1008, counted, nothing upstream."""
+    before = len(sandbox_sessions(sandbox))
+    out = run(session(gateway.url, speech_frames(), key=key))
+    assert out.code == 1008
+    assert reason_word in out.reason
+    assert out.of_type("Error")[0]["error_code"] == 1008
+    assert len(sandbox_sessions(sandbox)) == before
+    assert metric(gateway, "voxgate_client_rejections_total", reason=label) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("query", "needle"),
+    [
+        ("encoding=pcm_s16le", "sample_rate"),
+        ("sample_rate=16000&encoding=wav", "encoding"),
+        ("sample_rate=16000&format_turns=maybe", "format_turns"),
+    ],
+)
+def test_bad_parameters_get_3006_before_any_upstream_session(
+    gateway: Proc, sandbox: Proc, query: str, needle: str
+) -> None:
+    """Malformed query parameters are refused with 3006 naming the parameter."""
+    before = len(sandbox_sessions(sandbox))
+    out = run(session(gateway.url, [], query=query))
+    assert out.code == 3006
+    assert needle in out.reason
+    assert len(sandbox_sessions(sandbox)) == before
+    assert metric(gateway, "voxgate_client_rejections_total", reason="bad_parameter") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "label"),
+    [
+        (bytes(640), 3007, "frame_duration"),  # 20 ms
+        (bytes(1601), 3007, "frame_misaligned"),
+        (bytes(128 * 1024 + 2), 1009, "frame_too_big"),
+        ("this is not json", 3006, "bad_json"),
+        ('{"type": "Dance"}', 3006, "unknown_message"),
+        (b"\xff" * 3, 3007, "frame_misaligned"),
+    ],
+)
+def test_bad_frames_close_with_aai_codes_and_end_the_upstream_session(
+    gateway: Proc, sandbox: Proc, frame: bytes | str, code: int, label: str
+) -> None:
+    """Each bad frame: Error + the code AssemblyAI uses, a metric, upstream ended."""
+    before = len(sandbox_sessions(sandbox))
+    out = run(session(gateway.url, [*audio.frames(audio.tone(0.2)), frame], terminate=False))
+    assert out.code == code, out
+    assert out.of_type("Error")[-1]["error_code"] == code
+    assert metric(gateway, "voxgate_client_rejections_total", reason=label) == 1.0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        upstream = sandbox_sessions(sandbox)[before:]
+        if upstream and upstream[0]["closed_at"]:
+            break
+        time.sleep(0.05)
+    assert upstream[0]["closed_at"], "upstream session left open"
+
+
+def test_audio_faster_than_real_time_is_3007(gateway_factory: GatewayFactory) -> None:
+    """A client more than the pace burst ahead of real time gets 3007."""
+    gw = gateway_factory(VOXGATE_PACE_BURST_SECONDS="0.5")
+    out = run(session(gw.url, audio.frames(audio.tone(2.0)), terminate=False))
+    assert out.code == 3007
+    assert "Rate Exceeded" in out.reason
+    assert metric(gw, "voxgate_client_rejections_total", reason="too_fast") == 1.0
+
+
+def test_client_that_vanishes_mid_stream_has_its_upstream_session_ended_within_a_second(
+    gateway: Proc, sandbox: Proc
+) -> None:
+    """Dropping the TCP connection without Terminate ends upstream in under 1 s."""
+    before = len(sandbox_sessions(sandbox))
+
+    async def vanish() -> float:
+        ws = await open_client(gateway.url)
+        await ws.recv()  # Begin
+        for frame in audio.frames(audio.tone(0.5)):
+            await ws.send(frame)
+        await asyncio.sleep(0.2)
+        ws.transport.abort()
+        return time.time()
+
+    gone_at = run(vanish())
+    deadline = time.monotonic() + 3
+    closed_at = None
+    while time.monotonic() < deadline and closed_at is None:
+        upstream = sandbox_sessions(sandbox)[before:]
+        closed_at = upstream[0]["closed_at"] if upstream else None
+        time.sleep(0.05)
+    assert closed_at is not None, "upstream session still open after 3 s"
+    assert closed_at - gone_at < 1.0
+    assert metric(gateway, "voxgate_sessions_ended_total", outcome="client_gone") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("alias_key", "code", "word", "failure"),
+    [
+        ("pay=pay-key", 1008, "payment", "payment_required"),
+        ("bal=balance-key", 1008, "payment", "payment_required"),
+        ("funds=funds-key", 1008, "payment", "payment_required"),
+        ("lim=limited-key", 3009, "rate limited", "rate_limited"),
+        ("bad=unauth-key", 1008, "unauthorized", "unauthorized"),
+    ],
+)
+def test_upstream_refusals_reach_the_client_in_operator_words_and_are_counted(
+    gateway_factory: GatewayFactory, alias_key: str, code: int, word: str, failure: str
+) -> None:
+    """402 at upgrade, 1008-balance, 4002, 3009, 401: right close, Error frame, metrics."""
+    gw = gateway_factory(alias_key)
+    alias = alias_key.split("=")[0]
+    out = run(session(gw.url, speech_frames()))
+    assert out.code == code, out
+    assert word in out.reason.lower()
+    assert out.of_type("Error")[0]["error_code"] == code
+    assert metric(gw, "voxgate_upstream_errors_total", key=alias, failure=failure) == 1.0
+    expected_402 = 1.0 if failure == "payment_required" else 0.0
+    assert metric(gw, "voxgate_upstream_402_total", key=alias) == expected_402
+    assert "-key" not in out.reason and "-key" not in json.dumps(out.messages)
+
+
+@pytest.mark.parametrize(
+    ("alias_key", "setting"),
+    [("hang=hang-key", "VOXGATE_CONNECT_TIMEOUT"), ("quiet=silent-key", "VOXGATE_BEGIN_TIMEOUT")],
+)
+def test_upstream_that_never_answers_is_cut_at_its_deadline(
+    gateway_factory: GatewayFactory, alias_key: str, setting: str
+) -> None:
+    """No handshake, or no Begin: the client gets 1013 after the deadline, not a hang."""
+    gw = gateway_factory(alias_key, **{setting: "1"})
+    started = time.monotonic()
+    out = run(session(gw.url, []))
+    assert out.code == 1013
+    assert 0.9 < time.monotonic() - started < 5
+
+
+def test_upstream_error_mid_session_is_relayed_with_its_code(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """An upstream 1011 after Begin reaches the client as upstream's Error and 1011."""
+    gw = gateway_factory("drop=drop-key")
+    out = run(session(gw.url, audio.frames(audio.tone(1.5)), terminate=False, frame_interval=0.05))
+    assert out.code == 1011, out
+    assert out.of_type("Error")[-1]["error_code"] == 1011
+    assert metric(gw, "voxgate_upstream_errors_total", key="drop", failure="transient") == 1.0
+
+
+def test_upstream_tcp_drop_mid_session_reaches_the_client_as_1011(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """An upstream connection lost without a close frame (1006) becomes Error + 1011."""
+    gw = gateway_factory("abort=abort-key")
+    out = run(session(gw.url, audio.frames(audio.tone(1.5)), terminate=False, frame_interval=0.05))
+    assert out.code == 1011, out
+    assert out.of_type("Error")[-1]["error_code"] == 1011
+
+
+def test_sigterm_drains_open_sessions_without_losing_a_final_transcript(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """SIGTERM mid-speech: the client still gets its final Turn and Termination, then
+    1012; a new connection is refused meanwhile; the gateway exits 0."""
+    gw = gateway_factory(VOXGATE_DRAIN_TIMEOUT="1")
+
+    async def scenario() -> tuple[Outcome, float]:
+        out = Outcome()
+        ws = await open_client(gw.url)
+        from tests.wsclient import collect
+
+        reader = asyncio.create_task(collect(ws, out))
+        frames = audio.frames(audio.tone(4.0))
+        started = time.monotonic()
+        for i, frame in enumerate(frames):
+            if i == 10:
+                gw.signal()
+            try:
+                await ws.send(frame)
+            except Exception:
+                break
+            await asyncio.sleep(0.05)
+        await reader
+        return out, time.monotonic() - started
+
+    out, _ = run(scenario())
+    assert out.code == 1012, out
+    finals = out.finals
+    assert finals, "final transcript lost in the drain"
+    assert out.messages[-1]["type"] == "Termination"
+    assert gw.wait() == 0
+    assert "drain_finished" in gw.stderr()
+
+
+def test_health_readiness_and_metrics_are_served(gateway: Proc) -> None:
+    """/healthz and /readyz answer 200 and /metrics exposes the 402 counter per key."""
+    assert get_json(gateway.http_url + "/healthz")["status"] == "ok"
+    assert get_json(gateway.http_url + "/readyz")["status"] == "ready"
+    text = get_text(gateway.http_url + "/metrics")
+    assert re.search(r'^voxgate_upstream_402_total\{key="main"\} 0\.0$', text, re.M)
+
+
+def test_logs_never_contain_keys(gateway_factory: GatewayFactory) -> None:
+    """Neither upstream keys nor client keys appear in the gateway's logs."""
+    gw = gateway_factory("pay=pay-key,main=good-key")
+    run(session(gw.url, speech_frames()))
+    run(session(gw.url, speech_frames(), key="wrong-key"))
+    gw.stop()
+    logs = gw.stderr()
+    assert "session_ended" in logs or "upstream_refused" in logs
+    for secret in ("pay-key", "good-key", CLIENT_KEY, "wrong-key"):
+        assert secret not in logs

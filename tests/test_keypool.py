@@ -1,0 +1,124 @@
+"""Pure key-pool logic: selection, caps, budgets, state changes, probes."""
+
+from __future__ import annotations
+
+from service.classify import FailureClass
+from service.keypool import (
+    FIRST_PROBE_DELAY,
+    PROBE_INTERVAL,
+    KeyPool,
+    KeyState,
+    Lease,
+    Unavailable,
+)
+from service.settings import UpstreamKey
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pool(n: int = 3, *, cap: int = 2, per_minute: int = 100) -> tuple[KeyPool, Clock]:
+    clock = Clock()
+    keys = [UpstreamKey(f"k{i}", f"secret-{i}") for i in range(n)]
+    return (
+        KeyPool(
+            keys, max_sessions=cap, sessions_per_minute=per_minute, clock=clock, jitter=lambda: 1.0
+        ),
+        clock,
+    )
+
+
+def lease(p: KeyPool) -> Lease:
+    got = p.acquire()
+    assert isinstance(got, Lease), got
+    return got
+
+
+def test_selection_spreads_load_and_rotates_ties() -> None:
+    """Each new session goes to the least-loaded key; equal loads take turns."""
+    p, _ = pool(3, cap=2)
+    first = [lease(p).alias for _ in range(3)]
+    assert sorted(first) == ["k0", "k1", "k2"]
+    second = [lease(p).alias for _ in range(3)]
+    assert sorted(second) == ["k0", "k1", "k2"]
+    assert p.acquire() is Unavailable.AT_CAPACITY
+
+
+def test_release_returns_capacity() -> None:
+    """A released lease frees its key's slot."""
+    p, _ = pool(1, cap=1)
+    held = lease(p)
+    assert p.acquire() is Unavailable.AT_CAPACITY
+    p.release(held)
+    assert lease(p).alias == "k0"
+
+
+def test_new_sessions_per_minute_budget_holds_and_refills() -> None:
+    """A key takes at most its per-minute budget of new sessions, then again a minute later."""
+    p, clock = pool(1, cap=10, per_minute=2)
+    for _ in range(2):
+        p.release(lease(p))
+    assert p.acquire() is Unavailable.RATE_LIMITED
+    clock.now += 61
+    assert lease(p).alias == "k0"
+
+
+def test_payment_required_leaves_rotation_at_once_and_is_probed_later() -> None:
+    """A 402 disables the key for selection; a probe is due after the first delay."""
+    p, clock = pool(2)
+    change = p.report_failure("k0", FailureClass.PAYMENT_REQUIRED, "Account not upgraded")
+    assert change is not None and change.new is KeyState.PAYMENT_REQUIRED
+    assert {lease(p).alias for _ in range(2)} == {"k1"}
+    assert p.due_probes() == []
+    clock.now += FIRST_PROBE_DELAY
+    assert [k.alias for k in p.due_probes()] == ["k0"]
+    p.probe_failed("k0", FailureClass.PAYMENT_REQUIRED, "still")
+    assert p.due_probes() == []
+    clock.now += PROBE_INTERVAL
+    assert [k.alias for k in p.due_probes()] == ["k0"]
+    back = p.report_success("k0")
+    assert back is not None and back.new is KeyState.HEALTHY
+    assert p.due_probes() == []
+
+
+def test_rate_limit_cools_down_with_growing_backoff() -> None:
+    """Rate limits and transient failures cool a key down, longer each time in a row."""
+    p, clock = pool(1)
+    p.report_failure("k0", FailureClass.RATE_LIMITED, "3009")
+    assert p.acquire() is Unavailable.RATE_LIMITED
+    clock.now += 1.0
+    p.release(lease(p))
+    p.report_failure("k0", FailureClass.TRANSIENT, "1011")
+    p.report_failure("k0", FailureClass.TRANSIENT, "1011")
+    clock.now += 3.9
+    assert not isinstance(p.acquire(), Lease)
+    clock.now += 0.2
+    assert isinstance(p.acquire(), Lease)
+
+
+def test_client_faults_never_count_against_a_key() -> None:
+    """3006/3007/1009 are the client's doing: the key stays healthy."""
+    p, _ = pool(1)
+    assert p.report_failure("k0", FailureClass.CLIENT_FAULT, "3007") is None
+    assert p.record("k0").state is KeyState.HEALTHY
+
+
+def test_unavailable_says_why() -> None:
+    """All keys needing billing, all unauthorized, and all excluded are told apart."""
+    p, _ = pool(2)
+    for alias in ("k0", "k1"):
+        p.report_failure(alias, FailureClass.PAYMENT_REQUIRED, "402")
+    assert p.acquire() is Unavailable.PAYMENT_REQUIRED
+    q, _ = pool(2)
+    for alias in ("k0", "k1"):
+        q.report_failure(alias, FailureClass.UNAUTHORIZED, "401")
+    assert q.acquire() is Unavailable.UNAUTHORIZED
+    r, _ = pool(2)
+    for alias in ("k0", "k1"):
+        r.report_failure(alias, FailureClass.TRANSIENT, "refused")
+    assert r.acquire() is Unavailable.UNREACHABLE
