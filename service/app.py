@@ -23,6 +23,7 @@ from .keypool import KeyPool
 from .logs import get_logger
 from .metrics import Metrics, Outcome
 from .protocol import ProtocolViolation, parse_stream_params
+from .publisher import Publisher
 from .registry import SessionRegistry
 from .session import Session
 from .settings import Settings
@@ -46,6 +47,18 @@ class Gateway:
         )
         self.connector = Connector(settings, self.pool, self.metrics)
         self.admin = AdminRoutes(settings.admin_key, self.pool, self.connector)
+        self.publisher = (
+            Publisher(
+                settings.redis_url,
+                self.metrics,
+                backlog=settings.redis_backlog,
+                stream_maxlen=settings.stream_maxlen,
+                stream_partials=settings.stream_partials,
+                instance=settings.instance,
+            )
+            if settings.redis_url
+            else None
+        )
         for key in settings.upstream_keys:
             self.metrics.register_key(key.alias)
             self.metrics.key_changed(self.pool.record(key.alias))
@@ -84,6 +97,15 @@ class Gateway:
         self.metrics.upstream_begin_seconds.labels(alias).observe(
             asyncio.get_running_loop().time() - requested_at
         )
+        session_id = str(opened.upstream.begin.get("id", ""))
+        publisher = (
+            self.publisher.session(session_id, client_name, params.tag)
+            if self.publisher is not None
+            else None
+        )
+        if publisher is not None:
+            publisher.started(dict(params.forward))
+            publisher.message(opened.upstream.begin_text, dict(opened.upstream.begin))
         session = Session(
             client=websocket,
             upstream=opened.upstream,
@@ -93,6 +115,7 @@ class Gateway:
             settings=self.settings,
             metrics=self.metrics,
             on_upstream_failure=self.connector.failed,
+            publisher=publisher,
         )
         self.metrics.sessions_started.inc()
         self.metrics.sessions_active.inc()
@@ -113,7 +136,16 @@ class Gateway:
     async def ready(self, request: Request) -> Response:
         if self.registry.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
-        return JSONResponse({"status": "ready", "sessions": len(self.registry)})
+        redis = self.publisher.state if self.publisher is not None else "disabled"
+        backlog = self.publisher.backlog if self.publisher is not None else 0
+        return JSONResponse(
+            {
+                "status": "ready",
+                "sessions": len(self.registry),
+                "redis": redis,
+                "redis_backlog": backlog,
+            }
+        )
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -140,12 +172,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             clients=[k.name for k in settings.client_keys],
         )
         probes = asyncio.create_task(gateway.connector.run_probes(), name="key-probes")
+        if gateway.publisher is not None:
+            gateway.publisher.start()
         try:
             yield
             await gateway.drain()
         finally:
             probes.cancel()
             await asyncio.gather(probes, return_exceptions=True)
+            if gateway.publisher is not None:
+                await gateway.publisher.close()
 
     app = Starlette(
         routes=[

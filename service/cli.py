@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import add_demo_arguments
     from .sandbox.cli import add_sandbox_arguments
     from .streamer import add_stream_arguments
+    from .tail import add_tail_arguments, run_tail_command
 
     parser = argparse.ArgumentParser(
         prog="voxgate", description="An AssemblyAI Universal Streaming (v3) compatible gateway."
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="show the upstream key pool of a running gateway")
     add_keys_arguments(keys)
     keys.set_defaults(run=run_keys_command)
+
+    tail = commands.add_parser("tail", help="follow transcripts published to Redis")
+    add_tail_arguments(tail)
+    tail.set_defaults(run=run_tail_command)
 
     demo = commands.add_parser(
         "demo", help="simulator + gateway + a sample stream, all on this machine, no key needed"

@@ -126,6 +126,37 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.redis_up = Gauge(
+            "redis_up", "1 while the last Redis publish worked", namespace=NAMESPACE, registry=r
+        )
+        self.redis_backlog = Gauge(
+            "redis_backlog_envelopes",
+            "Envelopes waiting to reach Redis",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.redis_dropped = Counter(
+            "redis_dropped_envelopes",
+            "Envelopes shed because the backlog was full, by kind (partial first)",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.redis_published = Counter(
+            "redis_published_envelopes",
+            "Envelopes delivered to Redis",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.redis_publish_seconds = Histogram(
+            "redis_publish_seconds",
+            "Time of one pipelined publish batch",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for kind in ("partial", "final"):
+            self.redis_dropped.labels(kind)
         for phase in ("connect", "mid_session"):
             self.failovers.labels(phase)
         for outcome in Outcome.ALL:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
@@ -61,6 +62,7 @@ class Violation(StrEnum):
     MISSING_KEY = "missing_key"
     INVALID_KEY = "invalid_key"
     BAD_PARAMETER = "bad_parameter"
+    BAD_TAG = "bad_tag"
     FRAME_TOO_BIG = "frame_too_big"
     FRAME_DURATION = "frame_duration"
     FRAME_MISALIGNED = "frame_misaligned"
@@ -135,6 +137,9 @@ _FLOAT_PARAMS: dict[str, tuple[float, float]] = {
 _STRING_LIST_PARAMS = frozenset({"keyterms_prompt", "language_codes", "redact_pii_policies"})
 #: Parameters the gateway consumes itself and never forwards upstream.
 GATEWAY_PARAM_PREFIX = "voxgate_"
+TAG_PARAM = "voxgate_tag"
+#: A tag becomes part of a Redis channel name: a short, plain identifier.
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 AUTH_PARAMS = frozenset({"token"})
 
 
@@ -182,6 +187,18 @@ def _check_param(name: str, value: str) -> None:
             raise _bad(name, "expected a JSON array of strings")
 
 
+def _check_gateway_param(name: str, value: str) -> None:
+    if name != TAG_PARAM:
+        raise _bad(name[:40], f"unknown gateway parameter (known: {TAG_PARAM})")
+    if not TAG_PATTERN.match(value):
+        raise ProtocolViolation(
+            CloseCode.INVALID_MESSAGE,
+            Violation.BAD_TAG,
+            f"Invalid query parameter {TAG_PARAM}: 1-64 of A-Z a-z 0-9 _ . : - "
+            "starting with a letter or digit",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class StreamParams:
     """What a client asked for on connect, validated.
@@ -203,6 +220,10 @@ class StreamParams:
         if width is None or self.sample_rate is None:
             return None
         return width * self.sample_rate
+
+    @property
+    def tag(self) -> str | None:
+        return self.gateway.get(TAG_PARAM)
 
     def format_turns(self) -> bool:
         for name, value in self.forward:
@@ -226,6 +247,7 @@ def parse_stream_params(query: Iterable[tuple[str, str]]) -> StreamParams:
         if name in AUTH_PARAMS:
             continue
         if name.startswith(GATEWAY_PARAM_PREFIX):
+            _check_gateway_param(name, value)
             gateway[name] = value
             continue
         _check_param(name, value)

@@ -14,7 +14,6 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -32,6 +31,7 @@ from .protocol import (
     check_audio_frame,
     parse_control,
 )
+from .publisher import SessionPublisher
 from .settings import Settings
 from .upstream import UpstreamSession
 
@@ -66,6 +66,7 @@ class Session:
         settings: Settings,
         metrics: Metrics,
         on_upstream_failure: Callable[[str, UpstreamFailure], None],
+        publisher: SessionPublisher | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -75,6 +76,7 @@ class Session:
         self.settings = settings
         self.metrics = metrics
         self._on_upstream_failure = on_upstream_failure
+        self.publisher = publisher
         self.id = str(upstream.begin.get("id", ""))
         self.log = get_logger("voxgate.session").bind(
             session_id=self.id, client=client_name, key=key_alias
@@ -208,10 +210,7 @@ class Session:
                 if isinstance(raw, str):
                     await send({"type": "websocket.send", "text": raw})
                     self.bytes_down += len(raw)
-                    kind = _message_type(raw)
-                    if kind == "Turn":
-                        self.turns += 1
-                    elif kind == "Error":
+                    if self._observe(raw) == "Error":
                         error_relayed = True
                 else:
                     await send({"type": "websocket.send", "bytes": raw})
@@ -256,8 +255,11 @@ class Session:
         await self._send_terminate()
         try:
             async with asyncio.timeout(ABANDON_GRACE):
-                async for _ in connection:
-                    pass  # final turns after Terminate: nobody to relay them to
+                async for raw in connection:
+                    # Final turns after Terminate: no client to relay them to, but
+                    # they still reach Redis.
+                    if isinstance(raw, str):
+                        self._observe(raw)
         except (TimeoutError, WebSocketException, OSError):
             pass
         await self._close_upstream()
@@ -280,6 +282,21 @@ class Session:
         except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
             pass
 
+    def _observe(self, raw: str) -> object:
+        """Count and publish one upstream message; return its ``type``."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(message, dict):
+            return None
+        kind = message.get("type")
+        if kind == "Turn":
+            self.turns += 1
+        if self.publisher is not None:
+            self.publisher.message(raw, message)
+        return kind
+
     def _record(self, end: End) -> None:
         duration = self._loop.time() - self.opened_at
         m = self.metrics
@@ -297,12 +314,12 @@ class Session:
             turns=self.turns,
             upstream_close=self.upstream_close[0] if self.upstream_close else None,
         )
-
-
-def _message_type(raw: str) -> Any:
-    """The ``type`` of an upstream JSON message (None when it is not one)."""
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return None
-    return message.get("type") if isinstance(message, dict) else None
+        if self.publisher is not None:
+            self.publisher.ended(
+                duration_seconds=round(duration, 3),
+                audio_seconds=round(self.audio_seconds, 3),
+                turns=self.turns,
+                outcome=end.outcome,
+                close_code=end.close.code if end.close else None,
+                close_reason=end.close.text if end.close else None,
+            )

@@ -30,6 +30,10 @@ DEFAULT_FAILOVER_TIMEOUT = 15.0
 #: Per-key caps. AssemblyAI limits new sessions per minute per account (free: 5).
 DEFAULT_KEY_MAX_SESSIONS = 100
 DEFAULT_KEY_SESSIONS_PER_MINUTE = 100
+#: Envelopes held in memory while Redis is slow or down (a few KB each).
+DEFAULT_REDIS_BACKLOG = 10_000
+#: Approximate length cap of the Redis stream of transcripts.
+DEFAULT_STREAM_MAXLEN = 100_000
 #: On SIGTERM, how long running sessions may go on before they are ended for them.
 DEFAULT_DRAIN_TIMEOUT = 30.0
 
@@ -72,6 +76,10 @@ class Settings:
     client_keys: tuple[ClientKey, ...] = ()
     redis_url: str | None = None
     admin_key: str | None = field(default=None, repr=False)
+    redis_backlog: int = DEFAULT_REDIS_BACKLOG
+    stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+    stream_partials: bool = False
+    instance: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -96,6 +104,15 @@ class Settings:
             client_keys=parse_client_keys(reader.text("VOXGATE_CLIENT_KEYS", "")),
             redis_url=reader.text("VOXGATE_REDIS_URL", "") or None,
             admin_key=reader.text("VOXGATE_ADMIN_KEY", "") or None,
+            redis_backlog=reader.integer(
+                "VOXGATE_REDIS_BACKLOG", DEFAULT_REDIS_BACKLOG, 1, 10_000_000
+            ),
+            stream_maxlen=reader.integer(
+                "VOXGATE_STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN, 1, 1_000_000_000
+            ),
+            stream_partials=reader.choice("VOXGATE_STREAM_PARTIALS", "false", ("true", "false"))
+            == "true",
+            instance=reader.text("VOXGATE_INSTANCE", "") or None,
             host=reader.text("VOXGATE_HOST", "127.0.0.1"),
             port=reader.integer("VOXGATE_PORT", DEFAULT_PORT, 0, 65535),
             connect_timeout=reader.seconds("VOXGATE_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import Proc, start
+from tests.procs import Proc, RedisServer, start
 
 CLIENT_KEY = "test-client-key"
 CLIENT_KEYS = f"tester={CLIENT_KEY}"
@@ -39,6 +39,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     proc = start(["sandbox", "--port", "0", "--keys", SANDBOX_KEYS], {}, log)
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server for one test."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 GatewayFactory = Callable[..., Proc]

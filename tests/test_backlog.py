@@ -1,0 +1,58 @@
+"""The publishing backlog: bounded, ordered, and shedding partials before finals."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.backlog import Backlog
+
+
+def items(backlog: Backlog[str]) -> list[str]:
+    return [e.item for e in backlog.peek(len(backlog))]
+
+
+def test_order_is_kept_and_pop_takes_from_the_front() -> None:
+    """Envelopes leave in the order they came."""
+    b: Backlog[str] = Backlog(10)
+    for name in "abc":
+        assert b.push(name, final=True) is None
+    assert items(b) == ["a", "b", "c"]
+    b.pop(2)
+    assert items(b) == ["c"]
+
+
+def test_full_backlog_sheds_the_oldest_partial_first() -> None:
+    """When full, the oldest partial goes, even if finals are older."""
+    b: Backlog[str] = Backlog(3)
+    b.push("F1", final=True)
+    b.push("p1", final=False)
+    b.push("p2", final=False)
+    dropped = b.push("F2", final=True)
+    assert dropped is not None and dropped.item == "p1"
+    assert items(b) == ["F1", "p2", "F2"]
+
+
+def test_only_finals_waiting_sheds_an_incoming_partial_not_a_final() -> None:
+    """A partial never pushes out a final."""
+    b: Backlog[str] = Backlog(2)
+    b.push("F1", final=True)
+    b.push("F2", final=True)
+    dropped = b.push("p", final=False)
+    assert dropped is not None and dropped.item == "p"
+    assert items(b) == ["F1", "F2"]
+
+
+def test_finals_only_drop_the_oldest_final_when_nothing_else_can_go() -> None:
+    """Last resort: the oldest final makes room for a newer final."""
+    b: Backlog[str] = Backlog(2)
+    b.push("F1", final=True)
+    b.push("F2", final=True)
+    dropped = b.push("F3", final=True)
+    assert dropped is not None and dropped.item == "F1"
+    assert items(b) == ["F2", "F3"] and len(b) == 2
+
+
+def test_capacity_must_be_positive() -> None:
+    """A zero-size backlog is a configuration error."""
+    with pytest.raises(ValueError):
+        Backlog(0)
