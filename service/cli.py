@@ -60,6 +60,7 @@ def _demo(ns: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .admin import add_keys_arguments, run_keys_command
+    from .bench.runner import add_bench_arguments, run_bench_command
     from .demo import add_demo_arguments
     from .sandbox.cli import add_sandbox_arguments
     from .streamer import add_stream_arguments
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_demo_arguments(demo)
     demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser("bench", help="measure what the gateway adds (README: Performance)")
+    add_bench_arguments(bench)
+    bench.set_defaults(run=run_bench_command)
     return parser
 
 

@@ -1,0 +1,361 @@
+"""``voxgate bench``: one run, every target measured under the same conditions.
+
+Per number of streams the same load goes straight to the simulator (``direct``),
+through the minimal relay (``relay``) and through the gateway (``gateway``), one
+after the other, each target a fresh process. The load generator, the simulator
+and Redis share one core; the relay or the gateway gets the other, so its CPU is
+its own. The gateway runs as ``voxgate serve`` with metrics, JSON logging (to a
+file) and Redis publishing on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import load, stats
+from .procs import Redis, Server, cpu_seconds, start_server, usable_cpus
+
+SIM_ECHO_KEY = "bench-echo"
+SIM_OK_KEY = "bench-ok"
+CLIENT_SECRET = "bench-client-secret"
+#: Time a just-started server gets to settle before its idle memory is read.
+SETTLE_SECONDS = 0.5
+
+
+@dataclass
+class Plan:
+    streams: list[int]
+    realistic: list[int]
+    seconds: float
+    warmup: float
+    pin: bool
+    variants: list[str]
+    scale_out: int
+    workdir: Path
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--streams", type=_ints, default=[50, 150], help="echo profile: numbers of streams"
+    )
+    parser.add_argument(
+        "--realistic",
+        type=_ints,
+        default=[150],
+        help="realistic profile (simulated turns on speech-like audio): numbers of streams "
+        "('' skips)",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per phase")
+    parser.add_argument("--warmup", type=float, default=1.0, help="streaming before the window")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="also run the gateway under these uvicorn set-ups at the first --streams, "
+        "comma-separated LOOP/HTTP/WS, e.g. uvloop/httptools/wsproto,asyncio/h11/websockets",
+    )
+    parser.add_argument(
+        "--scale-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N echo streams against 1 and 2 gateway processes",
+    )
+    parser.add_argument("--keep-logs", type=Path, help="keep process logs in this directory")
+
+
+def run_bench_command(ns: argparse.Namespace) -> int:
+    import uvloop
+
+    workdir = ns.keep_logs or Path(tempfile.mkdtemp(prefix="voxgate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan = Plan(
+        streams=ns.streams,
+        realistic=ns.realistic,
+        seconds=ns.seconds,
+        warmup=ns.warmup,
+        pin=not ns.no_pin,
+        variants=[v for v in ns.variants.split(",") if v],
+        scale_out=ns.scale_out,
+        workdir=workdir,
+    )
+    report = uvloop.run(run_bench(plan))
+    report["command"] = "voxgate bench " + " ".join(sys.argv[2:])
+    print(render(report))
+    if ns.json:
+        ns.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON written to {ns.json}")
+    return 0
+
+
+class Bench:
+    """The processes of one run and the phases measured against them."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        cpus = self.cpus = usable_cpus()
+        self.harness_cpus: list[int] | None = None
+        self.relay_cpus: list[int] | None = None
+        if plan.pin and len(cpus) >= 2:
+            self.harness_cpus, self.relay_cpus = [cpus[0]], [cpus[1]]
+            os.sched_setaffinity(0, self.harness_cpus)
+        self.redis = Redis(plan.workdir, self.harness_cpus)
+        keys = f"{SIM_ECHO_KEY}=echo,{SIM_OK_KEY}=ok"
+        self.sim = start_server(
+            "simulator",
+            ["-m", "service", "sandbox", "--port", "0", "--keys", keys],
+            {},
+            plan.workdir / "simulator.log",
+            self.harness_cpus,
+        )
+        self.redis_published = 0.0
+        self._logs = 0
+
+    def close(self) -> None:
+        self.sim.stop()
+        self.redis.stop()
+
+    # ------------------------------------------------------------------ targets
+
+    def gateway_env(self, upstream_key: str) -> dict[str, str]:
+        return {
+            "VOXGATE_UPSTREAM_URL": self.sim.url + "/v3/ws",
+            "VOXGATE_UPSTREAM_KEYS": f"sim={upstream_key}",
+            "VOXGATE_CLIENT_KEYS": f"bench={CLIENT_SECRET}",
+            "VOXGATE_REDIS_URL": self.redis.url,
+            "VOXGATE_PORT": "0",
+            "VOXGATE_LOG_FORMAT": "json",
+            "VOXGATE_LOG_LEVEL": "info",
+            "VOXGATE_KEY_MAX_SESSIONS": "100000",
+            "VOXGATE_KEY_SESSIONS_PER_MINUTE": "100000",
+            "VOXGATE_INSTANCE": "bench",
+        }
+
+    def start_gateway(
+        self, upstream_key: str, variant: str | None = None, cpus: Iterable[int] | None = None
+    ) -> Server:
+        self._logs += 1
+        argv = ["-m", "service", "serve"]
+        if variant:
+            loop, http, ws = variant.split("/")
+            argv = ["-m", "service.bench.variant", "--loop", loop, "--http", http, "--ws", ws]
+        return start_server(
+            "gateway",
+            argv,
+            self.gateway_env(upstream_key),
+            self.plan.workdir / f"gateway-{self._logs}.log",
+            cpus if cpus is not None else self.relay_cpus,
+        )
+
+    def start_relay(self) -> Server:
+        self._logs += 1
+        return start_server(
+            "relay",
+            ["-m", "service.bench.relay", "--upstream", self.sim.url],
+            {},
+            self.plan.workdir / f"relay-{self._logs}.log",
+            self.relay_cpus,
+        )
+
+    # ------------------------------------------------------------------ phases
+
+    async def phase(
+        self,
+        kind: str,
+        streams: int,
+        *,
+        profile: str,
+        servers: Sequence[Server] = (),
+        key: str = CLIENT_SECRET,
+    ) -> stats.Phase:
+        echo = profile == "echo"
+        urls = [s.url for s in servers] or [self.sim.url]
+        if servers:
+            await asyncio.sleep(SETTLE_SECONDS)
+        rss_idle = sum(s.rss() for s in servers) if servers else None
+        me = os.getpid()
+
+        def sample() -> dict[str, float]:
+            return {
+                "server": sum(s.cpu() for s in servers),
+                "load": cpu_seconds(me),
+                "simulator": self.sim.cpu(),
+                "redis": cpu_seconds(self.redis.pid),
+                "rss": float(sum(s.rss() for s in servers)),
+            }
+
+        result = await load.run_load(
+            urls,
+            key,
+            streams,
+            seconds=self.plan.seconds,
+            warmup=self.plan.warmup,
+            echo=echo,
+            frames=load.silence_frames() if echo else load.speech_like_frames(),
+            sample=sample,
+        )
+        if len(result.samples) == 2:
+            before, after = result.samples
+        else:  # the load failed before its window: nothing measured
+            before = after = sample()
+        harness = {name: after[name] - before[name] for name in ("load", "simulator", "redis")}
+        return stats.summarize(
+            kind,
+            result,
+            echo=echo,
+            server_cpu=after["server"] - before["server"] if servers else None,
+            harness_cpu=harness,
+            rss_idle=rss_idle,
+            rss_loaded=int(after["rss"]) if servers else None,
+        )
+
+    async def row(self, profile: str, streams: int) -> stats.Row:
+        upstream_key = SIM_ECHO_KEY if profile == "echo" else SIM_OK_KEY
+        phases: dict[str, stats.Phase] = {}
+        phases["direct"] = await self.phase("direct", streams, profile=profile, key=upstream_key)
+        relay = self.start_relay()
+        try:
+            phases["relay"] = await self.phase(
+                "relay", streams, profile=profile, servers=[relay], key=upstream_key
+            )
+        finally:
+            relay.stop()
+        gateway = self.start_gateway(upstream_key)
+        try:
+            phases["gateway"] = await self.phase(
+                "gateway", streams, profile=profile, servers=[gateway]
+            )
+            self.redis_published += await asyncio.to_thread(_redis_published, gateway)
+        finally:
+            gateway.stop()
+        return stats.Row(profile, streams, phases)
+
+    async def variant(self, variant: str, streams: int) -> dict[str, Any]:
+        gateway = self.start_gateway(SIM_ECHO_KEY, variant=variant)
+        try:
+            phase = await self.phase("gateway", streams, profile="echo", servers=[gateway])
+        finally:
+            gateway.stop()
+        return {"variant": variant, **asdict(phase)}
+
+    async def scale_out(self, streams: int) -> list[dict[str, Any]]:
+        out = []
+        for processes in (1, 2):
+            pins: list[list[int] | None] = (
+                [self.relay_cpus] if processes == 1 else [self.relay_cpus, self.harness_cpus]
+            )
+            if not self.plan.pin:
+                pins = [None] * processes
+            gateways = [self.start_gateway(SIM_ECHO_KEY, cpus=p) for p in pins]
+            try:
+                phase = await self.phase("gateway", streams, profile="echo", servers=gateways)
+            finally:
+                for gateway in gateways:
+                    gateway.stop()
+            out.append({"processes": processes, **asdict(phase)})
+        return out
+
+
+def _redis_published(gateway: Server) -> float:
+    """Envelopes the gateway delivered to Redis (proof that publishing was on)."""
+    with urllib.request.urlopen(gateway.http_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("voxgate_redis_published_envelopes_total"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def run_bench(plan: Plan) -> dict[str, Any]:
+    bench = Bench(plan)
+    try:
+        echo_rows = [await bench.row("echo", n) for n in plan.streams]
+        realistic_rows = [await bench.row("realistic", n) for n in plan.realistic]
+        variants = [await bench.variant(v, plan.streams[0]) for v in plan.variants if plan.streams]
+        scale = await bench.scale_out(plan.scale_out) if plan.scale_out else []
+    finally:
+        bench.close()
+    from ..server import uvicorn_config  # the defaults measured, as the gateway runs them
+
+    return {
+        "machine": {
+            "cpus": len(bench.cpus),
+            "pinned": {"harness": bench.harness_cpus, "relay_or_gateway": bench.relay_cpus},
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "gateway_defaults": _defaults(uvicorn_config),
+        "seconds": plan.seconds,
+        "echo": [r.as_dict() for r in echo_rows],
+        "realistic": [r.as_dict() for r in realistic_rows],
+        "variants": variants,
+        "scale_out": scale,
+        "redis_envelopes_published": bench.redis_published,
+        "targets": stats.targets(echo_rows + realistic_rows),
+        "logs": str(plan.workdir),
+        "_rows": (echo_rows, realistic_rows),
+    }
+
+
+def _defaults(factory: Any) -> dict[str, str]:
+    from ..settings import Settings
+
+    settings = Settings.from_env({"VOXGATE_UPSTREAM_KEYS": "a=b", "VOXGATE_CLIENT_KEYS": "c=d"})
+    config = factory(None, settings)
+    return {"loop": config.loop, "http": config.http, "ws": config.ws}
+
+
+def render(report: dict[str, Any]) -> str:
+    echo_rows, realistic_rows = report.pop("_rows")
+    parts = [
+        f"voxgate bench: {report['machine']['cpus']} CPUs, pinned {report['machine']['pinned']}, "
+        f"gateway {report['gateway_defaults']}, window {report['seconds']:g} s per phase",
+    ]
+    if echo_rows:
+        parts += [
+            "",
+            "echo profile (upstream answers every frame at once):",
+            stats.echo_table(echo_rows),
+        ]
+    if realistic_rows:
+        parts += ["", "realistic profile (simulated turns on speech-like audio):"]
+        parts.append(stats.realistic_table(realistic_rows))
+    if report["variants"]:
+        parts += ["", "uvicorn set-ups (gateway, echo profile):"]
+        for v in report["variants"]:
+            parts.append(
+                f"  {v['variant']:<32} CPU {v['server_cpu_us_per_frame']:.0f} us/frame, "
+                f"rtt p50 {v['rtt_p50_ms']:.2f} ms p99 {v['rtt_p99_ms']:.2f} ms, "
+                f"set-up {v['setup_per_second']:.0f}/s, pace {'ok' if v['pace_held'] else 'LATE'}"
+            )
+    if report["scale_out"]:
+        parts += ["", "scale-out (gateway processes, echo profile):"]
+        for s in report["scale_out"]:
+            parts.append(
+                f"  {s['processes']} process(es): {s['round_trips_per_second']:.0f} round trips/s "
+                f"of {s['streams'] * 20} offered, pace {'ok' if s['pace_held'] else 'LATE'}, "
+                f"rtt p50 {s['rtt_p50_ms']:.2f} ms p99 {s['rtt_p99_ms']:.2f} ms, "
+                f"gateway CPU {s['server_cpu_percent']:.0f} %"
+            )
+    parts += [
+        "",
+        f"Redis envelopes published by the gateways: {report['redis_envelopes_published']:.0f}",
+    ]
+    parts += ["", "targets (issue 8):", stats.targets_table(report["targets"])]
+    return "\n".join(parts)

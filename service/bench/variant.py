@@ -1,0 +1,47 @@
+"""The gateway under another uvicorn set-up, for ``voxgate bench --variants``.
+
+Exactly ``voxgate serve`` (same app, same settings from the environment, same
+config from :func:`service.server.uvicorn_config`) except the event loop, the HTTP
+parser and the WebSocket implementation, so the defaults can be chosen by
+measurement: ``python -m service.bench.variant --loop asyncio --http h11 --ws wsproto``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..app import create_app
+from ..logs import configure_logging
+from ..server import DrainingServer, bind, uvicorn_config
+from ..settings import Settings
+
+LOOPS = ("uvloop", "asyncio")
+HTTPS = ("httptools", "h11")
+WEBSOCKETS = ("websockets-sansio", "websockets", "wsproto")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loop", choices=LOOPS, required=True)
+    parser.add_argument("--http", choices=HTTPS, required=True)
+    parser.add_argument("--ws", choices=WEBSOCKETS, required=True)
+    ns = parser.parse_args()
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    app = create_app(settings)
+    config = uvicorn_config(app, settings)
+    config.loop, config.http, config.ws = ns.loop, ns.http, ns.ws
+    server = DrainingServer(config, app.state.gateway)
+    sock = bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    print(
+        f"voxgate gateway ({ns.loop}/{ns.http}/{ns.ws}) listening on ws://{host}:{port}", flush=True
+    )
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
