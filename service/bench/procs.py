@@ -39,6 +39,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all processes of the machine used (all cores), from /proc/stat."""
+    with open("/proc/stat", "rb") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / _TICKS
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status", "rb") as f:
         for line in f:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import load, stats
-from .procs import Redis, Server, cpu_seconds, start_server, usable_cpus
+from .procs import Redis, Server, cpu_seconds, machine_busy_seconds, start_server, usable_cpus
 
 SIM_ECHO_KEY = "bench-echo"
 SIM_OK_KEY = "bench-ok"
@@ -198,6 +198,7 @@ class Bench:
                 "simulator": self.sim.cpu(),
                 "redis": cpu_seconds(self.redis.pid),
                 "rss": float(sum(s.rss() for s in servers)),
+                "machine": machine_busy_seconds(),
             }
 
         result = await load.run_load(
@@ -214,7 +215,10 @@ class Bench:
             before, after = result.samples
         else:  # the load failed before its window: nothing measured
             before = after = sample()
-        harness = {name: after[name] - before[name] for name in ("load", "simulator", "redis")}
+        spent = {k: after[k] - before[k] for k in before}
+        harness = {name: spent[name] for name in ("load", "simulator", "redis")}
+        # Other processes on this machine during the window (other users of a shared box).
+        others = spent["machine"] - spent["server"] - sum(harness.values())
         return stats.summarize(
             kind,
             result,
@@ -223,6 +227,7 @@ class Bench:
             harness_cpu=harness,
             rss_idle=rss_idle,
             rss_loaded=int(after["rss"]) if servers else None,
+            others_cpu=max(0.0, others),
         )
 
     async def row(self, profile: str, streams: int) -> stats.Row:

@@ -60,6 +60,8 @@ class Phase:
     harness_cpu_percent: dict[str, float] = field(default_factory=dict)
     harness_saturated: bool = False
     close_codes: dict[int, int] = field(default_factory=dict)
+    #: CPU other processes of the machine used in the window (a shared box is noisy).
+    others_cpu_percent: float = 0.0
 
 
 def summarize(
@@ -71,6 +73,7 @@ def summarize(
     harness_cpu: Mapping[str, float],
     rss_idle: int | None,
     rss_loaded: int | None,
+    others_cpu: float = 0.0,
 ) -> Phase:
     """``server_cpu`` and ``harness_cpu`` are CPU seconds spent in the window."""
     window = result.window_seconds or 1.0
@@ -126,6 +129,7 @@ def summarize(
         harness_cpu_percent=harness,
         harness_saturated=sum(harness.values()) > 100.0 * HARNESS_SATURATED,
         close_codes=dict(result.close_codes),
+        others_cpu_percent=100.0 * others_cpu / window,
     )
 
 
@@ -227,6 +231,10 @@ def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _others(row: Row) -> float:
+    return max(p.others_cpu_percent for p in row.phases.values())
+
+
 def _saturated(harness_percent: float) -> str:
     return " SATURATED" if harness_percent > 100 * HARNESS_SATURATED else ""
 
@@ -235,7 +243,7 @@ def echo_table(rows: Sequence[Row]) -> str:
     head = (
         "streams | added p50/p90/p99 ms (gateway) | (relay) | round trips/s | pace | "
         "CPU us/frame gw / relay (ratio) | gw CPU % | RSS/session KB gw / relay | "
-        "set-up/s direct / relay / gw | harness CPU %"
+        "set-up/s direct / relay / gw | harness CPU % | others CPU %"
     )
     lines = [head, "-" * len(head)]
     for row in rows:
@@ -251,7 +259,8 @@ def echo_table(rows: Sequence[Row]) -> str:
             f"({_f(row.cpu_ratio(), 2)}) | {_f(g.server_cpu_percent, 0)} | "
             f"{_f(g.rss_per_session_kb, 0)} / {_f(r.rss_per_session_kb, 0)} | "
             f"{_f(d.setup_per_second, 0)} / {_f(r.setup_per_second, 0)} / "
-            f"{_f(g.setup_per_second, 0)} | {_f(harness, 0)}{_saturated(harness)}"
+            f"{_f(g.setup_per_second, 0)} | {_f(harness, 0)}{_saturated(harness)} | "
+            f"{_f(_others(row), 0)}"
         )
     return "\n".join(lines)
 
@@ -259,7 +268,7 @@ def echo_table(rows: Sequence[Row]) -> str:
 def realistic_table(rows: Sequence[Row]) -> str:
     head = (
         "streams | turns/s/stream | pace | CPU ms per stream-second gw / relay (ratio) | "
-        "streams per core gw / relay | RSS/session KB gw | harness CPU %"
+        "streams per core gw / relay | RSS/session KB gw | harness CPU % | others CPU %"
     )
     lines = [head, "-" * len(head)]
     for row in rows:
@@ -271,7 +280,8 @@ def realistic_table(rows: Sequence[Row]) -> str:
             f"{_f(g.server_cpu_ms_per_stream_second, 3)} / "
             f"{_f(r.server_cpu_ms_per_stream_second, 3)} ({_f(row.cpu_ratio(), 2)}) | "
             f"{_f(g.streams_per_core, 0)} / "
-            f"{_f(r.streams_per_core, 0)} | {_f(g.rss_per_session_kb, 0)} | {_f(harness, 0)}"
+            f"{_f(r.streams_per_core, 0)} | {_f(g.rss_per_session_kb, 0)} | {_f(harness, 0)} | "
+            f"{_f(_others(row), 0)}"
         )
     return "\n".join(lines)
 
