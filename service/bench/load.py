@@ -59,6 +59,8 @@ class LoadResult:
     open_wall_seconds: float = 0.0
     window_seconds: float = 0.0
     frames_sent: int = 0
+    #: Frames sent in the window per target (``urls[i]``), when the load is shared.
+    frames_by_target: list[int] = field(default_factory=list)
     frames_echoed: int = 0
     rtts: list[float] = field(default_factory=list)
     lateness: list[float] = field(default_factory=list)
@@ -170,6 +172,7 @@ class _Stream:
             self.sent_at[seq] = now
         if gen.measuring_from <= now < gen.measuring_to:
             gen.result.frames_sent += 1
+            gen.result.frames_by_target[self.index % len(gen.result.frames_by_target)] += 1
             gen.result.lateness.append(loop.time() - self.due)
         self.seq = seq + 1
         self.due += FRAME_SECONDS
@@ -189,7 +192,7 @@ class _Generator:
 
 async def run_load(
     urls: Sequence[str],
-    key: str,
+    keys: Sequence[str],
     streams: int,
     *,
     seconds: float,
@@ -198,12 +201,16 @@ async def run_load(
     frames: Sequence[bytes] | None = None,
     sample: Callable[[], Any] | None = None,
 ) -> LoadResult:
-    """Run ``streams`` sessions spread over ``urls`` (ws://HOST:PORT bases) and measure."""
+    """Run ``streams`` sessions spread over ``urls`` (ws://HOST:PORT bases) and measure.
+
+    Stream ``i`` goes to ``urls[i % len(urls)]`` with the key ``keys[i % len(urls)]``.
+    """
     gen = _Generator(frames or silence_frames(), echo, streams)
     result = gen.result
     loop = gen.loop
     targets = [url.rstrip("/") + "/v3/ws" + QUERY for url in urls]
-    headers = {"Authorization": key}
+    headers = [{"Authorization": key} for key in keys]
+    result.frames_by_target = [0] * len(targets)
     all_streams = [_Stream(gen, i) for i in range(streams)]
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
@@ -214,7 +221,7 @@ async def run_load(
                 async with asyncio.timeout(OPEN_TIMEOUT):
                     stream.client = await wsraw.connect(
                         targets[stream.index % len(targets)],
-                        headers,
+                        headers[stream.index % len(targets)],
                         stream.on_text,
                         stream.on_close,
                     )

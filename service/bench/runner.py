@@ -67,8 +67,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         default="",
-        help="also run the gateway under these uvicorn set-ups at the first --streams, "
-        "comma-separated LOOP/HTTP/WS, e.g. uvloop/httptools/wsproto,asyncio/h11/websockets",
+        help="also run the gateway under these uvicorn set-ups, all at once beside the "
+        "minimal relay, sharing the first --streams; comma-separated LOOP/HTTP/WS, "
+        "e.g. uvloop/httptools/wsproto,asyncio/h11/websockets",
     )
     parser.add_argument(
         "--scale-out",
@@ -182,8 +183,10 @@ class Bench:
         *,
         profile: str,
         servers: Sequence[Server] = (),
-        key: str = CLIENT_SECRET,
+        keys: Sequence[str] = (CLIENT_SECRET,),
     ) -> stats.Phase:
+        """Run the load against ``servers`` (the simulator when none), stream ``i`` on
+        ``servers[i % len]`` with ``keys[i % len]``; CPU per frame for each server."""
         echo = profile == "echo"
         urls = [s.url for s in servers] or [self.sim.url]
         if servers:
@@ -191,9 +194,11 @@ class Bench:
         rss_idle = sum(s.rss() for s in servers) if servers else None
         me = os.getpid()
 
-        def sample() -> dict[str, float]:
+        def sample() -> dict[str, Any]:
+            each = [s.cpu() for s in servers]
             return {
-                "server": sum(s.cpu() for s in servers),
+                "servers": each,
+                "server": sum(each),
                 "load": cpu_seconds(me),
                 "simulator": self.sim.cpu(),
                 "redis": cpu_seconds(self.redis.pid),
@@ -203,7 +208,7 @@ class Bench:
 
         result = await load.run_load(
             urls,
-            key,
+            keys,
             streams,
             seconds=self.plan.seconds,
             warmup=self.plan.warmup,
@@ -215,29 +220,38 @@ class Bench:
             before, after = result.samples
         else:  # the load failed before its window: nothing measured
             before = after = sample()
-        spent = {k: after[k] - before[k] for k in before}
+        spent = {k: after[k] - before[k] for k in before if k != "servers"}
         harness = {name: spent[name] for name in ("load", "simulator", "redis")}
         # Other processes on this machine during the window (other users of a shared box).
         others = spent["machine"] - spent["server"] - sum(harness.values())
-        return stats.summarize(
+        phase = stats.summarize(
             kind,
             result,
             echo=echo,
-            server_cpu=after["server"] - before["server"] if servers else None,
+            server_cpu=spent["server"] if servers else None,
             harness_cpu=harness,
             rss_idle=rss_idle,
             rss_loaded=int(after["rss"]) if servers else None,
             others_cpu=max(0.0, others),
         )
+        phase.cpu_us_per_frame_each = [
+            1e6 * (a - b) / frames if frames else 0.0
+            for a, b, frames in zip(
+                after["servers"], before["servers"], result.frames_by_target, strict=False
+            )
+        ]
+        return phase
 
     async def row(self, profile: str, streams: int) -> stats.Row:
+        """Direct, relay, gateway one after the other (latency, set-up, memory), then
+        relay and gateway side by side on the same core (their CPU ratio)."""
         upstream_key = SIM_ECHO_KEY if profile == "echo" else SIM_OK_KEY
         phases: dict[str, stats.Phase] = {}
-        phases["direct"] = await self.phase("direct", streams, profile=profile, key=upstream_key)
+        phases["direct"] = await self.phase("direct", streams, profile=profile, keys=[upstream_key])
         relay = self.start_relay()
         try:
             phases["relay"] = await self.phase(
-                "relay", streams, profile=profile, servers=[relay], key=upstream_key
+                "relay", streams, profile=profile, servers=[relay], keys=[upstream_key]
             )
         finally:
             relay.stop()
@@ -249,15 +263,47 @@ class Bench:
             self.redis_published += await asyncio.to_thread(_redis_published, gateway)
         finally:
             gateway.stop()
+        relay, gateway = self.start_relay(), self.start_gateway(upstream_key)
+        try:
+            phases["side_by_side"] = await self.phase(
+                "relay+gateway",
+                streams,
+                profile=profile,
+                servers=[relay, gateway],
+                keys=[upstream_key, CLIENT_SECRET],
+            )
+        finally:
+            relay.stop()
+            gateway.stop()
         return stats.Row(profile, streams, phases)
 
-    async def variant(self, variant: str, streams: int) -> dict[str, Any]:
-        gateway = self.start_gateway(SIM_ECHO_KEY, variant=variant)
+    async def variants(self, variants: Sequence[str], streams: int) -> list[dict[str, Any]]:
+        """Every uvicorn set-up at once, with the minimal relay, on the same core: a
+        shared box changes CPU per frame by tens of percent from minute to minute, but
+        it changes it alike for processes running side by side."""
+        servers = [self.start_relay()]
         try:
-            phase = await self.phase("gateway", streams, profile="echo", servers=[gateway])
+            servers += [self.start_gateway(SIM_ECHO_KEY, variant=v) for v in variants]
+            keys = [SIM_ECHO_KEY] + [CLIENT_SECRET] * len(variants)
+            phase = await self.phase(
+                "variants", streams, profile="echo", servers=servers, keys=keys
+            )
         finally:
-            gateway.stop()
-        return {"variant": variant, **asdict(phase)}
+            for server in servers:
+                server.stop()
+        relay_cost, *costs = phase.cpu_us_per_frame_each
+        return [
+            {
+                "variant": variant,
+                "streams": streams // len(servers),
+                "cpu_us_per_frame": cost,
+                "ratio_to_relay": cost / relay_cost if relay_cost else None,
+                "relay_cpu_us_per_frame": relay_cost,
+                "pace_held_all": phase.pace_held,
+                "others_cpu_percent": phase.others_cpu_percent,
+            }
+            for variant, cost in zip(variants, costs, strict=True)
+        ]
 
     async def scale_out(self, streams: int) -> list[dict[str, Any]]:
         out = []
@@ -292,7 +338,11 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
     try:
         echo_rows = [await bench.row("echo", n) for n in plan.streams]
         realistic_rows = [await bench.row("realistic", n) for n in plan.realistic]
-        variants = [await bench.variant(v, plan.streams[0]) for v in plan.variants if plan.streams]
+        variants = (
+            await bench.variants(plan.variants, plan.streams[0])
+            if plan.variants and plan.streams
+            else []
+        )
         scale = await bench.scale_out(plan.scale_out) if plan.scale_out else []
     finally:
         bench.close()
@@ -342,12 +392,12 @@ def render(report: dict[str, Any]) -> str:
         parts += ["", "realistic profile (simulated turns on speech-like audio):"]
         parts.append(stats.realistic_table(realistic_rows))
     if report["variants"]:
-        parts += ["", "uvicorn set-ups (gateway, echo profile):"]
+        parts += ["", "uvicorn set-ups side by side with the minimal relay (echo profile):"]
         for v in report["variants"]:
             parts.append(
-                f"  {v['variant']:<32} CPU {v['server_cpu_us_per_frame']:.0f} us/frame, "
-                f"rtt p50 {v['rtt_p50_ms']:.2f} ms p99 {v['rtt_p99_ms']:.2f} ms, "
-                f"set-up {v['setup_per_second']:.0f}/s, pace {'ok' if v['pace_held'] else 'LATE'}"
+                f"  {v['variant']:<36} {v['streams']} streams, CPU {v['cpu_us_per_frame']:.0f} "
+                f"us/frame, {v['ratio_to_relay']:.2f}x the relay's "
+                f"({v['relay_cpu_us_per_frame']:.0f} us)"
             )
     if report["scale_out"]:
         parts += ["", "scale-out (gateway processes, echo profile):"]

@@ -62,6 +62,8 @@ class Phase:
     close_codes: dict[int, int] = field(default_factory=dict)
     #: CPU other processes of the machine used in the window (a shared box is noisy).
     others_cpu_percent: float = 0.0
+    #: CPU per frame of each server when several shared the load (side by side).
+    cpu_us_per_frame_each: list[float] = field(default_factory=list)
 
 
 def summarize(
@@ -147,6 +149,15 @@ class Row:
         return float(other - direct)
 
     def cpu_ratio(self) -> float | None:
+        """Gateway over relay CPU per frame, measured side by side when that ran
+        (same core, same moment: the noise of a shared box cancels out)."""
+        side = self.phases.get("side_by_side")
+        if side is not None and len(side.cpu_us_per_frame_each) == 2:
+            relay, gateway = side.cpu_us_per_frame_each
+            return gateway / relay if relay else None
+        return self.sequential_cpu_ratio()
+
+    def sequential_cpu_ratio(self) -> float | None:
         gateway = self.phases["gateway"].server_cpu_us_per_frame
         relay = self.phases["relay"].server_cpu_us_per_frame
         if gateway is None or not relay:
@@ -159,6 +170,7 @@ class Row:
             "streams": self.streams,
             "phases": {k: asdict(v) for k, v in self.phases.items()},
             "gateway_cpu_ratio_to_relay": self.cpu_ratio(),
+            "gateway_cpu_ratio_to_relay_sequential": self.sequential_cpu_ratio(),
         }
         if self.profile == "echo":
             for kind in ("gateway", "relay"):
@@ -242,7 +254,8 @@ def _saturated(harness_percent: float) -> str:
 def echo_table(rows: Sequence[Row]) -> str:
     head = (
         "streams | added p50/p90/p99 ms (gateway) | (relay) | round trips/s | pace | "
-        "CPU us/frame gw / relay (ratio) | gw CPU % | RSS/session KB gw / relay | "
+        "CPU us/frame gw / relay (ratio side by side; in turn) | gw CPU % | "
+        "RSS/session KB gw / relay | "
         "set-up/s direct / relay / gw | harness CPU % | others CPU %"
     )
     lines = [head, "-" * len(head)]
@@ -256,7 +269,8 @@ def echo_table(rows: Sequence[Row]) -> str:
             f"{row.streams:>7} | {added:>30} | {relay_added:>7} | "
             f"{_f(g.round_trips_per_second, 0):>13} | {pace} | "
             f"{_f(g.server_cpu_us_per_frame, 0)} / {_f(r.server_cpu_us_per_frame, 0)} "
-            f"({_f(row.cpu_ratio(), 2)}) | {_f(g.server_cpu_percent, 0)} | "
+            f"({_f(row.cpu_ratio(), 2)}; {_f(row.sequential_cpu_ratio(), 2)}) | "
+            f"{_f(g.server_cpu_percent, 0)} | "
             f"{_f(g.rss_per_session_kb, 0)} / {_f(r.rss_per_session_kb, 0)} | "
             f"{_f(d.setup_per_second, 0)} / {_f(r.setup_per_second, 0)} / "
             f"{_f(g.setup_per_second, 0)} | {_f(harness, 0)}{_saturated(harness)} | "
@@ -267,7 +281,8 @@ def echo_table(rows: Sequence[Row]) -> str:
 
 def realistic_table(rows: Sequence[Row]) -> str:
     head = (
-        "streams | turns/s/stream | pace | CPU ms per stream-second gw / relay (ratio) | "
+        "streams | turns/s/stream | pace | CPU ms per stream-second gw / relay "
+        "(ratio side by side) | "
         "streams per core gw / relay | RSS/session KB gw | harness CPU % | others CPU %"
     )
     lines = [head, "-" * len(head)]
