@@ -32,7 +32,8 @@ SAMPLE_RATE = 16_000
 FRAME_SECONDS = 0.05
 FRAME_BYTES = int(SAMPLE_RATE * FRAME_SECONDS) * 2
 MARK_BYTES = 8
-QUERY = f"?sample_rate={SAMPLE_RATE}&encoding=pcm_s16le"
+#: As the SDK's users connect (format_turns: a final turn is followed by its formatted repeat).
+QUERY = f"?sample_rate={SAMPLE_RATE}&encoding=pcm_s16le&format_turns=true"
 #: Sessions being opened at once (a burst of thousands would only measure the backlog).
 OPEN_CONCURRENCY = 32
 #: Deadlines: one session's set-up, and the end of all sessions after Terminate.
@@ -76,7 +77,7 @@ def silence_frames() -> list[bytes]:
 
 
 def speech_like_frames(
-    speech_seconds: float = 2.4, pause_seconds: float = 0.8, seed: int = 7
+    speech_seconds: float = 2.6, pause_seconds: float = 0.6, seed: int = 7
 ) -> list[bytes]:
     """A loop of noise shaped like syllables (about 4 per second), then a pause.
 

@@ -301,6 +301,8 @@ class Bench:
                 "relay_cpu_us_per_frame": relay_cost,
                 "pace_held_all": phase.pace_held,
                 "others_cpu_percent": phase.others_cpu_percent,
+                "core_saturated": (phase.server_cpu_percent or 0.0)
+                >= 100 * stats.SIDE_BY_SIDE_SATURATED,
             }
             for variant, cost in zip(variants, costs, strict=True)
         ]
@@ -398,6 +400,7 @@ def render(report: dict[str, Any]) -> str:
                 f"  {v['variant']:<36} {v['streams']} streams, CPU {v['cpu_us_per_frame']:.0f} "
                 f"us/frame, {v['ratio_to_relay']:.2f}x the relay's "
                 f"({v['relay_cpu_us_per_frame']:.0f} us)"
+                + (" [core saturated: fair shares, not costs]" if v["core_saturated"] else "")
             )
     if report["scale_out"]:
         parts += ["", "scale-out (gateway processes, echo profile):"]

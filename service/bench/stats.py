@@ -8,6 +8,9 @@ from typing import Any
 
 from .load import FRAME_SECONDS, MIN_ECHOED_SHARE, PACE_LATENESS, LoadResult
 
+#: Above this share of a core, servers side by side get the scheduler's fair share, not
+#: what they ask for, and their CPU ratio means nothing.
+SIDE_BY_SIDE_SATURATED = 0.85
 #: Above this share of its core, the harness (load generator + simulator + Redis)
 #: is saturated and the figures measure it, not the relay.
 HARNESS_SATURATED = 0.85
@@ -152,7 +155,11 @@ class Row:
         """Gateway over relay CPU per frame, measured side by side when that ran
         (same core, same moment: the noise of a shared box cancels out)."""
         side = self.phases.get("side_by_side")
-        if side is not None and len(side.cpu_us_per_frame_each) == 2:
+        if (
+            side is not None
+            and len(side.cpu_us_per_frame_each) == 2
+            and (side.server_cpu_percent or 0.0) < 100 * SIDE_BY_SIDE_SATURATED
+        ):
             relay, gateway = side.cpu_us_per_frame_each
             return gateway / relay if relay else None
         return self.sequential_cpu_ratio()
