@@ -204,13 +204,13 @@ async def run_load(
 ) -> LoadResult:
     """Run ``streams`` sessions spread over ``urls`` (ws://HOST:PORT bases) and measure.
 
-    Stream ``i`` goes to ``urls[i % len(urls)]`` with the key ``keys[i % len(urls)]``.
+    Stream ``i`` goes to ``urls[j]``, ``j = i % len(urls)``, with the key ``keys[j % len(keys)]``.
     """
     gen = _Generator(frames or silence_frames(), echo, streams)
     result = gen.result
     loop = gen.loop
     targets = [url.rstrip("/") + "/v3/ws" + QUERY for url in urls]
-    headers = [{"Authorization": key} for key in keys]
+    headers = [{"Authorization": keys[j % len(keys)]} for j in range(len(targets))]
     result.frames_by_target = [0] * len(targets)
     all_streams = [_Stream(gen, i) for i in range(streams)]
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
