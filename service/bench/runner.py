@@ -41,6 +41,7 @@ class Plan:
     warmup: float
     pin: bool
     variants: list[str]
+    variant_streams: int
     scale_out: int
     workdir: Path
 
@@ -68,8 +69,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--variants",
         default="",
         help="also run the gateway under these uvicorn set-ups, all at once beside the "
-        "minimal relay, sharing the first --streams; comma-separated LOOP/HTTP/WS, "
+        "minimal relay, sharing --variant-streams; comma-separated LOOP/HTTP/WS, "
         "e.g. uvloop/httptools/wsproto,asyncio/h11/websockets",
+    )
+    parser.add_argument(
+        "--variant-streams", type=int, default=120, help="streams shared by --variants"
     )
     parser.add_argument(
         "--scale-out",
@@ -93,6 +97,7 @@ def run_bench_command(ns: argparse.Namespace) -> int:
         warmup=ns.warmup,
         pin=not ns.no_pin,
         variants=[v for v in ns.variants.split(",") if v],
+        variant_streams=ns.variant_streams,
         scale_out=ns.scale_out,
         workdir=workdir,
     )
@@ -234,6 +239,11 @@ class Bench:
             rss_loaded=int(after["rss"]) if servers else None,
             others_cpu=max(0.0, others),
         )
+        window = result.window_seconds or 1.0
+        phase.cpu_percent_each = [
+            100.0 * (a - b) / window
+            for a, b in zip(after["servers"], before["servers"], strict=True)
+        ]
         phase.cpu_us_per_frame_each = [
             1e6 * (a - b) / frames if frames else 0.0
             for a, b, frames in zip(
@@ -341,9 +351,7 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
         echo_rows = [await bench.row("echo", n) for n in plan.streams]
         realistic_rows = [await bench.row("realistic", n) for n in plan.realistic]
         variants = (
-            await bench.variants(plan.variants, plan.streams[0])
-            if plan.variants and plan.streams
-            else []
+            await bench.variants(plan.variants, plan.variant_streams) if plan.variants else []
         )
         scale = await bench.scale_out(plan.scale_out) if plan.scale_out else []
     finally:
@@ -405,11 +413,16 @@ def render(report: dict[str, Any]) -> str:
     if report["scale_out"]:
         parts += ["", "scale-out (gateway processes, echo profile):"]
         for s in report["scale_out"]:
+            each = " + ".join(f"{c:.0f} %" for c in s["cpu_percent_each"])
+            per_core = [
+                1e6 / c if c else 0.0 for c in s["cpu_us_per_frame_each"]
+            ]  # frames/s one fully used core would carry at that process's cost
             parts.append(
                 f"  {s['processes']} process(es): {s['round_trips_per_second']:.0f} round trips/s "
                 f"of {s['streams'] * 20} offered, pace {'ok' if s['pace_held'] else 'LATE'}, "
                 f"rtt p50 {s['rtt_p50_ms']:.2f} ms p99 {s['rtt_p99_ms']:.2f} ms, "
-                f"gateway CPU {s['server_cpu_percent']:.0f} %"
+                f"gateway CPU {each}; capacity at full cores "
+                f"{sum(per_core):.0f} frames/s"
             )
     parts += [
         "",

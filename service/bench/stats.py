@@ -65,8 +65,9 @@ class Phase:
     close_codes: dict[int, int] = field(default_factory=dict)
     #: CPU other processes of the machine used in the window (a shared box is noisy).
     others_cpu_percent: float = 0.0
-    #: CPU per frame of each server when several shared the load (side by side).
+    #: CPU per frame, and share of a core, of each server when several shared the load.
     cpu_us_per_frame_each: list[float] = field(default_factory=list)
+    cpu_percent_each: list[float] = field(default_factory=list)
 
 
 def summarize(
