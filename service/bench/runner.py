@@ -25,6 +25,7 @@ from typing import Any
 
 from . import load, stats
 from .procs import Redis, Server, cpu_seconds, machine_busy_seconds, start_server, usable_cpus
+from .stub import start_stub
 
 SIM_ECHO_KEY = "bench-echo"
 SIM_OK_KEY = "bench-ok"
@@ -68,12 +69,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         default="",
-        help="also run the gateway under these uvicorn set-ups, all at once beside the "
+        help="also run the gateway under these uvicorn set-ups, each beside the "
         "minimal relay, sharing --variant-streams; comma-separated LOOP/HTTP/WS, "
         "e.g. uvloop/httptools/wsproto,asyncio/h11/websockets",
     )
     parser.add_argument(
-        "--variant-streams", type=int, default=120, help="streams shared by --variants"
+        "--variant-streams", type=int, default=100, help="streams shared by --variants"
     )
     parser.add_argument(
         "--scale-out",
@@ -139,9 +140,9 @@ class Bench:
 
     # ------------------------------------------------------------------ targets
 
-    def gateway_env(self, upstream_key: str) -> dict[str, str]:
+    def gateway_env(self, upstream_key: str, upstream: str | None = None) -> dict[str, str]:
         return {
-            "VOXGATE_UPSTREAM_URL": self.sim.url + "/v3/ws",
+            "VOXGATE_UPSTREAM_URL": (upstream or self.sim.url) + "/v3/ws",
             "VOXGATE_UPSTREAM_KEYS": f"sim={upstream_key}",
             "VOXGATE_CLIENT_KEYS": f"bench={CLIENT_SECRET}",
             "VOXGATE_REDIS_URL": self.redis.url,
@@ -154,7 +155,11 @@ class Bench:
         }
 
     def start_gateway(
-        self, upstream_key: str, variant: str | None = None, cpus: Iterable[int] | None = None
+        self,
+        upstream_key: str,
+        variant: str | None = None,
+        cpus: Iterable[int] | None = None,
+        upstream: str | None = None,
     ) -> Server:
         self._logs += 1
         argv = ["-m", "service", "serve"]
@@ -164,7 +169,7 @@ class Bench:
         return start_server(
             "gateway",
             argv,
-            self.gateway_env(upstream_key),
+            self.gateway_env(upstream_key, upstream),
             self.plan.workdir / f"gateway-{self._logs}.log",
             cpus if cpus is not None else self.relay_cpus,
         )
@@ -288,50 +293,67 @@ class Bench:
         return stats.Row(profile, streams, phases)
 
     async def variants(self, variants: Sequence[str], streams: int) -> list[dict[str, Any]]:
-        """Every uvicorn set-up at once, with the minimal relay, on the same core: a
-        shared box changes CPU per frame by tens of percent from minute to minute, but
-        it changes it alike for processes running side by side."""
-        servers = [self.start_relay()]
-        try:
-            servers += [self.start_gateway(SIM_ECHO_KEY, variant=v) for v in variants]
-            keys = [SIM_ECHO_KEY] + [CLIENT_SECRET] * len(variants)
-            phase = await self.phase(
-                "variants", streams, profile="echo", servers=servers, keys=keys
+        """Each uvicorn set-up beside the minimal relay on the same core, sharing the load:
+        a shared box changes CPU per frame by tens of percent from minute to minute, but
+        alike for two processes running side by side, so their ratio holds still."""
+        out = []
+        for variant in variants:
+            servers = [self.start_relay()]
+            try:
+                servers.append(self.start_gateway(SIM_ECHO_KEY, variant=variant))
+                phase = await self.phase(
+                    "variant",
+                    streams,
+                    profile="echo",
+                    servers=servers,
+                    keys=[SIM_ECHO_KEY, CLIENT_SECRET],
+                )
+            finally:
+                for server in servers:
+                    server.stop()
+            relay_cost, cost = phase.cpu_us_per_frame_each
+            out.append(
+                {
+                    "variant": variant,
+                    "streams": streams // 2,
+                    "cpu_us_per_frame": cost,
+                    "ratio_to_relay": cost / relay_cost if relay_cost else None,
+                    "relay_cpu_us_per_frame": relay_cost,
+                    "rtt_p50_ms": phase.rtt_p50_ms,
+                    "rtt_p99_ms": phase.rtt_p99_ms,
+                    "setup_per_second": phase.setup_per_second,
+                    "pace_held": phase.pace_held,
+                    "others_cpu_percent": phase.others_cpu_percent,
+                    "core_saturated": (phase.server_cpu_percent or 0.0)
+                    >= 100 * stats.SIDE_BY_SIDE_SATURATED,
+                }
             )
-        finally:
-            for server in servers:
-                server.stop()
-        relay_cost, *costs = phase.cpu_us_per_frame_each
-        return [
-            {
-                "variant": variant,
-                "streams": streams // len(servers),
-                "cpu_us_per_frame": cost,
-                "ratio_to_relay": cost / relay_cost if relay_cost else None,
-                "relay_cpu_us_per_frame": relay_cost,
-                "pace_held_all": phase.pace_held,
-                "others_cpu_percent": phase.others_cpu_percent,
-                "core_saturated": (phase.server_cpu_percent or 0.0)
-                >= 100 * stats.SIDE_BY_SIDE_SATURATED,
-            }
-            for variant, cost in zip(variants, costs, strict=True)
-        ]
+        return out
 
     async def scale_out(self, streams: int) -> list[dict[str, Any]]:
+        """The same echo load on one gateway process, then on two (one per core).
+
+        The upstream is the lean in-process stub (see ``stub.py``), so the harness
+        leaves room on its core for the second gateway process.
+        """
+        stub, stub_url = await start_stub()
         out = []
-        for processes in (1, 2):
-            pins: list[list[int] | None] = (
-                [self.relay_cpus] if processes == 1 else [self.relay_cpus, self.harness_cpus]
-            )
-            if not self.plan.pin:
-                pins = [None] * processes
-            gateways = [self.start_gateway(SIM_ECHO_KEY, cpus=p) for p in pins]
-            try:
-                phase = await self.phase("gateway", streams, profile="echo", servers=gateways)
-            finally:
-                for gateway in gateways:
-                    gateway.stop()
-            out.append({"processes": processes, **asdict(phase)})
+        try:
+            for processes in (1, 2):
+                pins: list[list[int] | None] = [self.relay_cpus, self.harness_cpus][:processes]
+                if not self.plan.pin:
+                    pins = [None] * processes
+                gateways = [
+                    self.start_gateway(SIM_ECHO_KEY, cpus=p, upstream=stub_url) for p in pins
+                ]
+                try:
+                    phase = await self.phase("gateway", streams, profile="echo", servers=gateways)
+                finally:
+                    for gateway in gateways:
+                        gateway.stop()
+                out.append({"processes": processes, **asdict(phase)})
+        finally:
+            stub.close()
         return out
 
 
@@ -402,12 +424,13 @@ def render(report: dict[str, Any]) -> str:
         parts += ["", "realistic profile (simulated turns on speech-like audio):"]
         parts.append(stats.realistic_table(realistic_rows))
     if report["variants"]:
-        parts += ["", "uvicorn set-ups side by side with the minimal relay (echo profile):"]
+        parts += ["", "uvicorn set-ups, each beside the minimal relay (echo profile):"]
         for v in report["variants"]:
             parts.append(
-                f"  {v['variant']:<36} {v['streams']} streams, CPU {v['cpu_us_per_frame']:.0f} "
-                f"us/frame, {v['ratio_to_relay']:.2f}x the relay's "
-                f"({v['relay_cpu_us_per_frame']:.0f} us)"
+                f"  {v['variant']:<36} {v['streams']} streams each, CPU "
+                f"{v['cpu_us_per_frame']:.0f} us/frame, {v['ratio_to_relay']:.2f}x the relay's "
+                f"({v['relay_cpu_us_per_frame']:.0f} us); relay+gateway round trip p50 "
+                f"{v['rtt_p50_ms']:.2f} ms p99 {v['rtt_p99_ms']:.2f} ms"
                 + (" [core saturated: fair shares, not costs]" if v["core_saturated"] else "")
             )
     if report["scale_out"]:
