@@ -111,7 +111,6 @@ class _Stream:
         "gen",
         "handle",
         "index",
-        "mark",
         "sent_at",
         "seq",
     )

@@ -102,9 +102,9 @@ def run_bench_command(ns: argparse.Namespace) -> int:
         scale_out=ns.scale_out,
         workdir=workdir,
     )
-    report = uvloop.run(run_bench(plan))
+    report, rows = uvloop.run(run_bench(plan))
     report["command"] = "voxgate bench " + " ".join(sys.argv[2:])
-    print(render(report))
+    print(render(report, *rows))
     if ns.json:
         ns.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON written to {ns.json}")
@@ -367,7 +367,11 @@ def _redis_published(gateway: Server) -> float:
     return 0.0
 
 
-async def run_bench(plan: Plan) -> dict[str, Any]:
+Rows = tuple[list[stats.Row], list[stats.Row]]
+
+
+async def run_bench(plan: Plan) -> tuple[dict[str, Any], Rows]:
+    """Every measurement of ``plan``: the JSON report, and the rows for the tables."""
     bench = Bench(plan)
     try:
         echo_rows = [await bench.row("echo", n) for n in plan.streams]
@@ -396,8 +400,7 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
         "redis_envelopes_published": bench.redis_published,
         "targets": stats.targets(echo_rows + realistic_rows),
         "logs": str(plan.workdir),
-        "_rows": (echo_rows, realistic_rows),
-    }
+    }, (echo_rows, realistic_rows)
 
 
 def _defaults(factory: Any) -> dict[str, str]:
@@ -408,8 +411,9 @@ def _defaults(factory: Any) -> dict[str, str]:
     return {"loop": config.loop, "http": config.http, "ws": config.ws}
 
 
-def render(report: dict[str, Any]) -> str:
-    echo_rows, realistic_rows = report.pop("_rows")
+def render(
+    report: dict[str, Any], echo_rows: Sequence[stats.Row], realistic_rows: Sequence[stats.Row]
+) -> str:
     parts = [
         f"voxgate bench: {report['machine']['cpus']} CPUs, pinned {report['machine']['pinned']}, "
         f"gateway {report['gateway_defaults']}, window {report['seconds']:g} s per phase",
