@@ -27,6 +27,7 @@ from .publisher import Publisher
 from .registry import SessionRegistry
 from .session import Session
 from .settings import Settings
+from .sharedpool import SharedPool, instance_id
 
 log = get_logger("voxgate.app")
 
@@ -45,7 +46,19 @@ class Gateway:
             sessions_per_minute=settings.key_sessions_per_minute,
             clock=time.monotonic,
         )
-        self.connector = Connector(settings, self.pool, self.metrics)
+        self.shared = (
+            SharedPool(
+                settings.redis_url,
+                self.pool,
+                self.metrics,
+                instance=instance_id(settings.instance),
+                max_sessions=settings.key_max_sessions,
+                sessions_per_minute=settings.key_sessions_per_minute,
+            )
+            if settings.redis_url and settings.shared_pool
+            else None
+        )
+        self.connector = Connector(settings, self.pool, self.metrics, self.shared)
         self.admin = AdminRoutes(settings.admin_key, self.pool, self.connector)
         self.publisher = (
             Publisher(
@@ -144,6 +157,7 @@ class Gateway:
                 "sessions": len(self.registry),
                 "redis": redis,
                 "redis_backlog": backlog,
+                "pool": self.shared.mode if self.shared is not None else "local",
             }
         )
 
@@ -174,6 +188,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         probes = asyncio.create_task(gateway.connector.run_probes(), name="key-probes")
         if gateway.publisher is not None:
             gateway.publisher.start()
+        if gateway.shared is not None:
+            gateway.shared.start()
         try:
             yield
             await gateway.drain()
@@ -182,6 +198,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             await asyncio.gather(probes, return_exceptions=True)
             if gateway.publisher is not None:
                 await gateway.publisher.close()
+            if gateway.shared is not None:
+                await gateway.shared.close()
 
     app = Starlette(
         routes=[

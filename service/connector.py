@@ -24,6 +24,7 @@ from .logs import get_logger
 from .metrics import Metrics
 from .protocol import StreamParams
 from .settings import Settings, UpstreamKey
+from .sharedpool import SharedPool
 from .upstream import USER_AGENT, UpstreamSession, open_session
 
 #: Keys tried for one client session before it is refused.
@@ -62,10 +63,18 @@ def token_url(ws_url: str) -> str:
 
 
 class Connector:
-    def __init__(self, settings: Settings, pool: KeyPool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: KeyPool,
+        metrics: Metrics,
+        shared: SharedPool | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.metrics = metrics
+        #: Leases and key states shared with other replicas (None: this replica alone).
+        self.shared = shared
         self._token_url = token_url(settings.upstream_url)
 
     async def open(self, params: StreamParams, api_version: str | None) -> Opened:
@@ -74,7 +83,7 @@ class Connector:
         tried: set[str] = set()
         last: UpstreamFailure | None = None
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
-            lease = self.pool.acquire(frozenset(tried))
+            lease = await self.acquire(frozenset(tried))
             if isinstance(lease, Unavailable):
                 raise NoUpstream(closes.for_unavailable(lease))
             left = deadline - loop.time()
@@ -90,7 +99,7 @@ class Connector:
                     api_version=api_version,
                 )
             except UpstreamFailure as failure:
-                self.pool.release(lease)
+                self.release(lease)
                 last = failure
                 self.failed(lease.alias, failure)
                 if failure.failure is FailureClass.CLIENT_FAULT:
@@ -106,8 +115,17 @@ class Connector:
             raise NoUpstream(closes.for_connect_failure(last))
         raise NoUpstream(closes.for_unavailable(reason))
 
+    async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
+        """A lease from the shared pool when there is one, else from this replica's."""
+        if self.shared is not None:
+            return await self.shared.acquire(exclude)
+        return self.pool.acquire(exclude)
+
     def release(self, lease: Lease) -> None:
-        self.pool.release(lease)
+        if self.shared is not None:
+            self.shared.release(lease)
+        else:
+            self.pool.release(lease)
         self.metrics.key_changed(self.pool.record(lease.alias))
 
     def failed(self, alias: str, failure: UpstreamFailure) -> None:
@@ -168,8 +186,10 @@ class Connector:
             except Exception:
                 log.exception("probe_loop_error")
 
-    @staticmethod
-    def _log(transition: Transition | None) -> None:
+    def _log(self, transition: Transition | None) -> None:
+        """Log a state change this replica saw, and share it with the others."""
+        if self.shared is not None:
+            self.shared.publish(transition)
         if transition is not None:
             log.warning(
                 "key_state_changed",

@@ -129,6 +129,12 @@ class Metrics:
         self.redis_up = Gauge(
             "redis_up", "1 while the last Redis publish worked", namespace=NAMESPACE, registry=r
         )
+        self.pool_shared = Gauge(
+            "pool_shared",
+            "1 while the key pool is shared with other replicas through Redis, 0 on the local view",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.redis_backlog = Gauge(
             "redis_backlog_envelopes",
             "Envelopes waiting to reach Redis",

@@ -79,6 +79,7 @@ class Settings:
     redis_backlog: int = DEFAULT_REDIS_BACKLOG
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN
     stream_partials: bool = False
+    shared_pool: bool = True
     instance: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -112,6 +113,7 @@ class Settings:
             ),
             stream_partials=reader.choice("VOXGATE_STREAM_PARTIALS", "false", ("true", "false"))
             == "true",
+            shared_pool=reader.choice("VOXGATE_SHARED_POOL", "true", ("true", "false")) == "true",
             instance=reader.text("VOXGATE_INSTANCE", "") or None,
             host=reader.text("VOXGATE_HOST", "127.0.0.1"),
             port=reader.integer("VOXGATE_PORT", DEFAULT_PORT, 0, 65535),
