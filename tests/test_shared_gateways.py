@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from websockets.asyncio.client import ClientConnection
 
 from service.sharedpool import LEASE_TTL
@@ -218,3 +219,21 @@ def test_redis_down_gateways_serve_on_a_local_view_and_share_again_when_it_retur
         await after_recovery(held)
 
     run(scenario())
+
+
+def test_shared_pool_can_be_turned_off_while_publishing_stays_on(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """VOXGATE_SHARED_POOL=false with a Redis URL: the pool stays local (readyz, metric)
+    and writes nothing under voxgate:pool:*, while transcripts are still published."""
+    gw = gateway_factory(**shared_env(redis_server), VOXGATE_SHARED_POOL="false")
+    assert run(session(gw.url, speech())).code == 1000
+    eventually(lambda: get_json(gw.http_url + "/readyz")["redis"] == "up", "publisher up")
+    assert pool_mode(gw) == "local"
+    assert metric(gw, "voxgate_pool_shared") == 0.0
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert client.keys("voxgate:pool:*") == []
+        assert client.xlen("voxgate:transcripts") > 0
+    finally:
+        client.close()
