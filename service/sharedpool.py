@@ -23,8 +23,10 @@ Acquire is one Lua script: among the candidate keys (usable in this replica's vi
 in its rotation order) it books the least loaded one across live instances that is
 under its cap and has budget left, atomically, so caps hold exactly across replicas.
 
-Every Redis call runs under one lock (a replica's absolute counts are then never
-older than its last booking) and a deadline of ``REDIS_TIMEOUT``. Any failure
+A key is the same key on every replica when its alias is; replicas should use the
+same caps (each applies its own). Every Redis call runs under one lock (a replica's
+absolute counts are then never older than its last booking) and a deadline of
+``REDIS_TIMEOUT``. Any failure
 switches the replica to local mode at once: it serves from its own KeyPool alone
 (per-replica caps), says so in ``/readyz`` and ``voxgate_pool_shared``, and the
 heartbeat keeps trying; its first success is shared mode again.
@@ -329,7 +331,11 @@ class SharedPool:
 
     async def _run(self) -> None:
         while True:
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception as exc:  # a bug, not Redis: say so, serve locally, go on
+                log.exception("shared_pool_error")
+                self._set_shared(False, exc)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._heartbeat):
                     await self._wake.wait()
