@@ -26,7 +26,9 @@ under its cap and has budget left, atomically, so caps hold exactly across repli
 A key is the same key on every replica when its alias is; replicas should use the
 same caps (each applies its own). Every Redis call runs under one lock (a replica's
 absolute counts are then never older than its last booking) and a deadline of
-``REDIS_TIMEOUT``. Any failure
+``REDIS_TIMEOUT``; a booking waits at most that long for the lock too (one booking
+takes well under a millisecond; past that the replica is swamped and says "try
+again later"). Any failure
 switches the replica to local mode at once: it serves from its own KeyPool alone
 (per-replica caps), says so in ``/readyz`` and ``voxgate_pool_shared``, and the
 heartbeat keeps trying; its first success is shared mode again.
@@ -271,10 +273,20 @@ class SharedPool:
         """Book a key across replicas; in local mode (or on a Redis failure) locally."""
         if self.shared:
             try:
-                async with asyncio.timeout(self._timeout), self._lock:
+                async with asyncio.timeout(self._timeout):
+                    await self._lock.acquire()
+            except TimeoutError:
+                # Queued behind this replica's other bookings past the deadline: Redis
+                # is not at fault (the booking ahead would have said), this replica is
+                # swamped with new sessions. Refuse this one as "try again later".
+                return Unavailable.AT_CAPACITY if self.shared else self.pool.acquire(exclude)
+            try:
+                async with asyncio.timeout(self._timeout):
                     return await self._acquire_shared(exclude)
             except REDIS_FAILURES as exc:
                 self._set_shared(False, exc)
+            finally:
+                self._lock.release()
         return self.pool.acquire(exclude)
 
     async def _acquire_shared(self, exclude: frozenset[str]) -> Lease | Unavailable:
