@@ -191,6 +191,7 @@ class Session:
         self.upstream = upstream
         self.key_alias = alias
         self.log = self.log.bind(key=alias)
+        self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
         frames = self.seam.replay()
         try:
             async with asyncio.timeout(self.settings.send_timeout):
