@@ -109,7 +109,11 @@ class KeyPool:
         sessions_per_minute: int,
         clock: Callable[[], float],
         jitter: Callable[[], float] = random.random,
+        first_probe_delay: float = FIRST_PROBE_DELAY,
+        probe_interval: float = PROBE_INTERVAL,
     ) -> None:
+        self._first_probe_delay = first_probe_delay
+        self._probe_interval = probe_interval
         self._records = {k.alias: KeyRecord(k, max_sessions, sessions_per_minute) for k in keys}
         self._order = list(self._records)
         self._turn = 0
@@ -206,7 +210,7 @@ class KeyPool:
         if failure is FailureClass.PAYMENT_REQUIRED:
             record.payment_required_total += 1
             return self._move(
-                record, KeyState.PAYMENT_REQUIRED, detail, probe=now + FIRST_PROBE_DELAY
+                record, KeyState.PAYMENT_REQUIRED, detail, probe=now + self._first_probe_delay
             )
         if failure is FailureClass.UNAUTHORIZED:
             return self._move(
@@ -222,7 +226,7 @@ class KeyPool:
         record = self._records[alias]
         transition = self.report_failure(alias, failure, detail)
         if record.state is KeyState.PAYMENT_REQUIRED:
-            record.next_probe_at = self._clock() + PROBE_INTERVAL
+            record.next_probe_at = self._clock() + self._probe_interval
         return transition
 
     def adopt(self, alias: str, state: KeyState, reason: str) -> Transition | None:
@@ -241,7 +245,7 @@ class KeyPool:
             return self._move(record, state, reason, probe=None)
         if state is KeyState.PAYMENT_REQUIRED:
             record.last_failure = FailureClass.PAYMENT_REQUIRED
-            return self._move(record, state, reason, probe=self._clock() + FIRST_PROBE_DELAY)
+            return self._move(record, state, reason, probe=self._clock() + self._first_probe_delay)
         if state is KeyState.UNAUTHORIZED:
             record.last_failure = FailureClass.UNAUTHORIZED
             probe = self._clock() + UNAUTHORIZED_PROBE_INTERVAL
