@@ -151,6 +151,33 @@ def test_a_402_seen_by_one_gateway_disables_the_key_for_the_other(
     assert metric(two, "voxgate_upstream_402_total", key="pay") == 0.0
 
 
+def test_one_gateways_probe_puts_an_upgraded_key_back_for_the_other(
+    gateway_factory: GatewayFactory, redis_server: RedisServer, sandbox: Proc
+) -> None:
+    """Key upg needs billing: gateway one (probing every second) and gateway two (whose
+    own first probe is 10 minutes away) both take it out. Once the account is upgraded
+    in the simulator, one's probe finds it working and two has it back too, then serves
+    on it."""
+    env = shared_env(redis_server)
+    one = gateway_factory(
+        "upg=upgrade-key,main=good-key", VOXGATE_PROBE_DELAY="1", VOXGATE_PROBE_INTERVAL="1", **env
+    )
+    two = gateway_factory("upg=upgrade-key", VOXGATE_PROBE_DELAY="600", **env)
+    wait_mode("shared", one, two)
+    assert run(session(one.url, speech())).code == 1000
+    eventually(
+        lambda: admin_keys(two)["upg"]["state"] == "disabled_payment_required", "upg out on two"
+    )
+    get_json(f"{sandbox.http_url}/sandbox/keys?set=upgrade-key&behaviour=ok")
+    try:
+        eventually(lambda: admin_keys(two)["upg"]["state"] == "healthy", "upg back on two")
+        assert admin_keys(two)["upg"]["payment_required_total"] == 0
+        assert run(session(two.url, speech())).code == 1000
+        assert admin_keys(two)["upg"]["sessions_total"] == 1
+    finally:
+        get_json(f"{sandbox.http_url}/sandbox/keys?set=upgrade-key&behaviour=402")
+
+
 def test_a_killed_gateways_leases_expire_and_capacity_returns(
     gateway_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
