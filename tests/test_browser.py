@@ -46,6 +46,14 @@ def chromium_path() -> str:
 
 
 OpenPage = Callable[[Proc], Page]
+#: Counts the moments a partial turn is on the page (finals replace them in place).
+WATCH_PARTIALS = """
+window.partialsSeen = 0;
+new MutationObserver(() => {
+  window.partialsSeen += document.querySelectorAll('#turns .turn.partial').length;
+}).observe(document.getElementById('turns'),
+  {subtree: true, childList: true, attributes: true, characterData: true});
+"""
 
 
 @pytest.fixture
@@ -91,10 +99,14 @@ def test_turns_appear_live_and_stop_waits_for_termination(
     gw = gateway_factory(VOXGATE_DEMO_CLIENT="tester")
     before = len(sandbox_sessions(sandbox))
     page = open_page(gw)
+    page.evaluate(WATCH_PARTIALS)
     page.click("#record")
-    page.wait_for_selector(".turn.final", timeout=PAGE_WAIT_MS)
+    page.wait_for_selector(".turn.final, .notice:not([hidden])", timeout=PAGE_WAIT_MS)
+    assert page.is_hidden("#problem"), page.inner_text("#problem")
+    assert page.is_hidden("#billing"), page.inner_text("#billing")
     final_text = page.inner_text(".turn.final")
     assert final_text.strip() and final_text != "…"
+    assert page.evaluate("window.partialsSeen") > 0, "no partial turn was shown"
     page.click("#stop")
     page.wait_for_function(
         "document.getElementById('status').textContent.startsWith('Done')", timeout=PAGE_WAIT_MS
@@ -102,7 +114,10 @@ def test_turns_appear_live_and_stop_waits_for_termination(
     assert page.is_hidden("#billing") and page.is_hidden("#problem")
     assert page.is_enabled("#record")
     upstream = sandbox_sessions(sandbox)[before:]
-    assert len(upstream) == 1 and upstream[0]["end"] == "terminated", upstream
+    assert len(upstream) == 1, upstream
+    assert upstream[0]["end"] == "terminated" and upstream[0]["close_code"] == 1000, upstream
+    assert upstream[0]["audio_seconds"] > 1.0
+    assert upstream[0]["turns"] >= 1
     assert "good-key" not in page.content()
 
 
@@ -115,11 +130,11 @@ def test_a_402_only_gateway_makes_the_page_explain_billing(
     gw = gateway_factory("pay=pay-key", VOXGATE_DEMO_CLIENT="tester")
     page = open_page(gw)
     page.click("#record")
-    page.wait_for_selector("#billing:not([hidden])", timeout=PAGE_WAIT_MS)
+    page.wait_for_selector(".notice:not([hidden])", timeout=PAGE_WAIT_MS)
+    assert page.is_hidden("#problem"), page.inner_text("#problem")
     notice = page.inner_text("#billing")
     assert "needs billing" in notice
     assert "payment method" in notice and "AssemblyAI dashboard" in notice
     assert "by itself" in notice
     assert "Upstream payment required" in page.inner_text("#billing-detail")
-    assert page.is_hidden("#problem")
     assert page.is_enabled("#record")

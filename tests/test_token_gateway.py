@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from websockets.asyncio.client import connect
@@ -61,7 +62,7 @@ async def token_session(
     frame_interval: float = 0.0,
 ) -> Outcome:
     """A session authenticated by ``token`` (query or header); everything until the close."""
-    query = DEFAULT_QUERY if in_header else f"{DEFAULT_QUERY}&token={token}"
+    query = DEFAULT_QUERY if in_header else f"{DEFAULT_QUERY}&token={quote(token, safe='')}"
     headers = {"Authorization": token} if in_header else {}
     ws = await connect(
         f"{url}/v3/ws?{query}",
