@@ -259,3 +259,20 @@ def test_demo_helper_is_off_by_default_and_mints_limited_tokens_when_on(
     assert 'id="record"' in page and "app.js" in page
     assert "audioWorklet" in get_text(on.http_url + "/demo/app.js")
     assert "registerProcessor" in get_text(on.http_url + "/demo/pcm-worklet.js")
+
+
+def test_the_assemblyai_sdk_streams_with_a_voxgate_token(gateway: Proc) -> None:
+    """The official SDK given a voxgate token instead of a key (it sends it in
+    Authorization) gets Begin, final turns and Termination."""
+    from tests.test_sdk_conformance import PARAMS, Recorder, sdk_client
+
+    rec = Recorder()
+    client = sdk_client(gateway.url, mint(gateway), rec)
+    client.connect(PARAMS)
+    for frame in audio.frames(audio.utterance(0.8, 0.7)):
+        client.stream(frame)
+        time.sleep(0.01)
+    assert rec.wait_for(lambda r: any(t.end_of_turn for t in r.of("Turn")))
+    client.disconnect(terminate=True)
+    assert len(rec.of("Begin")) == 1 and len(rec.of("Termination")) == 1
+    assert not rec.of("Error")
