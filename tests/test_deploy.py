@@ -195,6 +195,10 @@ def test_compose_file_is_valid_and_describes_the_stack() -> None:
     }
     assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/alerts.yml"} <= targets["prometheus"]
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= targets["grafana"]
+    # The rule files prometheus.yml names (relative to itself) are mounted beside it.
+    prometheus_yml = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    for rule_file in prometheus_yml.get("rule_files", []):
+        assert f"/etc/prometheus/{rule_file}" in targets["prometheus"], rule_file
 
     with_sandbox = config_with_example("sandbox")
     sandbox = with_sandbox["services"]["sandbox"]
