@@ -179,8 +179,10 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         assert urllib.parse.urlsplit(env["VOXGATE_REDIS_URL"]).hostname == "redis"
         env["VOXGATE_REDIS_URL"] = redis_url
         env.update(VOXGATE_HOST="127.0.0.1", VOXGATE_PORT="0", VOXGATE_DRAIN_TIMEOUT=DRAIN_SECONDS)
+        count = services["voxgate"]["deploy"]["replicas"]
+        assert count >= 2, "the compose stack should run several replicas"
         replicas = []
-        for n in (1, 2):
+        for n in range(1, count + 1):
             replica_env = {**env, "VOXGATE_INSTANCE": f"voxgate-{n}"}
             replica = start(["serve"], replica_env, workdir / f"voxgate-{n}.log")
             started.append(replica)
