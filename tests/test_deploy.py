@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from packaging.requirements import Requirement
 
 from service.server import stop_budget_seconds
 from service.settings import Settings
+from tests.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -136,6 +138,23 @@ def test_dockerfile_is_pinned_non_root_healthchecked_and_stops_with_sigterm() ->
     health = [rest for op, rest in instructions if op == "HEALTHCHECK"]
     assert len(health) == 1 and "/healthz" in health[0]
     assert [rest.strip() for op, rest in instructions if op == "STOPSIGNAL"] == ["SIGTERM"]
+
+
+@pytest.mark.integration
+def test_dockerfile_healthcheck_passes_on_a_live_gateway_and_fails_on_a_stopped_one(
+    gateway: Proc,
+) -> None:
+    """The HEALTHCHECK command itself, run as Docker would (with the gateway's
+    VOXGATE_PORT): exit 0 while the gateway serves, non-zero once it is gone."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK")]
+    command = json.loads(line.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    command[0] = sys.executable
+    env = {**os.environ, "VOXGATE_PORT": str(urllib.parse.urlsplit(gateway.url).port)}
+    assert run(command, env).returncode == 0
+    gateway.stop()
+    assert run(command, env).returncode != 0
 
 
 def test_constraints_pin_every_runtime_dependency_at_the_installed_version() -> None:
