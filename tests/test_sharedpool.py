@@ -18,18 +18,16 @@ import redis
 from service.classify import FailureClass
 from service.keypool import KeyPool, KeyState, Lease, Transition, Unavailable
 from service.metrics import Metrics
-from service.settings import UpstreamKey
-from service.sharedpool import (
+from service.poolschema import (
     ACTIVE_KEY,
     INSTANCES_KEY,
     STATES_KEY,
-    SharedPool,
     SharedState,
     decode_states,
     encode_state,
-    is_shared,
-    to_adopt,
 )
+from service.settings import UpstreamKey
+from service.sharedpool import SharedPool, is_shared, to_adopt
 from tests.procs import RedisServer
 
 # --------------------------------------------------------------------------- pure
