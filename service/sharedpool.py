@@ -246,7 +246,12 @@ class SharedPool:
         """Write pending states and this replica's counts, read everyone's states."""
         aliases = [r.alias for r in self.pool.records()]
         try:
-            async with asyncio.timeout(self._timeout), self._lock:
+            async with asyncio.timeout(self._timeout):
+                await self._lock.acquire()
+        except TimeoutError:
+            return  # bookings keep the lock busy (and this replica alive): next beat
+        try:
+            async with asyncio.timeout(self._timeout):
                 for alias, body in list(self._pending.items()):
                     version = await self._set_state_script(
                         keys=[STATE_VERSION_KEY, STATES_KEY], args=[alias, body]
@@ -262,6 +267,8 @@ class SharedPool:
         except REDIS_FAILURES as exc:
             self._set_shared(False, exc)
             return
+        finally:
+            self._lock.release()
         self._set_shared(True)
         flat = [_text(item) for item in raw]
         states = decode_states(dict(zip(flat[::2], flat[1::2], strict=True)))
