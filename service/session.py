@@ -67,6 +67,7 @@ class Session:
         metrics: Metrics,
         on_upstream_failure: Callable[[str, UpstreamFailure], None],
         publisher: SessionPublisher | None = None,
+        failovers: int = 0,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -77,6 +78,7 @@ class Session:
         self.metrics = metrics
         self._on_upstream_failure = on_upstream_failure
         self.publisher = publisher
+        self.failovers = failovers
         self.id = str(upstream.begin.get("id", ""))
         self.log = get_logger("voxgate.session").bind(
             session_id=self.id, client=client_name, key=key_alias
@@ -169,6 +171,7 @@ class Session:
         params = self.params
         feed = self._pace.feed
         clock = self._loop.time
+        observe = self.metrics.relay_up.observe
         while True:
             message = await receive()
             data: bytes | None = message.get("bytes")
@@ -182,6 +185,7 @@ class Session:
                 self._up_send_started = now
                 await send_up(data)
                 self._up_send_started = 0.0
+                observe(clock() - now)
                 continue
             text: str | None = message.get("text")
             if text is not None:
@@ -189,9 +193,10 @@ class Session:
                 if kind is ControlType.TERMINATE:
                     await self._send_terminate()
                 elif not self._terminate_sent:
-                    self._up_send_started = clock()
+                    self._up_send_started = started = clock()
                     await send_up(text)
                     self._up_send_started = 0.0
+                    observe(clock() - started)
                 continue
             if message["type"] == "websocket.disconnect":
                 if message.get("code") == 1009:
@@ -202,11 +207,12 @@ class Session:
         recv = self.upstream.connection.recv
         send = self.client.send
         clock = self._loop.time
+        observe = self.metrics.relay_down.observe
         error_relayed = False
         try:
             while True:
                 raw = await recv()
-                self._down_send_started = clock()
+                self._down_send_started = started = clock()
                 if isinstance(raw, str):
                     await send({"type": "websocket.send", "text": raw})
                     self.bytes_down += len(raw)
@@ -215,6 +221,7 @@ class Session:
                 else:
                     await send({"type": "websocket.send", "bytes": raw})
                 self._down_send_started = 0.0
+                observe(clock() - started)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             reason = exc.rcvd.reason if exc.rcvd is not None else ""
@@ -293,6 +300,7 @@ class Session:
         kind = message.get("type")
         if kind == "Turn":
             self.turns += 1
+            self.metrics.turn_received(message, self._pace.audio_seconds)
         if self.publisher is not None:
             self.publisher.message(raw, message)
         return kind
@@ -312,6 +320,7 @@ class Session:
             duration_seconds=round(duration, 3),
             audio_seconds=round(self.audio_seconds, 3),
             turns=self.turns,
+            failovers=self.failovers,
             upstream_close=self.upstream_close[0] if self.upstream_close else None,
         )
         if self.publisher is not None:
