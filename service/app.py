@@ -29,6 +29,7 @@ from .publisher import Publisher
 from .registry import SessionRegistry
 from .session import Session
 from .settings import Settings
+from .upstream import UpstreamSession
 
 log = get_logger("voxgate.app")
 
@@ -46,6 +47,8 @@ class Gateway:
             max_sessions=settings.key_max_sessions,
             sessions_per_minute=settings.key_sessions_per_minute,
             clock=time.monotonic,
+            first_probe_delay=settings.probe_delay,
+            probe_interval=settings.probe_interval,
         )
         self.connector = Connector(settings, self.pool, self.metrics)
         self.admin = AdminRoutes(settings.admin_key, self.pool, self.connector)
@@ -114,6 +117,16 @@ class Gateway:
         if publisher is not None:
             publisher.started(dict(params.forward))
             publisher.message(opened.upstream.begin_text, dict(opened.upstream.begin))
+        api_version = websocket.headers.get("assemblyai-version")
+
+        async def reopen() -> tuple[UpstreamSession, str]:
+            """A replacement upstream after a mid-session drop (raises NoUpstream)."""
+            nonlocal opened
+            replacement = await self.connector.open(params, api_version=api_version)
+            self.connector.release(opened.lease)
+            opened = replacement
+            return replacement.upstream, replacement.lease.alias
+
         session = Session(
             client=websocket,
             upstream=opened.upstream,
@@ -122,8 +135,9 @@ class Gateway:
             client_name=client_name,
             settings=self.settings,
             metrics=self.metrics,
-            on_upstream_failure=self.connector.failed,
+            on_upstream_failure=self.connector.dropped,
             publisher=publisher,
+            reopen=reopen,
             failovers=opened.attempts - 1,
         )
         self.metrics.sessions_started.inc()

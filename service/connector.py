@@ -67,6 +67,7 @@ class Connector:
         self.pool = pool
         self.metrics = metrics
         self._token_url = token_url(settings.upstream_url)
+        self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
 
     async def open(self, params: StreamParams, api_version: str | None) -> Opened:
         loop = asyncio.get_running_loop()
@@ -124,6 +125,16 @@ class Connector:
         self._log(self.pool.report_failure(alias, failure.failure, failure.detail))
         self.metrics.key_changed(self.pool.record(alias))
 
+    def dropped(self, alias: str, failure: UpstreamFailure) -> None:
+        """A running session's upstream ended with an error. A transient drop is
+        counted and logged but not held against the key (one lost connection says
+        little about a key, and the session's replacement may well use it again)."""
+        if failure.failure is not FailureClass.TRANSIENT:
+            self.failed(alias, failure)
+            return
+        self.metrics.upstream_failure(alias, failure)
+        log.warning("upstream_dropped", key=alias, code=failure.code, detail=failure.detail)
+
     # ------------------------------------------------------------------ probes
 
     async def probe(self, key: UpstreamKey) -> UpstreamFailure | None:
@@ -162,7 +173,7 @@ class Connector:
     async def run_probes(self) -> None:
         """Forever: probe the keys that are due. Failures are logged, never fatal."""
         while True:
-            await asyncio.sleep(PROBE_TICK)
+            await asyncio.sleep(self._probe_tick)
             try:
                 await self.probe_due()
             except Exception:

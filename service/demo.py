@@ -18,7 +18,7 @@ from .logs import configure_logging
 from .sandbox.server import SandboxConfig, serve_sandbox
 from .server import bind, build_server
 from .settings import Settings, UpstreamKey, parse_client_keys
-from .streamer import StreamError, render_message, stream_file
+from .streamer import StreamError, printer, stream_file
 
 DEMO_UPSTREAM_KEY = "sandbox-upstream-key"
 DEMO_CLIENT_KEY = "demo-client-key"
@@ -62,15 +62,8 @@ async def run_demo(ns: argparse.Namespace) -> int:
         print(f"upstream simulator  {upstream}  (stands in for AssemblyAI)")
         print(f"voxgate gateway     {url}/v3/ws  (client key: {DEMO_CLIENT_KEY})")
         print(f"streaming {wav} at real-time pace...\n")
-        tty = sys.stdout.isatty()
-
-        def show(message: dict[str, object]) -> None:
-            line = render_message(message, tty)
-            if line is not None:
-                print(line, end="" if line.startswith("\r") else "\n", flush=True)
-
         try:
-            await stream_file(url, DEMO_CLIENT_KEY, wav, on_message=show)
+            await stream_file(url, DEMO_CLIENT_KEY, wav, on_message=printer(sys.stdout.isatty()))
         except StreamError as exc:
             print(f"\nstream failed: {exc}", file=sys.stderr)
             return 1

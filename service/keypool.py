@@ -105,7 +105,11 @@ class KeyPool:
         sessions_per_minute: int,
         clock: Callable[[], float],
         jitter: Callable[[], float] = random.random,
+        first_probe_delay: float = FIRST_PROBE_DELAY,
+        probe_interval: float = PROBE_INTERVAL,
     ) -> None:
+        self._first_probe_delay = first_probe_delay
+        self._probe_interval = probe_interval
         self._records = {k.alias: KeyRecord(k, max_sessions, sessions_per_minute) for k in keys}
         self._order = list(self._records)
         self._turn = 0
@@ -189,7 +193,7 @@ class KeyPool:
         if failure is FailureClass.PAYMENT_REQUIRED:
             record.payment_required_total += 1
             return self._move(
-                record, KeyState.PAYMENT_REQUIRED, detail, probe=now + FIRST_PROBE_DELAY
+                record, KeyState.PAYMENT_REQUIRED, detail, probe=now + self._first_probe_delay
             )
         if failure is FailureClass.UNAUTHORIZED:
             return self._move(
@@ -205,7 +209,7 @@ class KeyPool:
         record = self._records[alias]
         transition = self.report_failure(alias, failure, detail)
         if record.state is KeyState.PAYMENT_REQUIRED:
-            record.next_probe_at = self._clock() + PROBE_INTERVAL
+            record.next_probe_at = self._clock() + self._probe_interval
         return transition
 
     def due_probes(self) -> list[UpstreamKey]:

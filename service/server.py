@@ -51,7 +51,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class DrainingServer(uvicorn.Server):  # type: ignore[misc]  # uvicorn ships no stubs
+class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
         super().__init__(config)
         self.gateway = gateway

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -32,6 +33,7 @@ from .protocol import (
     parse_control,
 )
 from .publisher import SessionPublisher
+from .seam import Seam
 from .settings import Settings
 from .upstream import UpstreamSession
 
@@ -42,7 +44,12 @@ WATCHDOG_INTERVAL = 0.25
 ABANDON_GRACE = 0.8
 #: Deadline for sending the client its close, and for any send during clean-up.
 CLEANUP_TIMEOUT = 2.0
+#: Replacement upstream sessions one client session may use after upstream drops.
+MAX_RECONNECTS = 3
 _TERMINATE = json.dumps({"type": "Terminate"})
+
+#: Opens a replacement upstream session (through the key pool): (session, key alias).
+Reopen = Callable[[], Awaitable[tuple[UpstreamSession, str]]]
 
 
 @dataclass(slots=True)
@@ -52,6 +59,10 @@ class End:
     outcome: str
     close: Close | None
     error_frame: bool = True
+    #: Upstream dropped and a replacement may carry on (else end as above).
+    reconnect: bool = False
+    #: Upstream's own Error frame, sent to the client instead of the gateway's.
+    upstream_error: str | None = None
 
 
 class Session:
@@ -67,6 +78,7 @@ class Session:
         metrics: Metrics,
         on_upstream_failure: Callable[[str, UpstreamFailure], None],
         publisher: SessionPublisher | None = None,
+        reopen: Reopen | None = None,
         failovers: int = 0,
     ) -> None:
         self.client = client
@@ -78,7 +90,14 @@ class Session:
         self.metrics = metrics
         self._on_upstream_failure = on_upstream_failure
         self.publisher = publisher
-        self.failovers = failovers
+        self._reopen = reopen
+        self.failovers = failovers  # keys tried in vain before this session began
+        per_second = params.bytes_per_second
+        self.seam = Seam(
+            bytes_per_ms=per_second / 1000.0 if per_second else None,
+            format_turns=params.format_turns(),
+            max_replay_bytes=int((per_second or 0) * settings.replay_seconds),
+        )
         self.id = str(upstream.begin.get("id", ""))
         self.log = get_logger("voxgate.session").bind(
             session_id=self.id, client=client_name, key=key_alias
@@ -129,18 +148,10 @@ class Session:
             end = End(Outcome.CLIENT_GONE, None)
             self._record(end)
             return end
-        tasks = [
-            asyncio.create_task(self._client_to_upstream(), name="client->upstream"),
-            asyncio.create_task(self._upstream_to_client(), name="upstream->client"),
-            asyncio.create_task(self._watchdog(), name="watchdog"),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            end = self._end_of(done.pop())
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        while True:
+            end = await self._relay()
+            if not (end.reconnect and await self._reconnect()):
+                break
         if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR):
             await self._abandon_upstream()
         else:
@@ -149,6 +160,60 @@ class Session:
             await self._close_client(end)
         self._record(end)
         return end
+
+    async def _relay(self) -> End:
+        """Run both pumps and the watchdog on the current upstream until one ends."""
+        up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
+        down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
+        tasks = [up, down, asyncio.create_task(self._watchdog(), name="watchdog")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            first = down if down in done else done.pop()
+            if first is up and isinstance(up.exception(), ConnectionClosed):
+                # Upstream went away under a send: the downstream pump says how.
+                await asyncio.wait([down], timeout=CLEANUP_TIMEOUT)
+                first = down if down.done() else up
+            return self._end_of(first)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reconnect(self) -> bool:
+        """Upstream dropped: carry on with a replacement, replaying the turn in progress."""
+        assert self._reopen is not None
+        lost = self.key_alias
+        self.metrics.failovers.labels("mid_session").inc()
+        await self._close_upstream()
+        try:
+            upstream, alias = await self._reopen()
+        except Exception as exc:  # NoUpstream, or anything else: end as upstream did
+            self.log.warning("upstream_reconnect_failed", lost=lost, reason=str(exc)[:200])
+            return False
+        self.upstream = upstream
+        self.key_alias = alias
+        self.log = self.log.bind(key=alias)
+        self.metrics.reconnects.labels("upstream").inc()
+        self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
+        frames = self.seam.replay()
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                for frame in frames:
+                    await upstream.connection.send(frame)
+                if self._terminate_sent:
+                    await upstream.connection.send(_TERMINATE)
+        except (TimeoutError, ConnectionClosed, OSError):
+            self.log.warning("upstream_replay_failed", key=alias)
+        if self._terminate_sent:
+            self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        self.log.info(
+            "upstream_reconnected",
+            lost=lost,
+            key=alias,
+            replayed_seconds=round(sum(map(len, frames)) / (self.params.bytes_per_second or 1), 3),
+            reconnects=self.seam.replacements,
+        )
+        return True
 
     def _end_of(self, task: asyncio.Task[End]) -> End:
         try:
@@ -170,6 +235,7 @@ class Session:
         send_up = self.upstream.connection.send
         params = self.params
         feed = self._pace.feed
+        keep = self.seam.sent
         clock = self._loop.time
         observe = self.metrics.relay_up.observe
         while True:
@@ -182,6 +248,7 @@ class Session:
                 if self._terminate_sent:
                     continue  # after Terminate (or a drain) audio has nowhere to go
                 self.bytes_up += len(data)
+                keep(data)
                 self._up_send_started = now
                 await send_up(data)
                 self._up_send_started = 0.0
@@ -208,16 +275,29 @@ class Session:
         send = self.client.send
         clock = self._loop.time
         observe = self.metrics.relay_down.observe
-        error_relayed = False
+        held_error: tuple[str, dict[str, Any]] | None = None
+        seam = self.seam
         try:
             while True:
                 raw = await recv()
                 self._down_send_started = started = clock()
                 if isinstance(raw, str):
+                    message = _parse(raw)
+                    if message is not None and seam.rewriting:
+                        message = seam.rewrite(message)
+                        if message is None:
+                            continue
+                        raw = json.dumps(message)
+                    if message is not None and message.get("type") == "Error":
+                        # Upstream closes right after its Error. Held back: if a
+                        # replacement upstream carries on, the client never sees it.
+                        held_error = (raw, message)
+                        continue
                     await send({"type": "websocket.send", "text": raw})
                     self.bytes_down += len(raw)
-                    if self._observe(raw) == "Error":
-                        error_relayed = True
+                    if message is not None:
+                        seam.delivered(message)
+                        self._observe(raw, message)
                 else:
                     await send({"type": "websocket.send", "bytes": raw})
                 self._down_send_started = 0.0
@@ -232,12 +312,25 @@ class Session:
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
         failure = close_failure(code, reason)
         self._on_upstream_failure(self.key_alias, failure)
+        retry = (
+            failure.failure is FailureClass.TRANSIENT
+            and self._reopen is not None
+            and not self._draining
+            and self.seam.replacements < MAX_RECONNECTS
+        )
         outcome = (
             Outcome.CLIENT_ERROR
             if failure.failure is FailureClass.CLIENT_FAULT
             else Outcome.UPSTREAM_ERROR
         )
-        return End(outcome, closes.for_upstream_close(code, reason), error_frame=not error_relayed)
+        if held_error is not None and not retry:
+            self._observe(*held_error)
+        return End(
+            outcome,
+            closes.for_upstream_close(code, reason),
+            reconnect=retry,
+            upstream_error=held_error[0] if held_error is not None else None,
+        )
 
     async def _watchdog(self) -> End:
         send_timeout = self.settings.send_timeout
@@ -266,7 +359,9 @@ class Session:
                     # Final turns after Terminate: no client to relay them to, but
                     # they still reach Redis.
                     if isinstance(raw, str):
-                        self._observe(raw)
+                        message = _parse(raw)
+                        if message is not None:
+                            self._observe(raw, message)
         except (TimeoutError, WebSocketException, OSError):
             pass
         await self._close_upstream()
@@ -284,19 +379,13 @@ class Session:
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT):
                 if end.error_frame and end.close.code != 1000:
-                    await self.client.send_text(end.close.error_frame())
+                    await self.client.send_text(end.upstream_error or end.close.error_frame())
                 await self.client.close(end.close.code, end.close.reason)
         except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
             pass
 
-    def _observe(self, raw: str) -> object:
+    def _observe(self, raw: str, message: dict[str, Any]) -> object:
         """Count and publish one upstream message; return its ``type``."""
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(message, dict):
-            return None
         kind = message.get("type")
         if kind == "Turn":
             self.turns += 1
@@ -321,6 +410,7 @@ class Session:
             audio_seconds=round(self.audio_seconds, 3),
             turns=self.turns,
             failovers=self.failovers,
+            reconnects=self.seam.replacements,
             upstream_close=self.upstream_close[0] if self.upstream_close else None,
         )
         if self.publisher is not None:
@@ -332,3 +422,12 @@ class Session:
                 close_code=end.close.code if end.close else None,
                 close_reason=end.close.text if end.close else None,
             )
+
+
+def _parse(raw: str) -> dict[str, Any] | None:
+    """An upstream text message as a dict (None when it is not a JSON object)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None

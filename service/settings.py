@@ -36,6 +36,14 @@ DEFAULT_REDIS_BACKLOG = 10_000
 DEFAULT_STREAM_MAXLEN = 100_000
 #: On SIGTERM, how long running sessions may go on before they are ended for them.
 DEFAULT_DRAIN_TIMEOUT = 30.0
+#: Audio kept per session to replay to a replacement upstream after a mid-session
+#: drop (the turn in progress). 2 s of 16 kHz PCM is 64 KB; it stays within the
+#: burst upstream accepts ahead of real time.
+DEFAULT_REPLAY_SECONDS = 2.0
+#: A key that needs billing is probed this long after the 402 (an upgrade takes
+#: 1-2 minutes to reach upstream), then every PROBE_INTERVAL until it works.
+DEFAULT_PROBE_DELAY = 30.0
+DEFAULT_PROBE_INTERVAL = 60.0
 
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
@@ -91,6 +99,9 @@ class Settings:
     key_max_sessions: int = DEFAULT_KEY_MAX_SESSIONS
     key_sessions_per_minute: int = DEFAULT_KEY_SESSIONS_PER_MINUTE
     pace_burst_seconds: float = DEFAULT_PACE_BURST_SECONDS
+    replay_seconds: float = DEFAULT_REPLAY_SECONDS
+    probe_delay: float = DEFAULT_PROBE_DELAY
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -132,6 +143,9 @@ class Settings:
             pace_burst_seconds=reader.seconds(
                 "VOXGATE_PACE_BURST_SECONDS", DEFAULT_PACE_BURST_SECONDS
             ),
+            replay_seconds=reader.seconds("VOXGATE_REPLAY_SECONDS", DEFAULT_REPLAY_SECONDS),
+            probe_delay=reader.seconds("VOXGATE_PROBE_DELAY", DEFAULT_PROBE_DELAY),
+            probe_interval=reader.seconds("VOXGATE_PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL),
             log_format=reader.choice("VOXGATE_LOG_FORMAT", "auto", ("auto", "json", "console")),
             log_level=reader.choice(
                 "VOXGATE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")

@@ -26,17 +26,38 @@ SANDBOX_KEYS = ",".join(
         "unauth-key=401",
         "drop-key=drop-1011@1.0",
         "abort-key=drop-1006@1.0",
+        "flaky-key=drop-1011@2.0",
+        "upgrade-key=402",
+        "flaky-abort-key=drop-1006@2.0",
         "hang-key=hang",
         "silent-key=no-begin",
     ]
 )
 
 
+#: Tests send a few seconds of audio at once instead of at real-time pace (a 3 s
+#: session would otherwise take 3 s): their gateways and simulator allow that burst.
+#: The pace rule itself is tested with a small burst (test_audio_faster_than_real_time).
+TEST_PACE_BURST = 10.0
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     """One upstream simulator per test module, with a key per failure mode."""
     log = tmp_path_factory.mktemp("sandbox") / "stderr.log"
-    proc = start(["sandbox", "--port", "0", "--keys", SANDBOX_KEYS], {}, log)
+    proc = start(
+        [
+            "sandbox",
+            "--port",
+            "0",
+            "--keys",
+            SANDBOX_KEYS,
+            "--pace-burst",
+            str(TEST_PACE_BURST * 2),
+        ],
+        {},
+        log,
+    )
     yield proc
     proc.stop()
 
@@ -64,6 +85,7 @@ def gateway_factory(sandbox: Proc, tmp_path: Path) -> Iterator[GatewayFactory]:
             "VOXGATE_UPSTREAM_KEYS": upstream_keys,
             "VOXGATE_CLIENT_KEYS": CLIENT_KEYS,
             "VOXGATE_PORT": "0",
+            "VOXGATE_PACE_BURST_SECONDS": str(TEST_PACE_BURST),
             **env,
         }
         proc = start(["serve"], full, tmp_path / f"gateway-{len(started)}.log")

@@ -133,8 +133,9 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
+                # Persistent like production (compose runs it so): a restart keeps the stream.
                 "--appendonly",
-                "no",
+                "yes",
                 "--dir",
                 str(self.workdir),
             ],

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from service.session import MAX_RECONNECTS
 from tests import audio
 from tests.conftest import CLIENT_KEY, GatewayFactory, get_json, get_text
 from tests.procs import Proc
@@ -214,21 +215,27 @@ def test_upstream_that_never_answers_is_cut_at_its_deadline(
     assert 0.9 < time.monotonic() - started < 5
 
 
-def test_upstream_error_mid_session_is_relayed_with_its_code(
+def test_upstream_that_keeps_failing_mid_session_ends_with_its_error_after_bounded_retries(
     gateway_factory: GatewayFactory,
 ) -> None:
-    """An upstream 1011 after Begin reaches the client as upstream's Error and 1011."""
+    """An upstream 1011 after Begin, on every replacement too: the gateway tries
+    MAX_RECONNECTS replacements, then the client gets upstream's Error and 1011."""
     gw = gateway_factory("drop=drop-key")
     out = run(session(gw.url, audio.frames(audio.tone(1.5)), terminate=False, frame_interval=0.05))
     assert out.code == 1011, out
     assert out.of_type("Error")[-1]["error_code"] == 1011
-    assert metric(gw, "voxgate_upstream_errors_total", key="drop", failure="transient") == 1.0
+    assert len(out.of_type("Error")) == 1
+    assert len(out.of_type("Begin")) == 1
+    drops = metric(gw, "voxgate_upstream_errors_total", key="drop", failure="transient")
+    assert drops == 1 + MAX_RECONNECTS
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == MAX_RECONNECTS
 
 
 def test_upstream_tcp_drop_mid_session_reaches_the_client_as_1011(
     gateway_factory: GatewayFactory,
 ) -> None:
-    """An upstream connection lost without a close frame (1006) becomes Error + 1011."""
+    """An upstream connection lost without a close frame (1006), with no replacement
+    that lasts: the client gets an Error frame and 1011 (1006 cannot be sent)."""
     gw = gateway_factory("abort=abort-key")
     out = run(session(gw.url, audio.frames(audio.tone(1.5)), terminate=False, frame_interval=0.05))
     assert out.code == 1011, out

@@ -1,0 +1,500 @@
+"""The simulator on a socket: AssemblyAI v3's ``/v3/ws`` and ``/v3/token``, plus a
+small inspection API for tests (``/sandbox/sessions``, ``/sandbox/keys``).
+
+One ``websockets`` server does it all: plain HTTP GETs are answered from
+``process_request`` before any upgrade, which is also where a key's HTTP failure
+(401/402/429/5xx) or ``hang`` happens, exactly where AssemblyAI's would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..protocol import (
+    MAX_MESSAGE_BYTES,
+    CloseCode,
+    ControlType,
+    PaceGuard,
+    ProtocolViolation,
+    StreamParams,
+    check_audio_frame,
+    parse_control,
+    parse_stream_params,
+    truncate_reason,
+)
+from .behaviours import OK, UNKNOWN_KEY, Behaviour, Kind, parse_behaviour
+from .engine import DEFAULT_MAX_TURN_SILENCE_MS, DEFAULT_MIN_TURN_SILENCE_MS, Transcriber
+
+#: AssemblyAI caps a session at 3 hours (close 3008).
+MAX_SESSION_SECONDS = 10_800
+#: Token rules of ``/v3/token`` (PROTOCOL.md, "Temporary tokens").
+TOKEN_EXPIRES_RANGE = (1, 600)
+TOKEN_SESSION_RANGE = (60, 10_800)
+#: Tokens held at once; the oldest unused one is forgotten past this.
+MAX_TOKENS = 100_000
+#: Session records kept for ``/sandbox/sessions``.
+MAX_SESSION_RECORDS = 100_000
+#: A client may run ahead of real time by this much. A little more than the
+#: gateway allows, so that the gateway, which sees each frame first, refuses first.
+PACE_BURST_SECONDS = 3.0
+#: ``hang``: how long an upgrade stays unanswered before a 503 (below the handshake
+#: deadline, so the server itself never leaves a connection hanging for ever).
+HANG_SECONDS = 25.0
+HANDSHAKE_TIMEOUT = HANG_SECONDS + 5.0
+#: The simulator accepts larger messages so it can answer 1009 with an Error frame.
+WS_MAX_SIZE = 8 * MAX_MESSAGE_BYTES
+#: Deadline of any one send to a client that stopped reading.
+SEND_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class SandboxConfig:
+    """Which keys exist and how each behaves. ``keys`` empty: any key is ``ok``."""
+
+    keys: dict[str, Behaviour] = field(default_factory=dict)
+    pace_burst_seconds: float = PACE_BURST_SECONDS
+    max_session_seconds: float = MAX_SESSION_SECONDS
+
+    @classmethod
+    def open(cls) -> SandboxConfig:
+        return cls()
+
+    def behaviour(self, key: str) -> Behaviour:
+        if not self.keys:
+            return OK
+        return self.keys.get(key, UNKNOWN_KEY)
+
+
+@dataclass(slots=True)
+class _Token:
+    key: str
+    expires_at: float
+    max_session_seconds: int
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """What a test can see of one upstream session (never the key itself)."""
+
+    id: str
+    behaviour: str
+    params: list[tuple[str, str]]
+    opened_at: float
+    closed_at: float | None = None
+    end: str | None = None
+    close_code: int | None = None
+    audio_seconds: float = 0.0
+    turns: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "behaviour": self.behaviour,
+            "params": self.params,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "end": self.end,
+            "close_code": self.close_code,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "turns": self.turns,
+        }
+
+
+def _json(status: int, body: Any) -> Response:
+    headers = Headers([("Content-Type", "application/json")])
+    return Response(status, HTTPStatus(status).phrase, headers, json.dumps(body).encode())
+
+
+def _error(status: int, text: str) -> Response:
+    return _json(status, {"error": text})
+
+
+def _int_in(query: dict[str, str], name: str, bounds: tuple[int, int], default: int | None) -> int:
+    raw = query.get(name)
+    if raw is None:
+        if default is None:
+            raise ValueError(f"{name} is required")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer") from None
+    if not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{name} must be between {bounds[0]} and {bounds[1]}")
+    return value
+
+
+@dataclass(slots=True)
+class _Admission:
+    behaviour: Behaviour
+    params: StreamParams | None
+    violation: ProtocolViolation | None
+    max_session_seconds: float
+
+
+class Sandbox:
+    def __init__(self, config: SandboxConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._tokens: dict[str, _Token] = {}
+        self._admitted: dict[ServerConnection, _Admission] = {}
+        self.sessions: deque[SessionRecord] = deque(maxlen=MAX_SESSION_RECORDS)
+        self.server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = next(iter(self.server.sockets)).getsockname()[1]
+        return port
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=WS_MAX_SIZE,
+            open_timeout=HANDSHAKE_TIMEOUT,
+            compression=None,
+            server_header="voxgate-sandbox",
+        )
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        url = urlsplit(request.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path == "/v3/ws":
+            return await self._admit(connection, request, url.query)
+        if url.path == "/v3/token":
+            return self._token(request, query)
+        if url.path == "/sandbox/sessions":
+            return _json(200, [s.as_json() for s in self.sessions])
+        if url.path == "/sandbox/keys":
+            return self._keys(query)
+        if url.path == "/healthz":
+            return _json(200, {"status": "ok"})
+        return _error(404, f"no route {url.path[:80]}")
+
+    def _token(self, request: Request, query: dict[str, str]) -> Response:
+        key = request.headers.get("Authorization", "").strip()
+        if not key:
+            return _error(401, "Missing Authorization header")
+        behaviour = self.config.behaviour(key)
+        if behaviour.kind is Kind.HTTP:
+            return Response(
+                behaviour.code,
+                HTTPStatus(behaviour.code).phrase,
+                Headers([("Content-Type", "application/json")]),
+                behaviour.http_body,
+            )
+        if behaviour is UNKNOWN_KEY:
+            return _error(401, "Invalid API key")
+        try:
+            expires = _int_in(query, "expires_in_seconds", TOKEN_EXPIRES_RANGE, None)
+            cap = _int_in(
+                query, "max_session_duration_seconds", TOKEN_SESSION_RANGE, MAX_SESSION_SECONDS
+            )
+        except ValueError as exc:
+            return _error(400, str(exc))
+        now = self._clock()
+        for stale in [t for t, v in self._tokens.items() if v.expires_at < now]:
+            del self._tokens[stale]
+        while len(self._tokens) >= MAX_TOKENS:
+            del self._tokens[next(iter(self._tokens))]
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = _Token(key, now + expires, cap)
+        return _json(200, {"token": token, "expires_in_seconds": expires})
+
+    def _keys(self, query: dict[str, str]) -> Response:
+        """List behaviours; ``?set=KEY&behaviour=NAME`` changes one (e.g. "upgraded")."""
+        if "set" in query:
+            try:
+                self.config.keys[query["set"]] = parse_behaviour(query.get("behaviour", "ok"))
+            except ValueError as exc:
+                return _error(400, str(exc))
+        return _json(200, {"keys": {k: b.name for k, b in self.config.keys.items()}})
+
+    async def _admit(
+        self, connection: ServerConnection, request: Request, raw_query: str
+    ) -> Response | None:
+        pairs = parse_qsl(raw_query, keep_blank_values=True)
+        token = dict(pairs).get("token")
+        key = request.headers.get("Authorization", "").strip()
+        max_session = self.config.max_session_seconds
+        if token is not None or (key and key in self._tokens):
+            found = self._tokens.pop(token or key, None)
+            if found is None or found.expires_at < self._clock():
+                behaviour = Behaviour(
+                    Kind.CLOSE,
+                    CloseCode.POLICY,
+                    "Unauthorized Connection: Invalid or expired temporary token",
+                    name="bad-token",
+                )
+            else:
+                behaviour = self.config.behaviour(found.key)
+                max_session = min(max_session, found.max_session_seconds)
+        elif not key:
+            behaviour = Behaviour(
+                Kind.CLOSE,
+                CloseCode.POLICY,
+                "Unauthorized Connection: Missing Authorization header",
+                name="no-key",
+            )
+        else:
+            behaviour = self.config.behaviour(key)
+        if behaviour.kind is Kind.HTTP:
+            return Response(
+                behaviour.code,
+                HTTPStatus(behaviour.code).phrase,
+                Headers([("Content-Type", "application/json")]),
+                behaviour.http_body,
+            )
+        if behaviour.kind is Kind.HANG:
+            await asyncio.sleep(HANG_SECONDS)
+            return _error(503, "Service unavailable")
+        params: StreamParams | None = None
+        violation: ProtocolViolation | None = None
+        try:
+            params = parse_stream_params(pairs)
+        except ProtocolViolation as exc:
+            violation = exc
+        self._admitted[connection] = _Admission(behaviour, params, violation, max_session)
+        return None
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        admission = self._admitted.pop(connection, None)
+        if admission is None:
+            return
+        behaviour = admission.behaviour
+        assert connection.request is not None
+        url = urlsplit(connection.request.path)
+        pairs = [(k, v) for k, v in parse_qsl(url.query) if k != "token"]
+        record = SessionRecord(str(uuid.uuid4()), behaviour.name, pairs, self._clock())
+        self.sessions.append(record)
+        try:
+            if behaviour.kind is Kind.CLOSE:
+                await self._refuse(connection, record, behaviour.code, behaviour.reason)
+            elif admission.violation is not None:
+                v = admission.violation
+                await self._refuse(connection, record, v.code, v.reason)
+            elif behaviour.kind is Kind.NO_BEGIN:
+                await self._idle(connection, record, admission.max_session_seconds)
+            else:
+                assert admission.params is not None
+                await _Session(self, connection, record, admission).run()
+        except ConnectionClosed:
+            record.end = record.end or "client_closed"
+        finally:
+            record.closed_at = record.closed_at or self._clock()
+            if record.close_code is None and connection.close_code is not None:
+                record.close_code = connection.close_code
+
+    async def _refuse(
+        self, connection: ServerConnection, record: SessionRecord, code: int, reason: str
+    ) -> None:
+        record.end = "refused"
+        record.close_code = code
+        await _send_error(connection, code, reason)
+        await connection.close(code, truncate_reason(reason))
+
+    async def _idle(self, connection: ServerConnection, record: SessionRecord, cap: float) -> None:
+        """``no-begin``: read and ignore everything until the client gives up."""
+        record.end = "no_begin"
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cap):
+                async for _ in connection:
+                    pass
+
+
+async def _send_error(connection: ServerConnection, code: int, reason: str) -> None:
+    message = json.dumps({"type": "Error", "error_code": code, "error": reason})
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await connection.send(message)
+
+
+class _Session:
+    """One accepted session: Begin, then audio and control messages until the end."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        connection: ServerConnection,
+        record: SessionRecord,
+        admission: _Admission,
+    ) -> None:
+        assert admission.params is not None
+        self.sandbox = sandbox
+        self.connection = connection
+        self.record = record
+        self.params = admission.params
+        self.behaviour = admission.behaviour
+        self.max_seconds = admission.max_session_seconds
+        values = dict(self.params.forward)
+        per_second = self.params.bytes_per_second
+        self.transcriber = Transcriber(
+            encoding=self.params.encoding,
+            bytes_per_ms=per_second / 1000.0 if per_second else None,
+            format_turns=self.params.format_turns(),
+            min_turn_silence_ms=float(
+                values.get(
+                    "min_turn_silence",
+                    values.get(
+                        "min_end_of_turn_silence_when_confident", DEFAULT_MIN_TURN_SILENCE_MS
+                    ),
+                )
+            ),
+            max_turn_silence_ms=float(values.get("max_turn_silence", DEFAULT_MAX_TURN_SILENCE_MS)),
+        )
+        inactivity = values.get("inactivity_timeout")
+        self.inactivity = float(inactivity) if inactivity else None
+        self.pace = PaceGuard(sandbox.config.pace_burst_seconds)
+        self.loop = asyncio.get_running_loop()
+        self.started = self.loop.time()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await self.connection.send(json.dumps(message))
+
+    async def run(self) -> None:
+        record = self.record
+        await self.send(
+            {
+                "type": "Begin",
+                "id": record.id,
+                "expires_at": int(time.time() + self.max_seconds),
+            }
+        )
+        deadline = self.started + self.max_seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._receive()
+        except TimeoutError:
+            if self.loop.time() >= deadline:
+                await self._close(3008, "Session Expired: maximum session duration reached")
+            else:
+                await self._close(3006, "Session idle for too long")
+        except ProtocolViolation as violation:
+            record.end = "violation"
+            await self._close(violation.code, violation.reason)
+        finally:
+            record.audio_seconds = self.pace.audio_seconds
+            record.turns = self.transcriber.turns_sent
+
+    async def _receive(self) -> None:
+        connection = self.connection
+        echo = self.behaviour.kind is Kind.ECHO
+        drop_after = self.behaviour.after_seconds if self.behaviour.kind is Kind.DROP else None
+        while True:
+            if self.inactivity is not None:
+                async with asyncio.timeout(self.inactivity):
+                    message = await connection.recv()
+            else:
+                message = await connection.recv()
+            if isinstance(message, bytes):
+                seconds = check_audio_frame(len(message), self.params)
+                self.pace.feed(seconds, self.loop.time())
+                if echo:
+                    await connection.send('{"type":"Echo","n":"' + message[:8].hex() + '"}')
+                    continue
+                for turn in self.transcriber.feed(message):
+                    await self.send(turn)
+                if drop_after is not None and self.pace.audio_seconds >= drop_after:
+                    await self._drop()
+                    return
+                continue
+            kind, fields = parse_control(message)
+            if kind is ControlType.TERMINATE:
+                await self._terminate()
+                return
+            if kind is ControlType.FORCE_ENDPOINT:
+                for turn in self.transcriber.force_endpoint():
+                    await self.send(turn)
+            elif kind is ControlType.UPDATE_CONFIGURATION:
+                self.transcriber.update(fields)
+
+    async def _terminate(self) -> None:
+        for turn in self.transcriber.finish():
+            await self.send(turn)
+        await self.send(
+            {
+                "type": "Termination",
+                "audio_duration_seconds": round(self.pace.audio_seconds),
+                "session_duration_seconds": round(self.loop.time() - self.started),
+            }
+        )
+        self.record.end = "terminated"
+        self.record.close_code = 1000
+        await self.connection.close(1000)
+
+    async def _drop(self) -> None:
+        code, reason = self.behaviour.code, self.behaviour.reason
+        self.record.end = "dropped"
+        self.record.close_code = code
+        if code == CloseCode.ABNORMAL:
+            self.connection.transport.abort()  # no close frame: the peer sees 1006
+            return
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.record.close_code = code
+        await _send_error(self.connection, code, reason)
+        await self.connection.close(code, truncate_reason(reason))
+
+
+# --------------------------------------------------------------------------- running
+
+
+async def serve_sandbox(config: SandboxConfig, host: str, port: int) -> Sandbox:
+    sandbox = Sandbox(config)
+    await sandbox.start(host, port)
+    return sandbox
+
+
+async def _main(config: SandboxConfig, host: str, port: int) -> None:
+    sandbox = await serve_sandbox(config, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    shown = "[::1]" if ":" in host else host
+    print(f"voxgate sandbox listening on ws://{shown}:{sandbox.port}", flush=True)
+    await stop.wait()
+    await sandbox.close()
+
+
+def run_sandbox(config: SandboxConfig, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT. Prints one line when listening."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_main(config, host, port))
+    else:
+        uvloop.run(_main(config, host, port))

@@ -1,0 +1,101 @@
+"""``voxgate stream`` and ``voxgate demo``: the README's first command, for real."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+
+from service.demo import sample_wav
+from service.streamer import frames, read_wav, render_message
+from tests.conftest import CLIENT_KEY
+from tests.procs import ROOT, Proc
+
+
+def test_the_sample_is_16_khz_mono_speech_of_several_seconds() -> None:
+    """The bundled WAV is what the demo and the browser test stream."""
+    pcm, rate = read_wav(sample_wav())
+    assert rate == 16000
+    assert len(pcm) / (2 * rate) > 5
+
+
+def test_a_stereo_wav_is_reduced_to_its_first_channel(tmp_path: Path) -> None:
+    """Interleaved L/R samples come back as L only."""
+    path = tmp_path / "stereo.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x01\x00\x02\x00" * 10)
+    pcm, rate = read_wav(path)
+    assert rate == 8000 and pcm == b"\x01\x00" * 10
+
+
+def test_frames_are_whole_and_the_last_is_padded() -> None:
+    """50 ms at 16 kHz is 1600 bytes; a short tail is padded with silence."""
+    out = frames(b"\x01" * 4000, 16000, 50)
+    assert [len(f) for f in out] == [1600, 1600, 1600]
+    assert out[-1].endswith(b"\x00" * 800)
+
+
+def test_render_shows_finals_always_and_partials_only_on_a_terminal() -> None:
+    """Off a terminal, a partial prints nothing; the formatted final prints its text."""
+    partial = {"type": "Turn", "turn_order": 0, "end_of_turn": False, "transcript": "hi"}
+    final = {**partial, "end_of_turn": True, "turn_is_formatted": True, "transcript": "Hi."}
+    assert render_message(partial, tty=False) is None
+    assert render_message(partial, tty=True) == "\r\x1b[2K[turn 0] hi …"
+    assert render_message(final, tty=False) == "[turn 0] Hi."
+    unformatted = {**final, "turn_is_formatted": False}
+    assert render_message(unformatted, tty=False) is None
+    assert render_message(unformatted, tty=False, formatted=False) == "[turn 0] Hi."
+
+
+@pytest.mark.integration
+def test_voxgate_stream_prints_the_turns_of_a_wav(gateway: Proc) -> None:
+    """`voxgate stream sample.wav` through a real gateway prints formatted turns and
+    the end of the session, and exits 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "stream", str(sample_wav()), "--url", gateway.url],
+        env={"VOXGATE_CLIENT_KEY": CLIENT_KEY, "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("session ") and lines[-1].startswith("session ended: 12 s")
+    turns = [line for line in lines if line.startswith("[turn ")]
+    assert len(turns) == 3 and turns[0] == "[turn 0] Hello from the voxgate."
+
+
+@pytest.mark.integration
+def test_voxgate_stream_exits_1_with_the_gateway_s_words_on_a_bad_key(gateway: Proc) -> None:
+    """A wrong client key: exit 1 and the 1008 reason on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "stream", str(sample_wav()), "--url", gateway.url],
+        env={"VOXGATE_CLIENT_KEY": "nope", "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "1008" in done.stderr and "invalid client key" in done.stderr
+
+
+@pytest.mark.integration
+def test_voxgate_demo_runs_the_whole_path_with_no_key() -> None:
+    """The README's first command: simulator + gateway + sample, turns printed, exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[turn 2]" in done.stdout and "session ended" in done.stdout
