@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -237,9 +238,12 @@ class Session:
         feed = self._pace.feed
         keep = self.seam.sent
         clock = self._loop.time
+        # loop.time() is uvloop's cached millisecond clock: overhead needs perf_counter.
+        perf = time.perf_counter
         observe = self.metrics.relay_up.observe
         while True:
             message = await receive()
+            received = perf()
             data: bytes | None = message.get("bytes")
             if data is not None:
                 seconds = check_audio_frame(len(data), params)
@@ -252,7 +256,7 @@ class Session:
                 self._up_send_started = now
                 await send_up(data)
                 self._up_send_started = 0.0
-                observe(clock() - now)
+                observe(perf() - received)
                 continue
             text: str | None = message.get("text")
             if text is not None:
@@ -260,10 +264,10 @@ class Session:
                 if kind is ControlType.TERMINATE:
                     await self._send_terminate()
                 elif not self._terminate_sent:
-                    self._up_send_started = started = clock()
+                    self._up_send_started = clock()
                     await send_up(text)
                     self._up_send_started = 0.0
-                    observe(clock() - started)
+                    observe(perf() - received)
                 continue
             if message["type"] == "websocket.disconnect":
                 if message.get("code") == 1009:
@@ -274,13 +278,15 @@ class Session:
         recv = self.upstream.connection.recv
         send = self.client.send
         clock = self._loop.time
+        perf = time.perf_counter
         observe = self.metrics.relay_down.observe
         held_error: tuple[str, dict[str, Any]] | None = None
         seam = self.seam
         try:
             while True:
                 raw = await recv()
-                self._down_send_started = started = clock()
+                received = perf()
+                self._down_send_started = clock()
                 if isinstance(raw, str):
                     message = _parse(raw)
                     if message is not None and seam.rewriting:
@@ -301,7 +307,7 @@ class Session:
                 else:
                     await send({"type": "websocket.send", "bytes": raw})
                 self._down_send_started = 0.0
-                observe(clock() - started)
+                observe(perf() - received)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             reason = exc.rcvd.reason if exc.rcvd is not None else ""
