@@ -30,6 +30,7 @@ SUMMARY_FIELDS = (
     "key",
     "close_code",
     "failovers",
+    "reconnects",
     "outcome",
     "session_id",
     "request_id",
@@ -99,6 +100,7 @@ def test_logs_are_json_with_a_start_and_a_summary_line_per_session_and_no_secret
         assert end["key"] == "main" and end["close_code"] == 1000
         assert end["audio_seconds"] > 0 and end["turns"] > 0
     assert [e["failovers"] for e in ended] == [1, 0]
+    assert [e["reconnects"] for e in ended] == [0, 0]
     assert len({e["request_id"] for e in started}) == 2
     # The 402 seen while opening the first session carries that connection's request id.
     (failure,) = [e for e in logged if e["event"] == "upstream_failure"]

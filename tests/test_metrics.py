@@ -1,12 +1,20 @@
-"""Metrics without sockets: the lock-free histogram, transcript lag, the series that exist."""
+"""Metrics: the lock-free histogram, transcript lag, the series that exist (no sockets);
+reconnects counted by a real gateway."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.loophist import LoopHistogram
 from service.metrics import RELAY_BUCKETS, Metrics, transcript_lag
+from tests import audio
+from tests.conftest import GatewayFactory
+from tests.test_gateway import metric
+from tests.wsclient import run, session
 
 SAMPLES = (0.0, 0.00001, 0.00002, 0.000021, 0.0003, 0.005, 0.0051, 0.5, 0.50001, 7.0)
 
@@ -87,3 +95,26 @@ def test_every_labelled_family_has_series_before_any_event() -> None:
         'voxgate_sessions_ended_total{outcome="completed"}',
     ):
         assert series in text, series
+
+
+@pytest.mark.integration
+def test_a_mid_session_reconnect_is_counted_and_summarised(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """Upstream drops a running session and a replacement takes over: the failover
+    (mid_session) and the reconnect (upstream) are counted once each, and the session's
+    summary line says reconnects=1, failovers=0 (none before Begin)."""
+    gw = gateway_factory("flaky=flaky-key,main=good-key")
+    frames = audio.frames(audio.utterance(0.8, 0.7) * 3)
+    out = run(session(gw.url, frames, frame_interval=0.05))
+    assert out.code == 1000, out
+    assert metric(gw, "voxgate_reconnects_total", target="upstream") == 1.0
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == 1.0
+    assert metric(gw, "voxgate_reconnects_total", target="redis") == 0.0
+    gw.stop()
+    (summary,) = [
+        event
+        for event in map(json.loads, gw.stderr().splitlines())
+        if event["event"] == "session_ended"
+    ]
+    assert (summary["reconnects"], summary["failovers"]) == (1, 0), summary

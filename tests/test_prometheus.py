@@ -300,6 +300,16 @@ def test_real_prometheus_answers_every_dashboard_and_alert_expression(
         lambda: prom.value('voxgate_upstream_402_total{key="pay"}') == expected,
     )
     assert prom.value('voxgate_upstream_402_total{key="main"}') == 0.0
+    # The per-message and per-Turn recordings reached Prometheus (a quantile panel alone
+    # would show NaN, not nothing, if they were never observed).
+    for series in (
+        'voxgate_relay_overhead_seconds_count{direction="up"}',
+        'voxgate_relay_overhead_seconds_count{direction="down"}',
+        'voxgate_transcript_lag_seconds_count{turn="partial"}',
+        'voxgate_transcript_lag_seconds_count{turn="final"}',
+    ):
+        prom.wait_for(f"{series} > 0", lambda s=series: (prom.value(s) or 0.0) > 0)
+    assert prom.value('voxgate_sessions_ended_total{outcome="completed"}') == 3.0
 
     def firing() -> list[dict[str, Any]]:
         alerts = get_json(prom.url + "/api/v1/alerts")["data"]["alerts"]
