@@ -342,3 +342,29 @@ def test_real_prometheus_answers_every_dashboard_and_alert_expression(
     health = {r["name"]: r["health"] for g in rules for r in g["rules"]}
     assert set(health) == {r["alert"] for r in alert_rules()}
     assert all(h == "ok" for h in health.values()), health
+
+
+def test_grafana_provisioning_fits_the_dashboard() -> None:
+    """The provisioned datasource's uid is the dashboard's default datasource, the
+    provider loads JSON dashboards from a file path, panel ids are unique and every
+    non-row panel queries that datasource with at least one expression."""
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "voxgate.yml").read_text())[
+        "providers"
+    ]
+    assert provider["type"] == "file" and provider["options"]["path"]
+    dashboard = json.loads(DASHBOARD.read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert variable["current"]["value"] == source["uid"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["description"], panel["title"]
