@@ -309,7 +309,10 @@ def test_real_prometheus_answers_every_dashboard_and_alert_expression(
         'voxgate_transcript_lag_seconds_count{turn="final"}',
     ):
         prom.wait_for(f"{series} > 0", lambda s=series: (prom.value(s) or 0.0) > 0)
-    assert prom.value('voxgate_sessions_ended_total{outcome="completed"}') == 3.0
+    prom.wait_for(
+        "3 completed sessions",
+        lambda: prom.value('voxgate_sessions_ended_total{outcome="completed"}') == 3.0,
+    )
 
     def firing() -> list[dict[str, Any]]:
         alerts = get_json(prom.url + "/api/v1/alerts")["data"]["alerts"]
