@@ -13,12 +13,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import closes
 from .admin import AdminRoutes
 from .auth import ClientAuthenticator
+from .browser import BrowserRoutes, static_files
 from .closes import Close
 from .connector import Connector, NoUpstream
 from .keypool import KeyPool
@@ -41,6 +42,7 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.auth = ClientAuthenticator(settings.client_keys)
+        self.browser = BrowserRoutes(settings, self.auth, self.metrics)
         self.registry = SessionRegistry()
         self.pool = KeyPool(
             settings.upstream_keys,
@@ -84,13 +86,14 @@ class Gateway:
             await _refuse(websocket, closes.DRAINING)
             return
         try:
-            client_name = self.auth.authenticate(websocket.headers, websocket.query_params)
+            admission = self.browser.admit(websocket.headers, websocket.query_params)
             params = parse_stream_params(websocket.query_params.multi_items())
         except ProtocolViolation as violation:
             self.metrics.client_rejections.labels(violation.violation.value).inc()
             log.info("client_refused", reason=violation.reason, code=violation.code)
             await _refuse(websocket, closes.for_violation(violation))
             return
+        client_name = admission.client
         await websocket.accept()
         try:
             opened = await self.connector.open(
@@ -138,6 +141,7 @@ class Gateway:
             on_upstream_failure=self.connector.dropped,
             publisher=publisher,
             reopen=reopen,
+            max_seconds=admission.max_session_seconds,
             failovers=opened.attempts - 1,
         )
         self.metrics.sessions_started.inc()
@@ -213,6 +217,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             Route("/readyz", gateway.ready),
             Route("/metrics", gateway.metrics_endpoint),
             Route("/admin/keys", gateway.admin.keys),
+            Route("/v3/token", gateway.browser.token),
+            Route("/demo/token", gateway.browser.demo_token, methods=["POST"]),
+            Mount("/demo", static_files(), name="demo"),
         ],
         lifespan=lifespan,
     )

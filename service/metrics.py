@@ -37,8 +37,9 @@ class Outcome:
     UPSTREAM_ERROR = "upstream_error"  # upstream refused or ended it with an error
     DRAINED = "drained"  # ended by a gateway shutdown
     INTERNAL = "internal"  # a gateway bug
+    EXPIRED = "expired"  # reached its temporary token's session cap (3008)
 
-    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL)
+    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED)
 
 
 def transcript_lag(turn: Mapping[str, object], audio_seconds: float) -> float | None:

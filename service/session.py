@@ -80,6 +80,7 @@ class Session:
         on_upstream_failure: Callable[[str, UpstreamFailure], None],
         publisher: SessionPublisher | None = None,
         reopen: Reopen | None = None,
+        max_seconds: float | None = None,
         failovers: int = 0,
     ) -> None:
         self.client = client
@@ -116,6 +117,8 @@ class Session:
         self.bytes_up = 0
         self.bytes_down = 0
         self.opened_at = self._loop.time()
+        # A temporary token's session cap (AssemblyAI ends such a session with 3008).
+        self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
         self.upstream_close: tuple[int, str] | None = None
 
     @property
@@ -153,7 +156,7 @@ class Session:
             end = await self._relay()
             if not (end.reconnect and await self._reconnect()):
                 break
-        if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR):
+        if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR, Outcome.EXPIRED):
             await self._abandon_upstream()
         else:
             await self._close_upstream()
@@ -349,6 +352,9 @@ class Session:
             if self._down_send_started and now - self._down_send_started > send_timeout:
                 self.log.warning("client_stuck", seconds=send_timeout)
                 return End(Outcome.CLIENT_GONE, None)
+            if self._expires_at is not None and now >= self._expires_at:
+                self.log.info("session_cap_reached")
+                return End(Outcome.EXPIRED, closes.SESSION_CAP)
             if self._terminate_deadline is not None and now > self._terminate_deadline:
                 self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
                 return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)

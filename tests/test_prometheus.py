@@ -28,7 +28,7 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "voxgate.json"
-#: The compose service Prometheus scrapes (docker-compose.yml names it so).
+#: The compose service Prometheus scrapes (docker-compose.yml names it so), as host:port.
 COMPOSE_TARGET = "voxgate:8080"
 #: Grafana's interval variables, as Prometheus gets them in this test.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m"}
@@ -137,7 +137,9 @@ def test_alert_rules_have_the_required_alerts_and_form() -> None:
     config = yaml.safe_load(PROMETHEUS_YML.read_text())
     assert config["rule_files"] == ["alerts.yml"]
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "voxgate"]
-    assert job["static_configs"][0]["targets"] == [COMPOSE_TARGET]
+    found = [t for c in job.get("static_configs", []) for t in c["targets"]]
+    found += [f"{n}:{c['port']}" for c in job.get("dns_sd_configs", []) for n in c["names"]]
+    assert found == [COMPOSE_TARGET], job
 
 
 # ---------------------------------------------------------------------- a real Prometheus
@@ -153,11 +155,11 @@ class Prometheus:
         config["global"]["evaluation_interval"] = "1s"
         # rule_files are relative to the config file: point at deploy/'s own rules.
         config["rule_files"] = [str(PROMETHEUS_YML.parent / f) for f in config["rule_files"]]
-        for job in config["scrape_configs"]:
-            for static in job.get("static_configs", []):
-                static["targets"] = [
-                    target if t == COMPOSE_TARGET else t for t in static["targets"]
-                ]
+        # The compose discovery (DNS name voxgate, port 8080) becomes the local gateway.
+        (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "voxgate"]
+        for discovery in [k for k in job if k.endswith("_sd_configs") or k == "static_configs"]:
+            del job[discovery]
+        job["static_configs"] = [{"targets": [target]}]
         self.config = workdir / "prometheus.yml"
         self.config.write_text(yaml.safe_dump(config))
         self.popen: subprocess.Popen[bytes] | None = None
