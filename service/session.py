@@ -289,7 +289,6 @@ class Session:
             while True:
                 raw = await recv()
                 received = perf()
-                self._down_send_started = clock()
                 if isinstance(raw, str):
                     message = _parse(raw)
                     if message is not None and seam.rewriting:
@@ -302,12 +301,14 @@ class Session:
                         # replacement upstream carries on, the client never sees it.
                         held_error = (raw, message)
                         continue
+                    self._down_send_started = clock()
                     await send({"type": "websocket.send", "text": raw})
                     self.bytes_down += len(raw)
                     if message is not None:
                         seam.delivered(message)
                         self._observe(raw, message)
                 else:
+                    self._down_send_started = clock()
                     await send({"type": "websocket.send", "bytes": raw})
                 self._down_send_started = 0.0
                 observe(perf() - received)
