@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -87,6 +89,11 @@ class Gateway:
     # ------------------------------------------------------------------ /v3/ws
 
     async def websocket(self, websocket: WebSocket) -> None:
+        # Every log line of this connection (pool, publisher, session) carries its id.
+        with structlog.contextvars.bound_contextvars(request_id=secrets.token_hex(8)):
+            await self._websocket(websocket)
+
+    async def _websocket(self, websocket: WebSocket) -> None:
         requested_at = asyncio.get_running_loop().time()
         if self.registry.draining:
             await _refuse(websocket, closes.DRAINING)
@@ -117,6 +124,7 @@ class Gateway:
             asyncio.get_running_loop().time() - requested_at
         )
         session_id = str(opened.upstream.begin.get("id", ""))
+        structlog.contextvars.bind_contextvars(session_id=session_id)
         publisher = (
             self.publisher.session(session_id, client_name, params.tag)
             if self.publisher is not None
@@ -147,6 +155,7 @@ class Gateway:
             publisher=publisher,
             reopen=reopen,
             max_seconds=admission.max_session_seconds,
+            failovers=opened.attempts - 1,
         )
         self.metrics.sessions_started.inc()
         self.metrics.sessions_active.inc()

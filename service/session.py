@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,7 @@ class Session:
         publisher: SessionPublisher | None = None,
         reopen: Reopen | None = None,
         max_seconds: float | None = None,
+        failovers: int = 0,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -91,6 +93,7 @@ class Session:
         self._on_upstream_failure = on_upstream_failure
         self.publisher = publisher
         self._reopen = reopen
+        self.failovers = failovers  # keys tried in vain before this session began
         per_second = params.bytes_per_second
         self.seam = Seam(
             bytes_per_ms=per_second / 1000.0 if per_second else None,
@@ -194,6 +197,7 @@ class Session:
         self.upstream = upstream
         self.key_alias = alias
         self.log = self.log.bind(key=alias)
+        self.metrics.reconnects.labels("upstream").inc()
         self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
         frames = self.seam.replay()
         try:
@@ -237,8 +241,12 @@ class Session:
         feed = self._pace.feed
         keep = self.seam.sent
         clock = self._loop.time
+        # loop.time() is uvloop's cached millisecond clock: overhead needs perf_counter.
+        perf = time.perf_counter
+        observe = self.metrics.relay_up.observe
         while True:
             message = await receive()
+            received = perf()
             data: bytes | None = message.get("bytes")
             if data is not None:
                 seconds = check_audio_frame(len(data), params)
@@ -251,6 +259,7 @@ class Session:
                 self._up_send_started = now
                 await send_up(data)
                 self._up_send_started = 0.0
+                observe(perf() - received)
                 continue
             text: str | None = message.get("text")
             if text is not None:
@@ -261,6 +270,7 @@ class Session:
                     self._up_send_started = clock()
                     await send_up(text)
                     self._up_send_started = 0.0
+                    observe(perf() - received)
                 continue
             if message["type"] == "websocket.disconnect":
                 if message.get("code") == 1009:
@@ -271,12 +281,14 @@ class Session:
         recv = self.upstream.connection.recv
         send = self.client.send
         clock = self._loop.time
+        perf = time.perf_counter
+        observe = self.metrics.relay_down.observe
         held_error: tuple[str, dict[str, Any]] | None = None
         seam = self.seam
         try:
             while True:
                 raw = await recv()
-                self._down_send_started = clock()
+                received = perf()
                 if isinstance(raw, str):
                     message = _parse(raw)
                     if message is not None and seam.rewriting:
@@ -289,14 +301,17 @@ class Session:
                         # replacement upstream carries on, the client never sees it.
                         held_error = (raw, message)
                         continue
+                    self._down_send_started = clock()
                     await send({"type": "websocket.send", "text": raw})
                     self.bytes_down += len(raw)
                     if message is not None:
                         seam.delivered(message)
                         self._observe(raw, message)
                 else:
+                    self._down_send_started = clock()
                     await send({"type": "websocket.send", "bytes": raw})
                 self._down_send_started = 0.0
+                observe(perf() - received)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             reason = exc.rcvd.reason if exc.rcvd is not None else ""
@@ -387,6 +402,7 @@ class Session:
         kind = message.get("type")
         if kind == "Turn":
             self.turns += 1
+            self.metrics.turn_received(message, self._pace.audio_seconds)
         if self.publisher is not None:
             self.publisher.message(raw, message)
         return kind
@@ -406,6 +422,8 @@ class Session:
             duration_seconds=round(duration, 3),
             audio_seconds=round(self.audio_seconds, 3),
             turns=self.turns,
+            failovers=self.failovers,
+            reconnects=self.seam.replacements,
             upstream_close=self.upstream_close[0] if self.upstream_close else None,
         )
         if self.publisher is not None:
