@@ -137,12 +137,14 @@ def test_a_402_seen_by_one_gateway_disables_the_key_for_the_other(
     wait_mode("shared", one, two)
     assert admin_keys(two)["pay"]["state"] == "healthy"
     out = run(session(one.url, speech()))
+    seen = time.monotonic()
     assert out.code == 1000, out
     assert admin_keys(one)["pay"]["payment_required_total"] == 1
     eventually(
         lambda: admin_keys(two)["pay"]["state"] == "disabled_payment_required",
         "gateway two sees pay disabled",
     )
+    print(f"402 reached the other gateway within {time.monotonic() - seen:.2f} s")
     pay = admin_keys(two)["pay"]
     assert pay["sessions_total"] == 0 and pay["payment_required_total"] == 0
     assert pay["next_probe_at"] is not None
@@ -192,12 +194,14 @@ def test_a_killed_gateways_leases_expire_and_capacity_returns(
         held = [await hold(one.url), await hold(one.url)]
         one.signal(signal.SIGKILL)
         one.wait()
+        killed = time.monotonic()
         refused = await session(two.url, [])
         assert refused.code == AT_CAPACITY, refused
         deadline = time.monotonic() + LEASE_TTL + 15
         while (await session(two.url, speech())).code != 1000:
             assert time.monotonic() < deadline, "capacity did not come back"
             await asyncio.sleep(0.2)
+        print(f"capacity back {time.monotonic() - killed:.1f} s after SIGKILL (TTL {LEASE_TTL} s)")
         again = [await hold(two.url), await hold(two.url)]
         for ws in again:
             assert (await finish(ws)).code == 1000
