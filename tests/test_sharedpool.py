@@ -293,3 +293,29 @@ def test_a_swamped_replica_refuses_without_leaving_shared_mode(redis_server: Red
             assert isinstance(await a.acquire(), Lease)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.integration
+def test_states_still_travel_after_redis_restarts_empty(redis_server: RedisServer) -> None:
+    """Replica b has seen a's state version; Redis then loses everything (a restart
+    without persistence, here FLUSHALL). The next state a writes still reaches b: its
+    version is above what b saw, not a counter starting again from 1."""
+    a, b = replica(redis_server, "a", keys=2), replica(redis_server, "b", keys=2)
+
+    async def scenario() -> None:
+        async with replicas(a, b):
+            a.publish(a.pool.report_failure("k0", FailureClass.UNAUTHORIZED, "401"))
+            await a.sync()
+            await b.sync()
+            assert b.pool.record("k0").state is KeyState.UNAUTHORIZED
+            client = redis.Redis.from_url(redis_server.url)
+            client.flushall()
+            client.close()
+            a.publish(a.pool.report_success("k0"))
+            a.publish(a.pool.report_failure("k1", FailureClass.PAYMENT_REQUIRED, "402"))
+            await a.sync()
+            await b.sync()
+            assert b.pool.record("k0").state is KeyState.HEALTHY
+            assert b.pool.record("k1").state is KeyState.PAYMENT_REQUIRED
+
+    asyncio.run(scenario())
