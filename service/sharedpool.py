@@ -15,7 +15,7 @@ Redis and that pool in step (the key names and Lua scripts are in
 * **Budget**: ``voxgate:pool:starts:<alias>`` is a sorted set of the session starts
   of the last ``BUDGET_WINDOW`` seconds, across replicas.
 * **States**: ``voxgate:pool:states`` is a hash alias -> JSON ``{state, reason,
-  since, by, version}`` (versions from ``voxgate:pool:state_version``). A replica
+  since, by, version}`` (versions rise with Redis's clock, even across a restart). A replica
   writes a key's state when it takes the key out (payment required, unauthorized)
   or a probe puts it back; every replica reads the hash each ``HEARTBEAT`` and takes
   on what is newer than what it saw. Cooling down stays local.
@@ -28,11 +28,11 @@ A key is the same key on every replica when its alias is; replicas should use th
 same caps (each applies its own). Every Redis call runs under one lock (a replica's
 absolute counts are then never older than its last booking) and a deadline of
 ``REDIS_TIMEOUT``; a booking waits at most that long for the lock too (one booking
-takes well under a millisecond; past that the replica is swamped and says "try
-again later"). Any failure
-switches the replica to local mode at once: it serves from its own KeyPool alone
-(per-replica caps), says so in ``/readyz`` and ``voxgate_pool_shared``, and the
-heartbeat keeps trying; its first success is shared mode again.
+takes about a millisecond; past that the replica is swamped and says "try again
+later"). Any Redis failure switches the replica to local mode at once: it serves
+from its own KeyPool alone (per-replica caps), says so in ``/readyz`` and
+``voxgate_pool_shared``, and the heartbeat keeps trying; its first success is shared
+mode again.
 """
 
 from __future__ import annotations
