@@ -108,8 +108,7 @@ class Connector:
                 tried.add(lease.alias)
                 self.metrics.failovers.labels("connect").inc()
                 continue
-            self._log(self.pool.report_success(lease.alias))
-            self.metrics.key_changed(self.pool.record(lease.alias))
+            self.succeeded(lease.alias)
             return Opened(upstream, lease, attempt)
         reason = self.pool.why_unavailable(frozenset(tried))
         if last is not None and reason is Unavailable.UNREACHABLE:
@@ -128,6 +127,12 @@ class Connector:
         else:
             self.pool.release(lease)
         self.metrics.key_changed(self.pool.record(lease.alias))
+
+    def succeeded(self, alias: str) -> None:
+        """``alias`` worked (a session opened, or a probe answered): back in rotation,
+        for every replica when the pool is shared."""
+        self._log(self.pool.report_success(alias))
+        self.metrics.key_changed(self.pool.record(alias))
 
     def failed(self, alias: str, failure: UpstreamFailure) -> None:
         """Count and apply an upstream failure of ``alias`` (at connect or mid-session)."""
@@ -180,7 +185,7 @@ class Connector:
             record = self.pool.record(key.alias)
             if failure is None:
                 log.info("key_probe_ok", key=key.alias)
-                self._log(self.pool.report_success(key.alias))
+                self.succeeded(key.alias)
             else:
                 log.info("key_probe_failed", key=key.alias, failure=failure.failure)
                 if failure.failure is FailureClass.PAYMENT_REQUIRED:
