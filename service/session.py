@@ -40,6 +40,9 @@ from .upstream import UpstreamSession
 
 #: How often the watchdog looks at the deadlines.
 WATCHDOG_INTERVAL = 0.25
+#: How often a running session adds its audio and open seconds to the per-key
+#: counters (so a session left open shows up while it is open, not when it ends).
+ACCOUNT_INTERVAL = 1.0
 #: After a client vanished: how long upstream may take to send its final turns
 #: before its socket is closed (upstream bills the time a session is open).
 ABANDON_GRACE = 0.8
@@ -117,6 +120,10 @@ class Session:
         self.bytes_up = 0
         self.bytes_down = 0
         self.opened_at = self._loop.time()
+        # What _account has added to the counters so far.
+        self._counted_at = self.opened_at
+        self._counted_audio = 0.0
+        self._counted_up = self._counted_down = 0
         # A temporary token's session cap (AssemblyAI ends such a session with 3008).
         self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
         self.upstream_close: tuple[int, str] | None = None
@@ -194,6 +201,7 @@ class Session:
         except Exception as exc:  # NoUpstream, or anything else: end as upstream did
             self.log.warning("upstream_reconnect_failed", lost=lost, reason=str(exc)[:200])
             return False
+        self._account()  # what the lost upstream served is billed to its key
         self.upstream = upstream
         self.key_alias = alias
         self.log = self.log.bind(key=alias)
@@ -347,6 +355,8 @@ class Session:
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
             now = self._loop.time()
+            if now - self._counted_at >= ACCOUNT_INTERVAL:
+                self._account()
             if self._up_send_started and now - self._up_send_started > send_timeout:
                 self.log.warning("upstream_stuck", seconds=send_timeout)
                 return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_STUCK)
@@ -407,14 +417,23 @@ class Session:
             self.publisher.message(raw, message)
         return kind
 
+    def _account(self) -> None:
+        """Add what the session used since the last call to the counters, under the
+        key serving it now (called every ACCOUNT_INTERVAL, at a key change, at the end)."""
+        m = self.metrics
+        now = self._loop.time()
+        audio = self.audio_seconds
+        m.audio_seconds.labels(self.key_alias).inc(audio - self._counted_audio)
+        m.upstream_session_seconds.labels(self.key_alias).inc(now - self._counted_at)
+        m.bytes_relayed.labels("up").inc(self.bytes_up - self._counted_up)
+        m.bytes_relayed.labels("down").inc(self.bytes_down - self._counted_down)
+        self._counted_at, self._counted_audio = now, audio
+        self._counted_up, self._counted_down = self.bytes_up, self.bytes_down
+
     def _record(self, end: End) -> None:
         duration = self._loop.time() - self.opened_at
-        m = self.metrics
-        m.sessions_ended.labels(end.outcome).inc()
-        m.audio_seconds.labels(self.key_alias).inc(self.audio_seconds)
-        m.upstream_session_seconds.labels(self.key_alias).inc(duration)
-        m.bytes_relayed.labels("up").inc(self.bytes_up)
-        m.bytes_relayed.labels("down").inc(self.bytes_down)
+        self.metrics.sessions_ended.labels(end.outcome).inc()
+        self._account()
         self.log.info(
             "session_ended",
             outcome=end.outcome,

@@ -295,3 +295,30 @@ def test_logs_never_contain_keys(gateway_factory: GatewayFactory) -> None:
     assert "session_ended" in logs or "upstream_refused" in logs
     for secret in ("pay-key", "good-key", CLIENT_KEY, "wrong-key"):
         assert secret not in logs
+
+
+def test_an_open_session_shows_in_the_per_key_counters_before_it_ends(gateway: Proc) -> None:
+    """Audio and open seconds are added while a session runs (an abandoned session
+    is visible on the dashboard while upstream bills it), and not twice at its end."""
+
+    async def scenario() -> tuple[float, float]:
+        ws = await open_client(gateway.url)
+        await ws.recv()  # Begin
+        for frame in audio.frames(audio.tone(1.0)):
+            await ws.send(frame)
+        await asyncio.sleep(2.0)
+        audio_open = metric(gateway, "voxgate_audio_seconds_total", key="main")
+        open_seconds = metric(gateway, "voxgate_upstream_session_seconds_total", key="main")
+        await ws.close()
+        return audio_open, open_seconds
+
+    audio_open, open_seconds = run(scenario())
+    assert audio_open == pytest.approx(1.0, abs=0.01)
+    assert open_seconds >= 1.0
+    deadline = time.monotonic() + 5
+    while metric(gateway, "voxgate_sessions_ended_total", outcome="client_gone") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert metric(gateway, "voxgate_audio_seconds_total", key="main") == pytest.approx(
+        1.0, abs=0.01
+    )
