@@ -6,7 +6,6 @@ forged, malformed, wrong origin), the token's session cap (3008), the demo helpe
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.error
@@ -15,14 +14,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from websockets.asyncio.client import connect
 
 from service.tokens import TokenAuthority
 from tests import audio
 from tests.conftest import CLIENT_KEY, GatewayFactory, get_text
 from tests.procs import Proc
 from tests.test_gateway import metric, sandbox_sessions, speech_frames
-from tests.wsclient import DEFAULT_QUERY, WAIT, Outcome, collect, run
+from tests.wsclient import DEFAULT_QUERY, WAIT, Outcome, run, session
 
 pytestmark = pytest.mark.integration
 
@@ -63,26 +61,15 @@ async def token_session(
 ) -> Outcome:
     """A session authenticated by ``token`` (query or header); everything until the close."""
     query = DEFAULT_QUERY if in_header else f"{DEFAULT_QUERY}&token={quote(token, safe='')}"
-    headers = {"Authorization": token} if in_header else {}
-    ws = await connect(
-        f"{url}/v3/ws?{query}",
-        additional_headers=headers,
-        origin=origin,  # type: ignore[arg-type]  # websockets types it as its Origin NewType
-        open_timeout=WAIT,
-        compression=None,
+    return await session(
+        url,
+        frames,
+        key=token if in_header else None,
+        query=query,
+        terminate=terminate,
+        frame_interval=frame_interval,
+        origin=origin,
     )
-    outcome = Outcome()
-    reader = asyncio.create_task(collect(ws, outcome))
-    try:
-        for frame in frames:
-            await ws.send(frame)
-            if frame_interval:
-                await asyncio.sleep(frame_interval)
-        if terminate:
-            await ws.send(json.dumps({"type": "Terminate"}))
-    except Exception:
-        pass
-    return await reader
 
 
 def test_token_endpoint_answers_like_assemblyai(gateway: Proc) -> None:
