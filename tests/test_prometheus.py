@@ -20,12 +20,11 @@ from prometheus_client import generate_latest
 
 from service.metrics import Metrics
 from tests.conftest import GatewayFactory, get_json
-from tests.procs import ROOT, START_TIMEOUT, STOP_TIMEOUT, Proc, RedisServer, free_port
+from tests.procs import PROMETHEUS_YML, ROOT, Proc, PrometheusServer, RedisServer
 from tests.test_gateway import metric, speech_frames
 from tests.wsclient import run, session
 
 DEPLOY = ROOT / "deploy"
-PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "voxgate.json"
 #: The compose service Prometheus scrapes (docker-compose.yml names it so), as host:port.
@@ -34,8 +33,6 @@ COMPOSE_TARGET = "voxgate:8080"
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m"}
 #: An alert expression is "<measure> <comparison> <number>" (see alerts.yml).
 ALERT_FORM = re.compile(r"^(?P<measure>.+?)\s*(?:>|<|==|!=|>=|<=)\s*[-+0-9.e]+\s*$", re.S)
-#: Time Prometheus gets to scrape, evaluate and fire (1 s intervals in this test).
-PROMETHEUS_WAIT = 60.0
 PAY_ALERT = "VoxgateUpstreamPaymentRequired"
 
 
@@ -145,106 +142,14 @@ def test_alert_rules_have_the_required_alerts_and_form() -> None:
 # ---------------------------------------------------------------------- a real Prometheus
 
 
-class Prometheus:
-    """A real prometheus on a free port, configured from deploy/ with 1 s intervals."""
-
-    def __init__(self, workdir: Path, target: str) -> None:
-        self.workdir = workdir
-        config = yaml.safe_load(PROMETHEUS_YML.read_text())
-        config["global"]["scrape_interval"] = "1s"
-        config["global"]["evaluation_interval"] = "1s"
-        # rule_files are relative to the config file: point at deploy/'s own rules.
-        config["rule_files"] = [str(PROMETHEUS_YML.parent / f) for f in config["rule_files"]]
-        # The compose discovery (DNS name voxgate, port 8080) becomes the local gateway.
-        (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "voxgate"]
-        for discovery in [k for k in job if k.endswith("_sd_configs") or k == "static_configs"]:
-            del job[discovery]
-        job["static_configs"] = [{"targets": [target]}]
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("prometheus")
-        assert binary is not None, "prometheus missing (apt-get install prometheus)"
-        for _ in range(3):  # a free port can be taken between the probe and the bind
-            self.port = free_port()
-            log = (self.workdir / "prometheus.log").open("wb")
-            self.popen = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={self.config}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--web.enable-lifecycle",
-                    "--log.level=warn",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-            log.close()
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline and self.popen.poll() is None:
-                try:
-                    get_json(self.url + "/api/v1/status/buildinfo", timeout=1.0)
-                    return
-                except OSError:
-                    time.sleep(0.1)
-            self.stop()
-        raise RuntimeError(f"prometheus did not start: {self.log()}")
-
-    def log(self) -> str:
-        return (self.workdir / "prometheus.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=5)
-        self.popen = None
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """Instant query; raise on an error answer (a bad expression)."""
-        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        try:
-            answer = get_json(url)
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{expr}: {exc.code} {exc.read()[:300]!r}") from None
-        assert answer["status"] == "success", (expr, answer)
-        result: list[dict[str, Any]] = answer["data"]["result"]
-        return result
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
-
-    def wait_for(self, what: str, check: Any, timeout: float = PROMETHEUS_WAIT) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = check()
-            if got:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"prometheus: {what} not seen in {timeout:g} s\n{self.log()}")
-            time.sleep(0.25)
-
-
 @pytest.fixture
 def prometheus_factory(tmp_path: Path) -> Iterator[Any]:
-    started: list[Prometheus] = []
+    started: list[PrometheusServer] = []
 
-    def make(target: str) -> Prometheus:
+    def make(target: str) -> PrometheusServer:
         workdir = tmp_path / f"prometheus-{len(started)}"
         workdir.mkdir()
-        prometheus = Prometheus(workdir, target)
+        prometheus = PrometheusServer(workdir, [target])
         started.append(prometheus)
         prometheus.start()
         return prometheus

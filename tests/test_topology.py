@@ -30,14 +30,13 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-import yaml
 from websockets.exceptions import ConnectionClosed
 
 from service.publisher import STREAM_KEY
 from tests import audio
 from tests.conftest import get_json
-from tests.procs import START_TIMEOUT, STOP_TIMEOUT, Proc, free_port, start
-from tests.test_deploy import ROOT, config_with_example
+from tests.procs import START_TIMEOUT, STOP_TIMEOUT, Proc, PrometheusServer, free_port, start
+from tests.test_deploy import config_with_example
 from tests.wsclient import Outcome, collect, open_client, session
 
 pytestmark = pytest.mark.integration
@@ -51,33 +50,11 @@ T = TypeVar("T")
 
 
 @dataclass
-class Prometheus:
-    popen: subprocess.Popen[bytes]
-    url: str
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        body = get_json(url)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=5)
-
-
-@dataclass
 class Topology:
     replicas: list[Proc]
     sandbox: Proc
     redis_url: str
-    prometheus: Prometheus
+    prometheus: PrometheusServer
     client_key: str
     workdir: Path
 
@@ -109,50 +86,11 @@ def start_redis(command: list[str], workdir: Path) -> tuple[subprocess.Popen[byt
     return popen, url
 
 
-def start_prometheus(targets: list[str], workdir: Path) -> Prometheus:
+def start_prometheus(targets: list[str], workdir: Path) -> PrometheusServer:
     """Prometheus with the repository's config: same jobs and rules, local targets."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is not installed (scripts/bootstrap installs it)"
-    source = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-    config = yaml.safe_load(source.read_text())
-    config["global"]["scrape_interval"] = "1s"
-    config["global"]["evaluation_interval"] = "1s"
-    config["rule_files"] = [str(source.parent / name) for name in config.get("rule_files", [])]
-    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "voxgate"]
-    for discovery in [k for k in job if k.endswith("_sd_configs") or k == "static_configs"]:
-        del job[discovery]
-    job["static_configs"] = [{"targets": targets}]
-    path = workdir / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (workdir / "prometheus.log").open("wb")
-    popen = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={path}",
-            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    log.close()
-    prometheus = Prometheus(popen, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            with urllib.request.urlopen(prometheus.url + "/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return prometheus
-        except OSError:
-            pass
-        if popen.poll() is not None or time.monotonic() > deadline:
-            prometheus.stop()
-            raise RuntimeError(
-                "prometheus did not start: " + (workdir / "prometheus.log").read_text()
-            )
-        time.sleep(_POLL)
+    prometheus = PrometheusServer(workdir, targets)
+    prometheus.start()
+    return prometheus
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +100,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     services = config_with_example("sandbox")["services"]
     started: list[Proc] = []
     redis_popen: subprocess.Popen[bytes] | None = None
-    prometheus: Prometheus | None = None
+    prometheus: PrometheusServer | None = None
     try:
         command = list(services["sandbox"]["command"])
         command[command.index("--host") + 1] = "127.0.0.1"
