@@ -74,7 +74,7 @@ class AdminRoutes:
             for record in self._pool.records():
                 failure = await self._connector.probe(record.key)
                 if failure is None:
-                    self._pool.report_success(record.alias)
+                    self._connector.succeeded(record.alias)
                 else:
                     self._connector.failed(record.alias, failure)
         now = time.monotonic()

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import closes
 from .admin import AdminRoutes
 from .auth import ClientAuthenticator
+from .browser import BrowserRoutes, static_files
 from .closes import Close
 from .connector import Connector, NoUpstream
 from .keypool import KeyPool
@@ -27,6 +30,8 @@ from .publisher import Publisher
 from .registry import SessionRegistry
 from .session import Session
 from .settings import Settings
+from .sharedpool import SharedPool, instance_id
+from .upstream import UpstreamSession
 
 log = get_logger("voxgate.app")
 
@@ -38,14 +43,29 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.auth = ClientAuthenticator(settings.client_keys)
+        self.browser = BrowserRoutes(settings, self.auth, self.metrics)
         self.registry = SessionRegistry()
         self.pool = KeyPool(
             settings.upstream_keys,
             max_sessions=settings.key_max_sessions,
             sessions_per_minute=settings.key_sessions_per_minute,
             clock=time.monotonic,
+            first_probe_delay=settings.probe_delay,
+            probe_interval=settings.probe_interval,
         )
-        self.connector = Connector(settings, self.pool, self.metrics)
+        self.shared = (
+            SharedPool(
+                settings.redis_url,
+                self.pool,
+                self.metrics,
+                instance=instance_id(settings.instance),
+                max_sessions=settings.key_max_sessions,
+                sessions_per_minute=settings.key_sessions_per_minute,
+            )
+            if settings.redis_url and settings.shared_pool
+            else None
+        )
+        self.connector = Connector(settings, self.pool, self.metrics, self.shared)
         self.admin = AdminRoutes(settings.admin_key, self.pool, self.connector)
         self.publisher = (
             Publisher(
@@ -69,18 +89,24 @@ class Gateway:
     # ------------------------------------------------------------------ /v3/ws
 
     async def websocket(self, websocket: WebSocket) -> None:
+        # Every log line of this connection (pool, publisher, session) carries its id.
+        with structlog.contextvars.bound_contextvars(request_id=secrets.token_hex(8)):
+            await self._websocket(websocket)
+
+    async def _websocket(self, websocket: WebSocket) -> None:
         requested_at = asyncio.get_running_loop().time()
         if self.registry.draining:
             await _refuse(websocket, closes.DRAINING)
             return
         try:
-            client_name = self.auth.authenticate(websocket.headers, websocket.query_params)
+            admission = self.browser.admit(websocket.headers, websocket.query_params)
             params = parse_stream_params(websocket.query_params.multi_items())
         except ProtocolViolation as violation:
             self.metrics.client_rejections.labels(violation.violation.value).inc()
             log.info("client_refused", reason=violation.reason, code=violation.code)
             await _refuse(websocket, closes.for_violation(violation))
             return
+        client_name = admission.client
         await websocket.accept()
         try:
             opened = await self.connector.open(
@@ -98,6 +124,7 @@ class Gateway:
             asyncio.get_running_loop().time() - requested_at
         )
         session_id = str(opened.upstream.begin.get("id", ""))
+        structlog.contextvars.bind_contextvars(session_id=session_id)
         publisher = (
             self.publisher.session(session_id, client_name, params.tag)
             if self.publisher is not None
@@ -106,6 +133,16 @@ class Gateway:
         if publisher is not None:
             publisher.started(dict(params.forward))
             publisher.message(opened.upstream.begin_text, dict(opened.upstream.begin))
+        api_version = websocket.headers.get("assemblyai-version")
+
+        async def reopen() -> tuple[UpstreamSession, str]:
+            """A replacement upstream after a mid-session drop (raises NoUpstream)."""
+            nonlocal opened
+            replacement = await self.connector.open(params, api_version=api_version)
+            self.connector.release(opened.lease)
+            opened = replacement
+            return replacement.upstream, replacement.lease.alias
+
         session = Session(
             client=websocket,
             upstream=opened.upstream,
@@ -114,8 +151,11 @@ class Gateway:
             client_name=client_name,
             settings=self.settings,
             metrics=self.metrics,
-            on_upstream_failure=self.connector.failed,
+            on_upstream_failure=self.connector.dropped,
             publisher=publisher,
+            reopen=reopen,
+            max_seconds=admission.max_session_seconds,
+            failovers=opened.attempts - 1,
         )
         self.metrics.sessions_started.inc()
         self.metrics.sessions_active.inc()
@@ -144,6 +184,7 @@ class Gateway:
                 "sessions": len(self.registry),
                 "redis": redis,
                 "redis_backlog": backlog,
+                "pool": self.shared.mode if self.shared is not None else "local",
             }
         )
 
@@ -174,6 +215,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         probes = asyncio.create_task(gateway.connector.run_probes(), name="key-probes")
         if gateway.publisher is not None:
             gateway.publisher.start()
+        if gateway.shared is not None:
+            gateway.shared.start()
         try:
             yield
             await gateway.drain()
@@ -182,6 +225,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             await asyncio.gather(probes, return_exceptions=True)
             if gateway.publisher is not None:
                 await gateway.publisher.close()
+            if gateway.shared is not None:
+                await gateway.shared.close()
 
     app = Starlette(
         routes=[
@@ -190,6 +235,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             Route("/readyz", gateway.ready),
             Route("/metrics", gateway.metrics_endpoint),
             Route("/admin/keys", gateway.admin.keys),
+            Route("/v3/token", gateway.browser.token),
+            Route("/demo/token", gateway.browser.demo_token, methods=["POST"]),
+            Mount("/demo", static_files(), name="demo"),
         ],
         lifespan=lifespan,
     )

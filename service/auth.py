@@ -9,6 +9,14 @@ from .protocol import CloseCode, ProtocolViolation, Violation
 from .settings import ClientKey, digest_secret
 
 
+def presented_credential(headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """What a request presents: ``Authorization`` (``Bearer`` optional), else ``?token=``."""
+    presented = (headers.get("authorization") or query.get("token") or "").strip()
+    if presented.lower().startswith("bearer "):
+        presented = presented[7:].strip()
+    return presented
+
+
 class ClientAuthenticator:
     """Finds which operator-issued client key a request presents.
 
@@ -19,13 +27,14 @@ class ClientAuthenticator:
 
     def __init__(self, keys: Sequence[ClientKey]) -> None:
         self._keys = tuple(keys)
+        self.names = frozenset(key.name for key in self._keys)
 
     def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
         """Return the client's name, or raise a 1008 :class:`ProtocolViolation`."""
-        presented = headers.get("authorization") or query.get("token") or ""
-        presented = presented.strip()
-        if presented.lower().startswith("bearer "):
-            presented = presented[7:].strip()
+        return self.check(presented_credential(headers, query))
+
+    def check(self, presented: str) -> str:
+        """Return the name of the client key ``presented``, or raise a 1008 violation."""
         if not presented:
             raise ProtocolViolation(
                 CloseCode.POLICY,

@@ -112,3 +112,8 @@ UPSTREAM_SILENT = Close(
 )
 UPSTREAM_STUCK = Close(CloseCode.TRY_AGAIN_LATER, "Upstream stopped taking audio")
 INTERNAL = Close(CloseCode.INTERNAL, "Internal gateway error")
+SESSION_CAP = Close(
+    CloseCode.SESSION_EXPIRED,
+    "Session Expired: Maximum session duration exceeded (the temporary token's "
+    "max_session_duration_seconds)",
+)

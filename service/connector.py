@@ -24,6 +24,7 @@ from .logs import get_logger
 from .metrics import Metrics
 from .protocol import StreamParams
 from .settings import Settings, UpstreamKey
+from .sharedpool import SharedPool
 from .upstream import USER_AGENT, UpstreamSession, open_session
 
 #: Keys tried for one client session before it is refused.
@@ -62,11 +63,20 @@ def token_url(ws_url: str) -> str:
 
 
 class Connector:
-    def __init__(self, settings: Settings, pool: KeyPool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: KeyPool,
+        metrics: Metrics,
+        shared: SharedPool | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.metrics = metrics
+        #: Leases and key states shared with other replicas (None: this replica alone).
+        self.shared = shared
         self._token_url = token_url(settings.upstream_url)
+        self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
 
     async def open(self, params: StreamParams, api_version: str | None) -> Opened:
         loop = asyncio.get_running_loop()
@@ -74,7 +84,7 @@ class Connector:
         tried: set[str] = set()
         last: UpstreamFailure | None = None
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
-            lease = self.pool.acquire(frozenset(tried))
+            lease = await self.acquire(frozenset(tried))
             if isinstance(lease, Unavailable):
                 raise NoUpstream(closes.for_unavailable(lease))
             left = deadline - loop.time()
@@ -90,7 +100,7 @@ class Connector:
                     api_version=api_version,
                 )
             except UpstreamFailure as failure:
-                self.pool.release(lease)
+                self.release(lease)
                 last = failure
                 self.failed(lease.alias, failure)
                 if failure.failure is FailureClass.CLIENT_FAULT:
@@ -98,17 +108,31 @@ class Connector:
                 tried.add(lease.alias)
                 self.metrics.failovers.labels("connect").inc()
                 continue
-            self._log(self.pool.report_success(lease.alias))
-            self.metrics.key_changed(self.pool.record(lease.alias))
+            self.succeeded(lease.alias)
             return Opened(upstream, lease, attempt)
         reason = self.pool.why_unavailable(frozenset(tried))
         if last is not None and reason is Unavailable.UNREACHABLE:
             raise NoUpstream(closes.for_connect_failure(last))
         raise NoUpstream(closes.for_unavailable(reason))
 
+    async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
+        """A lease from the shared pool when there is one, else from this replica's."""
+        if self.shared is not None:
+            return await self.shared.acquire(exclude)
+        return self.pool.acquire(exclude)
+
     def release(self, lease: Lease) -> None:
-        self.pool.release(lease)
+        if self.shared is not None:
+            self.shared.release(lease)
+        else:
+            self.pool.release(lease)
         self.metrics.key_changed(self.pool.record(lease.alias))
+
+    def succeeded(self, alias: str) -> None:
+        """``alias`` worked (a session opened, or a probe answered): back in rotation,
+        for every replica when the pool is shared."""
+        self._log(self.pool.report_success(alias))
+        self.metrics.key_changed(self.pool.record(alias))
 
     def failed(self, alias: str, failure: UpstreamFailure) -> None:
         """Count and apply an upstream failure of ``alias`` (at connect or mid-session)."""
@@ -123,6 +147,16 @@ class Connector:
         )
         self._log(self.pool.report_failure(alias, failure.failure, failure.detail))
         self.metrics.key_changed(self.pool.record(alias))
+
+    def dropped(self, alias: str, failure: UpstreamFailure) -> None:
+        """A running session's upstream ended with an error. A transient drop is
+        counted and logged but not held against the key (one lost connection says
+        little about a key, and the session's replacement may well use it again)."""
+        if failure.failure is not FailureClass.TRANSIENT:
+            self.failed(alias, failure)
+            return
+        self.metrics.upstream_failure(alias, failure)
+        log.warning("upstream_dropped", key=alias, code=failure.code, detail=failure.detail)
 
     # ------------------------------------------------------------------ probes
 
@@ -151,7 +185,7 @@ class Connector:
             record = self.pool.record(key.alias)
             if failure is None:
                 log.info("key_probe_ok", key=key.alias)
-                self._log(self.pool.report_success(key.alias))
+                self.succeeded(key.alias)
             else:
                 log.info("key_probe_failed", key=key.alias, failure=failure.failure)
                 if failure.failure is FailureClass.PAYMENT_REQUIRED:
@@ -162,14 +196,16 @@ class Connector:
     async def run_probes(self) -> None:
         """Forever: probe the keys that are due. Failures are logged, never fatal."""
         while True:
-            await asyncio.sleep(PROBE_TICK)
+            await asyncio.sleep(self._probe_tick)
             try:
                 await self.probe_due()
             except Exception:
                 log.exception("probe_loop_error")
 
-    @staticmethod
-    def _log(transition: Transition | None) -> None:
+    def _log(self, transition: Transition | None) -> None:
+        """Log a state change this replica saw, and share it with the others."""
+        if self.shared is not None:
+            self.shared.publish(transition)
         if transition is not None:
             log.warning(
                 "key_state_changed",

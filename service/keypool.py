@@ -37,6 +37,10 @@ class KeyState(StrEnum):
     UNAUTHORIZED = "disabled_unauthorized"
 
 
+#: States that take a key out of rotation until a probe finds it working.
+DISABLED = frozenset({KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED})
+
+
 class Unavailable(StrEnum):
     """Why no key can take a session now (decides what the client is told)."""
 
@@ -105,7 +109,11 @@ class KeyPool:
         sessions_per_minute: int,
         clock: Callable[[], float],
         jitter: Callable[[], float] = random.random,
+        first_probe_delay: float = FIRST_PROBE_DELAY,
+        probe_interval: float = PROBE_INTERVAL,
     ) -> None:
+        self._first_probe_delay = first_probe_delay
+        self._probe_interval = probe_interval
         self._records = {k.alias: KeyRecord(k, max_sessions, sessions_per_minute) for k in keys}
         self._order = list(self._records)
         self._turn = 0
@@ -137,11 +145,24 @@ class KeyPool:
                 best, best_load = record, load
         if best is None:
             return self.why_unavailable(exclude)
-        self._turn = (self._order.index(best.alias) + 1) % count
-        best.active += 1
-        best.sessions_total += 1
-        best.starts.append(now)
-        return Lease(best.key)
+        return self.take(best.alias)
+
+    def candidates(self, exclude: frozenset[str] = frozenset()) -> list[str]:
+        """Usable keys in rotation order, caps and budgets not checked (the shared
+        pool checks them across replicas, see :mod:`service.sharedpool`)."""
+        now = self._clock()
+        count = len(self._order)
+        rotated = [self._order[(self._turn + i) % count] for i in range(count)]
+        return [a for a in rotated if a not in exclude and self._records[a].usable(now)]
+
+    def take(self, alias: str) -> Lease:
+        """Book a lease on ``alias``, chosen here or by the shared pool."""
+        record = self._records[alias]
+        self._turn = (self._order.index(alias) + 1) % len(self._order)
+        record.active += 1
+        record.sessions_total += 1
+        record.starts.append(self._clock())
+        return Lease(record.key)
 
     def release(self, lease: Lease) -> None:
         record = self._records[lease.alias]
@@ -189,7 +210,7 @@ class KeyPool:
         if failure is FailureClass.PAYMENT_REQUIRED:
             record.payment_required_total += 1
             return self._move(
-                record, KeyState.PAYMENT_REQUIRED, detail, probe=now + FIRST_PROBE_DELAY
+                record, KeyState.PAYMENT_REQUIRED, detail, probe=now + self._first_probe_delay
             )
         if failure is FailureClass.UNAUTHORIZED:
             return self._move(
@@ -205,8 +226,31 @@ class KeyPool:
         record = self._records[alias]
         transition = self.report_failure(alias, failure, detail)
         if record.state is KeyState.PAYMENT_REQUIRED:
-            record.next_probe_at = self._clock() + PROBE_INTERVAL
+            record.next_probe_at = self._clock() + self._probe_interval
         return transition
+
+    def adopt(self, alias: str, state: KeyState, reason: str) -> Transition | None:
+        """Take on a state another replica saw: a key one replica found disabled is
+        disabled here too (and probed here too), one a probe found working comes back.
+        Counters of this replica's own sessions and 402s do not change. Cooling down
+        is not shared (a transient failure may be this replica's own network)."""
+        record = self._records[alias]
+        if state is record.state:
+            return None
+        if state is KeyState.HEALTHY:
+            if record.state not in DISABLED:
+                return None
+            record.failures_in_a_row = 0
+            record.last_failure = None
+            return self._move(record, state, reason, probe=None)
+        if state is KeyState.PAYMENT_REQUIRED:
+            record.last_failure = FailureClass.PAYMENT_REQUIRED
+            return self._move(record, state, reason, probe=self._clock() + self._first_probe_delay)
+        if state is KeyState.UNAUTHORIZED:
+            record.last_failure = FailureClass.UNAUTHORIZED
+            probe = self._clock() + UNAUTHORIZED_PROBE_INTERVAL
+            return self._move(record, state, reason, probe=probe)
+        return None
 
     def due_probes(self) -> list[UpstreamKey]:
         now = self._clock()

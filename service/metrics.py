@@ -6,15 +6,26 @@ aliases, never from client input, so cardinality stays bounded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .classify import FailureClass, UpstreamFailure
 from .keypool import KeyRecord, KeyState
+from .loophist import LoopHistogram
 from .protocol import Violation
 
 NAMESPACE = "voxgate"
 #: Network handshakes: a LAN answers in milliseconds, a far region in a second or two.
 CONNECT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+#: Time a message spends inside the gateway: tens of microseconds when all is well,
+#: milliseconds when the loop is busy, more when the receiving side pushes back.
+RELAY_BUCKETS = (
+    0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5
+)  # fmt: skip
+#: How far a Turn's last word trails the audio sent: a partial comes a few hundred ms
+#: after speech, a final after the end-of-turn silence; seconds mean upstream is behind.
+LAG_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
 class Outcome:
@@ -26,8 +37,25 @@ class Outcome:
     UPSTREAM_ERROR = "upstream_error"  # upstream refused or ended it with an error
     DRAINED = "drained"  # ended by a gateway shutdown
     INTERNAL = "internal"  # a gateway bug
+    EXPIRED = "expired"  # reached its temporary token's session cap (3008)
 
-    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL)
+    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED)
+
+
+def transcript_lag(turn: Mapping[str, object], audio_seconds: float) -> float | None:
+    """Seconds the last word of a Turn trails the audio relayed so far (None: no words).
+
+    Word ``end`` is in ms from the start of the session's audio; a value ahead of the
+    clock (audio in flight counted late) is reported as 0.
+    """
+    words = turn.get("words")
+    if not isinstance(words, list) or not words:
+        return None
+    last = words[-1]
+    end = last.get("end") if isinstance(last, dict) else None
+    if not isinstance(end, int | float) or isinstance(end, bool):
+        return None
+    return max(audio_seconds - end / 1000.0, 0.0)
 
 
 class Metrics:
@@ -105,6 +133,29 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        # Observed for every relayed message: the lock-free histogram (see loophist).
+        self.relay_overhead_seconds = LoopHistogram(
+            f"{NAMESPACE}_relay_overhead_seconds",
+            "Time one message spends in the gateway, from its receipt to its send done",
+            ["direction"],
+            buckets=RELAY_BUCKETS,
+            registry=r,
+        )
+        self.transcript_lag_seconds = Histogram(
+            "transcript_lag_seconds",
+            "Audio seconds relayed when a Turn arrives minus its last word's end, by turn kind",
+            ["turn"],
+            buckets=LAG_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "reconnects",
+            "Connections re-established after a loss, by target (upstream mid-session, redis)",
+            ["target"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.failovers = Counter(
             "failovers",
             "Sessions moved to another key or reconnected, by phase (connect, mid_session)",
@@ -128,6 +179,12 @@ class Metrics:
         )
         self.redis_up = Gauge(
             "redis_up", "1 while the last Redis publish worked", namespace=NAMESPACE, registry=r
+        )
+        self.pool_shared = Gauge(
+            "pool_shared",
+            "1 while the key pool is shared with other replicas through Redis, 0 on the local view",
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.redis_backlog = Gauge(
             "redis_backlog_envelopes",
@@ -165,6 +222,13 @@ class Metrics:
             self.client_rejections.labels(violation.value)
         for direction in ("up", "down"):
             self.bytes_relayed.labels(direction)
+        # Children bound once: the per-frame path never calls .labels().
+        self.relay_up = self.relay_overhead_seconds.labels("up")
+        self.relay_down = self.relay_overhead_seconds.labels("down")
+        self.lag_partial = self.transcript_lag_seconds.labels("partial")
+        self.lag_final = self.transcript_lag_seconds.labels("final")
+        for target in ("upstream", "redis"):
+            self.reconnects.labels(target)
 
     def register_key(self, alias: str) -> None:
         """Create a key's series at zero so dashboards and alerts see them before any event."""
@@ -182,6 +246,12 @@ class Metrics:
                 1.0 if record.state is state else 0.0
             )
         self.key_sessions_active.labels(record.alias).set(record.active)
+
+    def turn_received(self, turn: Mapping[str, object], audio_seconds: float) -> None:
+        """Observe how far ``turn`` trails the session's audio clock (partial or final)."""
+        lag = transcript_lag(turn, audio_seconds)
+        if lag is not None:
+            (self.lag_final if turn.get("end_of_turn") is True else self.lag_partial).observe(lag)
 
     def upstream_failure(self, alias: str, failure: UpstreamFailure) -> None:
         if failure.failure is FailureClass.NORMAL:

@@ -69,6 +69,13 @@ class Violation(StrEnum):
     TOO_FAST = "too_fast"
     BAD_JSON = "bad_json"
     UNKNOWN_MESSAGE = "unknown_message"
+    TOKEN_MALFORMED = "token_malformed"
+    TOKEN_FORGED = "token_forged"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_REUSED = "token_reused"
+    TOKENS_BUSY = "tokens_busy"  # the store of used token ids is full
+    TOKEN_RATE = "token_rate_limited"  # too many tokens minted by one client
+    BAD_ORIGIN = "bad_origin"
 
 
 class ProtocolViolation(Exception):

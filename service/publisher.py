@@ -215,6 +215,8 @@ class Publisher:
 
     def _set_up(self, up: bool, why: str) -> None:
         if up != self.up:
+            if up and self.up is False:
+                self._metrics.reconnects.labels("redis").inc()
             self.up = up
             self._metrics.redis_up.set(1.0 if up else 0.0)
             if up:

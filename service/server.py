@@ -21,6 +21,7 @@ import uvicorn
 
 from .app import Gateway, create_app
 from .protocol import MAX_MESSAGE_BYTES
+from .registry import DRAIN_CLOSE_MARGIN
 from .settings import Settings
 
 #: uvicorn refuses larger messages itself (1009); below it the gateway's own check
@@ -92,7 +93,25 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.terminate_timeout + GRACEFUL_MARGIN),
+        timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
+    )
+
+
+def graceful_shutdown_seconds(settings: Settings) -> int:
+    """uvicorn's own deadline, once the drain is over, for connections still open."""
+    return int(settings.terminate_timeout + GRACEFUL_MARGIN)
+
+
+def stop_budget_seconds(settings: Settings) -> float:
+    """The longest a SIGTERM'd gateway takes to exit: the drain, the Terminate
+    deadline and its margin, then uvicorn's graceful shutdown. A supervisor's kill
+    deadline (compose ``stop_grace_period``, Kubernetes ``terminationGracePeriodSeconds``
+    minus the preStop) should be at least this, or final transcripts may be cut."""
+    return (
+        settings.drain_timeout
+        + settings.terminate_timeout
+        + DRAIN_CLOSE_MARGIN
+        + graceful_shutdown_seconds(settings)
     )
 
 

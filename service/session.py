@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -32,17 +34,26 @@ from .protocol import (
     parse_control,
 )
 from .publisher import SessionPublisher
+from .seam import Seam
 from .settings import Settings
 from .upstream import UpstreamSession
 
 #: How often the watchdog looks at the deadlines.
 WATCHDOG_INTERVAL = 0.25
+#: How often a running session adds its audio and open seconds to the per-key
+#: counters (so a session left open shows up while it is open, not when it ends).
+ACCOUNT_INTERVAL = 1.0
 #: After a client vanished: how long upstream may take to send its final turns
 #: before its socket is closed (upstream bills the time a session is open).
 ABANDON_GRACE = 0.8
 #: Deadline for sending the client its close, and for any send during clean-up.
 CLEANUP_TIMEOUT = 2.0
+#: Replacement upstream sessions one client session may use after upstream drops.
+MAX_RECONNECTS = 3
 _TERMINATE = json.dumps({"type": "Terminate"})
+
+#: Opens a replacement upstream session (through the key pool): (session, key alias).
+Reopen = Callable[[], Awaitable[tuple[UpstreamSession, str]]]
 
 
 @dataclass(slots=True)
@@ -52,6 +63,10 @@ class End:
     outcome: str
     close: Close | None
     error_frame: bool = True
+    #: Upstream dropped and a replacement may carry on (else end as above).
+    reconnect: bool = False
+    #: Upstream's own Error frame, sent to the client instead of the gateway's.
+    upstream_error: str | None = None
 
 
 class Session:
@@ -67,6 +82,9 @@ class Session:
         metrics: Metrics,
         on_upstream_failure: Callable[[str, UpstreamFailure], None],
         publisher: SessionPublisher | None = None,
+        reopen: Reopen | None = None,
+        max_seconds: float | None = None,
+        failovers: int = 0,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -77,6 +95,14 @@ class Session:
         self.metrics = metrics
         self._on_upstream_failure = on_upstream_failure
         self.publisher = publisher
+        self._reopen = reopen
+        self.failovers = failovers  # keys tried in vain before this session began
+        per_second = params.bytes_per_second
+        self.seam = Seam(
+            bytes_per_ms=per_second / 1000.0 if per_second else None,
+            format_turns=params.format_turns(),
+            max_replay_bytes=int((per_second or 0) * settings.replay_seconds),
+        )
         self.id = str(upstream.begin.get("id", ""))
         self.log = get_logger("voxgate.session").bind(
             session_id=self.id, client=client_name, key=key_alias
@@ -94,6 +120,12 @@ class Session:
         self.bytes_up = 0
         self.bytes_down = 0
         self.opened_at = self._loop.time()
+        # What _account has added to the counters so far.
+        self._counted_at = self.opened_at
+        self._counted_audio = 0.0
+        self._counted_up = self._counted_down = 0
+        # A temporary token's session cap (AssemblyAI ends such a session with 3008).
+        self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
         self.upstream_close: tuple[int, str] | None = None
 
     @property
@@ -127,19 +159,11 @@ class Session:
             end = End(Outcome.CLIENT_GONE, None)
             self._record(end)
             return end
-        tasks = [
-            asyncio.create_task(self._client_to_upstream(), name="client->upstream"),
-            asyncio.create_task(self._upstream_to_client(), name="upstream->client"),
-            asyncio.create_task(self._watchdog(), name="watchdog"),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            end = self._end_of(done.pop())
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR):
+        while True:
+            end = await self._relay()
+            if not (end.reconnect and await self._reconnect()):
+                break
+        if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR, Outcome.EXPIRED):
             await self._abandon_upstream()
         else:
             await self._close_upstream()
@@ -147,6 +171,61 @@ class Session:
             await self._close_client(end)
         self._record(end)
         return end
+
+    async def _relay(self) -> End:
+        """Run both pumps and the watchdog on the current upstream until one ends."""
+        up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
+        down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
+        tasks = [up, down, asyncio.create_task(self._watchdog(), name="watchdog")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            first = down if down in done else done.pop()
+            if first is up and isinstance(up.exception(), ConnectionClosed):
+                # Upstream went away under a send: the downstream pump says how.
+                await asyncio.wait([down], timeout=CLEANUP_TIMEOUT)
+                first = down if down.done() else up
+            return self._end_of(first)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reconnect(self) -> bool:
+        """Upstream dropped: carry on with a replacement, replaying the turn in progress."""
+        assert self._reopen is not None
+        lost = self.key_alias
+        self.metrics.failovers.labels("mid_session").inc()
+        await self._close_upstream()
+        try:
+            upstream, alias = await self._reopen()
+        except Exception as exc:  # NoUpstream, or anything else: end as upstream did
+            self.log.warning("upstream_reconnect_failed", lost=lost, reason=str(exc)[:200])
+            return False
+        self._account()  # what the lost upstream served is billed to its key
+        self.upstream = upstream
+        self.key_alias = alias
+        self.log = self.log.bind(key=alias)
+        self.metrics.reconnects.labels("upstream").inc()
+        self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
+        frames = self.seam.replay()
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                for frame in frames:
+                    await upstream.connection.send(frame)
+                if self._terminate_sent:
+                    await upstream.connection.send(_TERMINATE)
+        except (TimeoutError, ConnectionClosed, OSError):
+            self.log.warning("upstream_replay_failed", key=alias)
+        if self._terminate_sent:
+            self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        self.log.info(
+            "upstream_reconnected",
+            lost=lost,
+            key=alias,
+            replayed_seconds=round(sum(map(len, frames)) / (self.params.bytes_per_second or 1), 3),
+            reconnects=self.seam.replacements,
+        )
+        return True
 
     def _end_of(self, task: asyncio.Task[End]) -> End:
         try:
@@ -168,9 +247,14 @@ class Session:
         send_up = self.upstream.connection.send
         params = self.params
         feed = self._pace.feed
+        keep = self.seam.sent
         clock = self._loop.time
+        # loop.time() is uvloop's cached millisecond clock: overhead needs perf_counter.
+        perf = time.perf_counter
+        observe = self.metrics.relay_up.observe
         while True:
             message = await receive()
+            received = perf()
             data: bytes | None = message.get("bytes")
             if data is not None:
                 seconds = check_audio_frame(len(data), params)
@@ -179,9 +263,11 @@ class Session:
                 if self._terminate_sent:
                     continue  # after Terminate (or a drain) audio has nowhere to go
                 self.bytes_up += len(data)
+                keep(data)
                 self._up_send_started = now
                 await send_up(data)
                 self._up_send_started = 0.0
+                observe(perf() - received)
                 continue
             text: str | None = message.get("text")
             if text is not None:
@@ -192,6 +278,7 @@ class Session:
                     self._up_send_started = clock()
                     await send_up(text)
                     self._up_send_started = 0.0
+                    observe(perf() - received)
                 continue
             if message["type"] == "websocket.disconnect":
                 if message.get("code") == 1009:
@@ -202,19 +289,37 @@ class Session:
         recv = self.upstream.connection.recv
         send = self.client.send
         clock = self._loop.time
-        error_relayed = False
+        perf = time.perf_counter
+        observe = self.metrics.relay_down.observe
+        held_error: tuple[str, dict[str, Any]] | None = None
+        seam = self.seam
         try:
             while True:
                 raw = await recv()
-                self._down_send_started = clock()
+                received = perf()
                 if isinstance(raw, str):
+                    message = _parse(raw)
+                    if message is not None and seam.rewriting:
+                        message = seam.rewrite(message)
+                        if message is None:
+                            continue
+                        raw = json.dumps(message)
+                    if message is not None and message.get("type") == "Error":
+                        # Upstream closes right after its Error. Held back: if a
+                        # replacement upstream carries on, the client never sees it.
+                        held_error = (raw, message)
+                        continue
+                    self._down_send_started = clock()
                     await send({"type": "websocket.send", "text": raw})
                     self.bytes_down += len(raw)
-                    if self._observe(raw) == "Error":
-                        error_relayed = True
+                    if message is not None:
+                        seam.delivered(message)
+                        self._observe(raw, message)
                 else:
+                    self._down_send_started = clock()
                     await send({"type": "websocket.send", "bytes": raw})
                 self._down_send_started = 0.0
+                observe(perf() - received)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             reason = exc.rcvd.reason if exc.rcvd is not None else ""
@@ -225,24 +330,42 @@ class Session:
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
         failure = close_failure(code, reason)
         self._on_upstream_failure(self.key_alias, failure)
+        retry = (
+            failure.failure is FailureClass.TRANSIENT
+            and self._reopen is not None
+            and not self._draining
+            and self.seam.replacements < MAX_RECONNECTS
+        )
         outcome = (
             Outcome.CLIENT_ERROR
             if failure.failure is FailureClass.CLIENT_FAULT
             else Outcome.UPSTREAM_ERROR
         )
-        return End(outcome, closes.for_upstream_close(code, reason), error_frame=not error_relayed)
+        if held_error is not None and not retry:
+            self._observe(*held_error)
+        return End(
+            outcome,
+            closes.for_upstream_close(code, reason),
+            reconnect=retry,
+            upstream_error=held_error[0] if held_error is not None else None,
+        )
 
     async def _watchdog(self) -> End:
         send_timeout = self.settings.send_timeout
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
             now = self._loop.time()
+            if now - self._counted_at >= ACCOUNT_INTERVAL:
+                self._account()
             if self._up_send_started and now - self._up_send_started > send_timeout:
                 self.log.warning("upstream_stuck", seconds=send_timeout)
                 return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_STUCK)
             if self._down_send_started and now - self._down_send_started > send_timeout:
                 self.log.warning("client_stuck", seconds=send_timeout)
                 return End(Outcome.CLIENT_GONE, None)
+            if self._expires_at is not None and now >= self._expires_at:
+                self.log.info("session_cap_reached")
+                return End(Outcome.EXPIRED, closes.SESSION_CAP)
             if self._terminate_deadline is not None and now > self._terminate_deadline:
                 self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
                 return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
@@ -259,7 +382,9 @@ class Session:
                     # Final turns after Terminate: no client to relay them to, but
                     # they still reach Redis.
                     if isinstance(raw, str):
-                        self._observe(raw)
+                        message = _parse(raw)
+                        if message is not None:
+                            self._observe(raw, message)
         except (TimeoutError, WebSocketException, OSError):
             pass
         await self._close_upstream()
@@ -277,34 +402,38 @@ class Session:
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT):
                 if end.error_frame and end.close.code != 1000:
-                    await self.client.send_text(end.close.error_frame())
+                    await self.client.send_text(end.upstream_error or end.close.error_frame())
                 await self.client.close(end.close.code, end.close.reason)
         except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
             pass
 
-    def _observe(self, raw: str) -> object:
+    def _observe(self, raw: str, message: dict[str, Any]) -> object:
         """Count and publish one upstream message; return its ``type``."""
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(message, dict):
-            return None
         kind = message.get("type")
         if kind == "Turn":
             self.turns += 1
+            self.metrics.turn_received(message, self._pace.audio_seconds)
         if self.publisher is not None:
             self.publisher.message(raw, message)
         return kind
 
+    def _account(self) -> None:
+        """Add what the session used since the last call to the counters, under the
+        key serving it now (called every ACCOUNT_INTERVAL, at a key change, at the end)."""
+        m = self.metrics
+        now = self._loop.time()
+        audio = self.audio_seconds
+        m.audio_seconds.labels(self.key_alias).inc(audio - self._counted_audio)
+        m.upstream_session_seconds.labels(self.key_alias).inc(now - self._counted_at)
+        m.bytes_relayed.labels("up").inc(self.bytes_up - self._counted_up)
+        m.bytes_relayed.labels("down").inc(self.bytes_down - self._counted_down)
+        self._counted_at, self._counted_audio = now, audio
+        self._counted_up, self._counted_down = self.bytes_up, self.bytes_down
+
     def _record(self, end: End) -> None:
         duration = self._loop.time() - self.opened_at
-        m = self.metrics
-        m.sessions_ended.labels(end.outcome).inc()
-        m.audio_seconds.labels(self.key_alias).inc(self.audio_seconds)
-        m.upstream_session_seconds.labels(self.key_alias).inc(duration)
-        m.bytes_relayed.labels("up").inc(self.bytes_up)
-        m.bytes_relayed.labels("down").inc(self.bytes_down)
+        self.metrics.sessions_ended.labels(end.outcome).inc()
+        self._account()
         self.log.info(
             "session_ended",
             outcome=end.outcome,
@@ -312,6 +441,8 @@ class Session:
             duration_seconds=round(duration, 3),
             audio_seconds=round(self.audio_seconds, 3),
             turns=self.turns,
+            failovers=self.failovers,
+            reconnects=self.seam.replacements,
             upstream_close=self.upstream_close[0] if self.upstream_close else None,
         )
         if self.publisher is not None:
@@ -323,3 +454,12 @@ class Session:
                 close_code=end.close.code if end.close else None,
                 close_reason=end.close.text if end.close else None,
             )
+
+
+def _parse(raw: str) -> dict[str, Any] | None:
+    """An upstream text message as a dict (None when it is not a JSON object)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None

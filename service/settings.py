@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .origins import normalize_origin
 from .protocol import DEFAULT_PACE_BURST_SECONDS
 
 DEFAULT_UPSTREAM_URL = "wss://streaming.assemblyai.com/v3/ws"
@@ -36,6 +38,17 @@ DEFAULT_REDIS_BACKLOG = 10_000
 DEFAULT_STREAM_MAXLEN = 100_000
 #: On SIGTERM, how long running sessions may go on before they are ended for them.
 DEFAULT_DRAIN_TIMEOUT = 30.0
+#: Audio kept per session to replay to a replacement upstream after a mid-session
+#: drop (the turn in progress). 2 s of 16 kHz PCM is 64 KB; it stays within the
+#: burst upstream accepts ahead of real time.
+DEFAULT_REPLAY_SECONDS = 2.0
+#: A key that needs billing is probed this long after the 402 (an upgrade takes
+#: 1-2 minutes to reach upstream), then every PROBE_INTERVAL until it works.
+DEFAULT_PROBE_DELAY = 30.0
+DEFAULT_PROBE_INTERVAL = 60.0
+
+#: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
+MIN_TOKEN_SECRET_CHARS = 32
 
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
@@ -79,6 +92,7 @@ class Settings:
     redis_backlog: int = DEFAULT_REDIS_BACKLOG
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN
     stream_partials: bool = False
+    shared_pool: bool = True
     instance: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -91,8 +105,16 @@ class Settings:
     key_max_sessions: int = DEFAULT_KEY_MAX_SESSIONS
     key_sessions_per_minute: int = DEFAULT_KEY_SESSIONS_PER_MINUTE
     pace_burst_seconds: float = DEFAULT_PACE_BURST_SECONDS
+    replay_seconds: float = DEFAULT_REPLAY_SECONDS
+    probe_delay: float = DEFAULT_PROBE_DELAY
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
     log_format: str = "auto"
     log_level: str = "info"
+    #: Signs temporary tokens. Unset: random per process, so tokens work only on the
+    #: replica that minted them; replicas behind one address need a shared one.
+    token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    allowed_origins: tuple[str, ...] = ()
+    demo_client: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +134,7 @@ class Settings:
             ),
             stream_partials=reader.choice("VOXGATE_STREAM_PARTIALS", "false", ("true", "false"))
             == "true",
+            shared_pool=reader.choice("VOXGATE_SHARED_POOL", "true", ("true", "false")) == "true",
             instance=reader.text("VOXGATE_INSTANCE", "") or None,
             host=reader.text("VOXGATE_HOST", "127.0.0.1"),
             port=reader.integer("VOXGATE_PORT", DEFAULT_PORT, 0, 65535),
@@ -132,11 +155,24 @@ class Settings:
             pace_burst_seconds=reader.seconds(
                 "VOXGATE_PACE_BURST_SECONDS", DEFAULT_PACE_BURST_SECONDS
             ),
+            replay_seconds=reader.seconds("VOXGATE_REPLAY_SECONDS", DEFAULT_REPLAY_SECONDS),
+            probe_delay=reader.seconds("VOXGATE_PROBE_DELAY", DEFAULT_PROBE_DELAY),
+            probe_interval=reader.seconds("VOXGATE_PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL),
             log_format=reader.choice("VOXGATE_LOG_FORMAT", "auto", ("auto", "json", "console")),
             log_level=reader.choice(
                 "VOXGATE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
             ),
+            token_secret=_token_secret(reader.text("VOXGATE_TOKEN_SECRET", "")),
+            allowed_origins=_origins(reader.text("VOXGATE_ALLOWED_ORIGINS", "")),
+            demo_client=reader.text("VOXGATE_DEMO_CLIENT", "") or None,
         )
+        if settings.demo_client is not None and settings.demo_client not in {
+            k.name for k in settings.client_keys
+        }:
+            raise SettingsError(
+                f"VOXGATE_DEMO_CLIENT: {settings.demo_client[:40]!r} is not a client name "
+                "of VOXGATE_CLIENT_KEYS"
+            )
         if not settings.upstream_keys:
             raise SettingsError(
                 "VOXGATE_UPSTREAM_KEYS is empty: give at least one AssemblyAI key "
@@ -198,6 +234,29 @@ def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:
         keys.append(ClientKey(name, digest))
     _no_duplicates("VOXGATE_CLIENT_KEYS", [k.name for k in keys])
     return tuple(keys)
+
+
+def _token_secret(raw: str) -> bytes:
+    if not raw:
+        return secrets.token_bytes(32)
+    if len(raw) < MIN_TOKEN_SECRET_CHARS:
+        raise SettingsError(
+            f"VOXGATE_TOKEN_SECRET must be at least {MIN_TOKEN_SECRET_CHARS} characters "
+            "(e.g. the output of: openssl rand -hex 32)"
+        )
+    return raw.encode()
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins: list[str] = []
+    for item in _items(raw):
+        origin = normalize_origin(item)
+        if origin is None:
+            raise SettingsError(
+                f"VOXGATE_ALLOWED_ORIGINS: {item[:80]!r} is not an origin like https://app.example.com"
+            )
+        origins.append(origin)
+    return tuple(origins)
 
 
 def _items(raw: str) -> list[str]:

@@ -26,6 +26,9 @@ SANDBOX_KEYS = ",".join(
         "unauth-key=401",
         "drop-key=drop-1011@1.0",
         "abort-key=drop-1006@1.0",
+        "flaky-key=drop-1011@2.0",
+        "upgrade-key=402",
+        "flaky-abort-key=drop-1006@2.0",
         "hang-key=hang",
         "silent-key=no-begin",
     ]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from service.session import MAX_RECONNECTS
 from tests import audio
 from tests.conftest import CLIENT_KEY, GatewayFactory, get_json, get_text
 from tests.procs import Proc
@@ -214,21 +215,27 @@ def test_upstream_that_never_answers_is_cut_at_its_deadline(
     assert 0.9 < time.monotonic() - started < 5
 
 
-def test_upstream_error_mid_session_is_relayed_with_its_code(
+def test_upstream_that_keeps_failing_mid_session_ends_with_its_error_after_bounded_retries(
     gateway_factory: GatewayFactory,
 ) -> None:
-    """An upstream 1011 after Begin reaches the client as upstream's Error and 1011."""
+    """An upstream 1011 after Begin, on every replacement too: the gateway tries
+    MAX_RECONNECTS replacements, then the client gets upstream's Error and 1011."""
     gw = gateway_factory("drop=drop-key")
     out = run(session(gw.url, audio.frames(audio.tone(1.5)), terminate=False, frame_interval=0.05))
     assert out.code == 1011, out
     assert out.of_type("Error")[-1]["error_code"] == 1011
-    assert metric(gw, "voxgate_upstream_errors_total", key="drop", failure="transient") == 1.0
+    assert len(out.of_type("Error")) == 1
+    assert len(out.of_type("Begin")) == 1
+    drops = metric(gw, "voxgate_upstream_errors_total", key="drop", failure="transient")
+    assert drops == 1 + MAX_RECONNECTS
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == MAX_RECONNECTS
 
 
 def test_upstream_tcp_drop_mid_session_reaches_the_client_as_1011(
     gateway_factory: GatewayFactory,
 ) -> None:
-    """An upstream connection lost without a close frame (1006) becomes Error + 1011."""
+    """An upstream connection lost without a close frame (1006), with no replacement
+    that lasts: the client gets an Error frame and 1011 (1006 cannot be sent)."""
     gw = gateway_factory("abort=abort-key")
     out = run(session(gw.url, audio.frames(audio.tone(1.5)), terminate=False, frame_interval=0.05))
     assert out.code == 1011, out
@@ -288,3 +295,30 @@ def test_logs_never_contain_keys(gateway_factory: GatewayFactory) -> None:
     assert "session_ended" in logs or "upstream_refused" in logs
     for secret in ("pay-key", "good-key", CLIENT_KEY, "wrong-key"):
         assert secret not in logs
+
+
+def test_an_open_session_shows_in_the_per_key_counters_before_it_ends(gateway: Proc) -> None:
+    """Audio and open seconds are added while a session runs (an abandoned session
+    is visible on the dashboard while upstream bills it), and not twice at its end."""
+
+    async def scenario() -> tuple[float, float]:
+        ws = await open_client(gateway.url)
+        await ws.recv()  # Begin
+        for frame in audio.frames(audio.tone(1.0)):
+            await ws.send(frame)
+        await asyncio.sleep(2.0)
+        audio_open = metric(gateway, "voxgate_audio_seconds_total", key="main")
+        open_seconds = metric(gateway, "voxgate_upstream_session_seconds_total", key="main")
+        await ws.close()
+        return audio_open, open_seconds
+
+    audio_open, open_seconds = run(scenario())
+    assert audio_open == pytest.approx(1.0, abs=0.01)
+    assert open_seconds >= 1.0
+    deadline = time.monotonic() + 5
+    while metric(gateway, "voxgate_sessions_ended_total", outcome="client_gone") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert metric(gateway, "voxgate_audio_seconds_total", key="main") == pytest.approx(
+        1.0, abs=0.01
+    )

@@ -122,3 +122,51 @@ def test_unavailable_says_why() -> None:
     for alias in ("k0", "k1"):
         r.report_failure(alias, FailureClass.TRANSIENT, "refused")
     assert r.acquire() is Unavailable.UNREACHABLE
+
+
+def test_candidates_are_usable_keys_in_rotation_order_and_take_books_one() -> None:
+    """The shared pool's view: usable, not excluded keys from the rotation point on;
+    booking one counts it as this replica's session and moves the rotation past it."""
+    p, _ = pool(3, cap=1)
+    p.report_failure("k1", FailureClass.PAYMENT_REQUIRED, "402")
+    assert p.candidates() == ["k0", "k2"]
+    assert p.candidates(frozenset({"k0"})) == ["k2"]
+    got = p.take("k0")
+    assert got.alias == "k0"
+    record = p.record("k0")
+    assert (record.active, record.sessions_total, len(record.starts)) == (1, 1, 1)
+    assert p.candidates() == ["k2", "k0"]
+    # take books past the local cap: the cap is checked across replicas, in Redis.
+    p.take("k0")
+    assert p.record("k0").active == 2
+
+
+def test_adopting_another_replicas_402_disables_without_counting_and_schedules_a_probe() -> None:
+    """A 402 another replica saw takes the key out here too, with a probe of its own;
+    this replica's session and 402 counters stay as they were."""
+    p, clock = pool(2)
+    change = p.adopt("k0", KeyState.PAYMENT_REQUIRED, "Account not upgraded")
+    assert change is not None and change.new is KeyState.PAYMENT_REQUIRED
+    record = p.record("k0")
+    assert record.payment_required_total == 0 and record.sessions_total == 0
+    assert {lease(p).alias for _ in range(2)} == {"k1"}
+    assert p.adopt("k0", KeyState.PAYMENT_REQUIRED, "again") is None
+    clock.now += FIRST_PROBE_DELAY
+    assert [k.alias for k in p.due_probes()] == ["k0"]
+    back = p.adopt("k0", KeyState.HEALTHY, "works")
+    assert back is not None and back.new is KeyState.HEALTHY
+    assert p.due_probes() == [] and "k0" in p.candidates()
+
+
+def test_adopting_healthy_lifts_only_disabled_states() -> None:
+    """'Works' from another replica ends a disabled state but not this replica's own
+    cool-down (a transient failure may be its own network); cooling is never adopted."""
+    p, _ = pool(2)
+    p.report_failure("k0", FailureClass.TRANSIENT, "1011")
+    assert p.adopt("k0", KeyState.HEALTHY, "works") is None
+    assert p.record("k0").state is KeyState.COOLING
+    assert p.adopt("k1", KeyState.COOLING, "3009") is None
+    assert p.record("k1").state is KeyState.HEALTHY
+    p.adopt("k1", KeyState.UNAUTHORIZED, "401")
+    assert p.record("k1").state is KeyState.UNAUTHORIZED
+    assert p.candidates() == []

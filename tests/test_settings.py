@@ -74,3 +74,12 @@ def test_missing_and_wrong_client_keys_are_1008_with_distinct_reasons() -> None:
         auth.authenticate({"authorization": "s3cre"}, {})
     assert wrong.value.code == 1008 and wrong.value.violation is Violation.INVALID_KEY
     assert "s3cre" not in wrong.value.reason
+
+
+def test_shared_pool_is_on_by_default_and_can_be_turned_off() -> None:
+    """VOXGATE_SHARED_POOL defaults to true (it takes effect only with VOXGATE_REDIS_URL),
+    accepts false, and refuses anything else naming the variable."""
+    assert Settings.from_env(BASE).shared_pool is True
+    assert Settings.from_env({**BASE, "VOXGATE_SHARED_POOL": "False"}).shared_pool is False
+    with pytest.raises(SettingsError, match="VOXGATE_SHARED_POOL"):
+        Settings.from_env({**BASE, "VOXGATE_SHARED_POOL": "maybe"})

@@ -33,11 +33,15 @@ class Outcome:
 
 
 async def open_client(
-    url: str, key: str | None = CLIENT_KEY, query: str = DEFAULT_QUERY
+    url: str, key: str | None = CLIENT_KEY, query: str = DEFAULT_QUERY, origin: str | None = None
 ) -> ClientConnection:
     headers = {"Authorization": key} if key is not None else {}
     return await connect(
-        f"{url}/v3/ws?{query}", additional_headers=headers, open_timeout=WAIT, compression=None
+        f"{url}/v3/ws?{query}",
+        additional_headers=headers,
+        origin=origin,  # type: ignore[arg-type]  # websockets types it as its Origin NewType
+        open_timeout=WAIT,
+        compression=None,
     )
 
 
@@ -62,10 +66,11 @@ async def session(
     query: str = DEFAULT_QUERY,
     terminate: bool = True,
     frame_interval: float = 0.0,
+    origin: str | None = None,
 ) -> Outcome:
     """Send ``frames`` (then Terminate), and gather everything until the close."""
     outcome = Outcome()
-    ws = await open_client(url, key, query)
+    ws = await open_client(url, key, query, origin)
     reader = asyncio.create_task(collect(ws, outcome))
     try:
         for frame in frames:

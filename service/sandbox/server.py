@@ -122,6 +122,12 @@ def _json(status: int, body: Any) -> Response:
     return Response(status, HTTPStatus(status).phrase, headers, json.dumps(body).encode())
 
 
+def _refusal(behaviour: Behaviour) -> Response:
+    """A key's HTTP failure, with the body AssemblyAI sends for it."""
+    headers = Headers([("Content-Type", "application/json")])
+    return Response(behaviour.code, HTTPStatus(behaviour.code).phrase, headers, behaviour.http_body)
+
+
 def _error(status: int, text: str) -> Response:
     return _json(status, {"error": text})
 
@@ -206,12 +212,7 @@ class Sandbox:
             return _error(401, "Missing Authorization header")
         behaviour = self.config.behaviour(key)
         if behaviour.kind is Kind.HTTP:
-            return Response(
-                behaviour.code,
-                HTTPStatus(behaviour.code).phrase,
-                Headers([("Content-Type", "application/json")]),
-                behaviour.http_body,
-            )
+            return _refusal(behaviour)
         if behaviour is UNKNOWN_KEY:
             return _error(401, "Invalid API key")
         try:
@@ -268,12 +269,7 @@ class Sandbox:
         else:
             behaviour = self.config.behaviour(key)
         if behaviour.kind is Kind.HTTP:
-            return Response(
-                behaviour.code,
-                HTTPStatus(behaviour.code).phrase,
-                Headers([("Content-Type", "application/json")]),
-                behaviour.http_body,
-            )
+            return _refusal(behaviour)
         if behaviour.kind is Kind.HANG:
             await asyncio.sleep(HANG_SECONDS)
             return _error(503, "Service unavailable")
