@@ -398,9 +398,17 @@ async def run_bench(plan: Plan) -> tuple[dict[str, Any], Rows]:
         "variants": variants,
         "scale_out": scale,
         "redis_envelopes_published": bench.redis_published,
-        "targets": stats.targets(echo_rows + realistic_rows),
+        "replay_buffer_bytes": _replay_bytes(),
+        "targets": stats.targets(echo_rows + realistic_rows, _replay_bytes()),
         "logs": str(plan.workdir),
     }, (echo_rows, realistic_rows)
+
+
+def _replay_bytes() -> int:
+    """The gateways' replay buffer at the bench's 16 kHz PCM (default VOXGATE_REPLAY_SECONDS)."""
+    from ..settings import DEFAULT_REPLAY_SECONDS
+
+    return int(DEFAULT_REPLAY_SECONDS * load.SAMPLE_RATE * 2)
 
 
 def _defaults(factory: Any) -> dict[str, str]:
