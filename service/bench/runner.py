@@ -25,6 +25,7 @@ from typing import Any
 
 from . import load, stats
 from .procs import Redis, Server, cpu_seconds, machine_busy_seconds, start_server, usable_cpus
+from .report import render
 from .stub import start_stub
 
 SIM_ECHO_KEY = "bench-echo"
@@ -417,51 +418,3 @@ def _defaults(factory: Any) -> dict[str, str]:
     settings = Settings.from_env({"VOXGATE_UPSTREAM_KEYS": "a=b", "VOXGATE_CLIENT_KEYS": "c=d"})
     config = factory(None, settings)
     return {"loop": config.loop, "http": config.http, "ws": config.ws}
-
-
-def render(
-    report: dict[str, Any], echo_rows: Sequence[stats.Row], realistic_rows: Sequence[stats.Row]
-) -> str:
-    parts = [
-        f"voxgate bench: {report['machine']['cpus']} CPUs, pinned {report['machine']['pinned']}, "
-        f"gateway {report['gateway_defaults']}, window {report['seconds']:g} s per phase",
-    ]
-    if echo_rows:
-        parts += [
-            "",
-            "echo profile (upstream answers every frame at once):",
-            stats.echo_table(echo_rows),
-        ]
-    if realistic_rows:
-        parts += ["", "realistic profile (simulated turns on speech-like audio):"]
-        parts.append(stats.realistic_table(realistic_rows))
-    if report["variants"]:
-        parts += ["", "uvicorn set-ups, each beside the minimal relay (echo profile):"]
-        for v in report["variants"]:
-            parts.append(
-                f"  {v['variant']:<36} {v['streams']} streams each, CPU "
-                f"{v['cpu_us_per_frame']:.0f} us/frame, {v['ratio_to_relay']:.2f}x the relay's "
-                f"({v['relay_cpu_us_per_frame']:.0f} us); relay+gateway round trip p50 "
-                f"{v['rtt_p50_ms']:.2f} ms p99 {v['rtt_p99_ms']:.2f} ms"
-                + (" [core saturated: fair shares, not costs]" if v["core_saturated"] else "")
-            )
-    if report["scale_out"]:
-        parts += ["", "scale-out (gateway processes, echo profile):"]
-        for s in report["scale_out"]:
-            each = " + ".join(f"{c:.0f} %" for c in s["cpu_percent_each"])
-            per_core = [
-                1e6 / c if c else 0.0 for c in s["cpu_us_per_frame_each"]
-            ]  # frames/s one fully used core would carry at that process's cost
-            parts.append(
-                f"  {s['processes']} process(es): {s['round_trips_per_second']:.0f} round trips/s "
-                f"of {s['streams'] * 20} offered, pace {'ok' if s['pace_held'] else 'LATE'}, "
-                f"rtt p50 {s['rtt_p50_ms']:.2f} ms p99 {s['rtt_p99_ms']:.2f} ms, "
-                f"gateway CPU {each}; capacity at full cores "
-                f"{sum(per_core):.0f} frames/s"
-            )
-    parts += [
-        "",
-        f"Redis envelopes published by the gateways: {report['redis_envelopes_published']:.0f}",
-    ]
-    parts += ["", "targets (issue 8):", stats.targets_table(report["targets"])]
-    return "\n".join(parts)
