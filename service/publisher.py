@@ -31,6 +31,8 @@ from .logs import get_logger
 from .metrics import Metrics
 
 STREAM_KEY = "voxgate:transcripts"
+#: Upstream message types that go to the stream like final turns (others are live only).
+_KEPT_TYPES = frozenset({"Begin", "Termination", "Error"})
 SESSION_CHANNEL = "voxgate:session:{}"
 TAG_CHANNEL = "voxgate:tag:{}"
 #: Envelopes sent to Redis in one pipeline.
@@ -99,7 +101,11 @@ class SessionPublisher:
         self._emit("session.started", {"params": params}, final=True, stream=True)
 
     def message(self, raw: str, message: dict[str, Any]) -> None:
-        final = message.get("type") != "Turn" or bool(message.get("end_of_turn"))
+        """Final turns and the session's Begin, Termination and Error are kept (the
+        stream, never shed first); partials and every other type (Heartbeat,
+        SpeechStarted, unknown ones) are live only: pub/sub, and shed first."""
+        kind = message.get("type")
+        final = bool(message.get("end_of_turn")) if kind == "Turn" else kind in _KEPT_TYPES
         stream = final or self._publisher.stream_partials
         self._emit("message", {"message": message}, final=final, stream=stream)
 

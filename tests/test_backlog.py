@@ -56,3 +56,36 @@ def test_capacity_must_be_positive() -> None:
     """A zero-size backlog is a configuration error."""
     with pytest.raises(ValueError):
         Backlog(0)
+
+
+def test_what_the_stream_keeps_and_what_is_live_only() -> None:
+    """Final turns, Begin, Termination and Error go to the stream and are not shed
+    first; partials, Heartbeats and unknown types are live only (pub/sub) and shed first."""
+    from service.metrics import Metrics
+    from service.publisher import Publisher
+
+    publisher = Publisher(
+        "redis://127.0.0.1:1/0", Metrics(), backlog=100, stream_maxlen=10, stream_partials=False
+    )
+    session = publisher.session("s1", "tester", None)
+    for message in [
+        {"type": "Begin", "id": "s1"},
+        {"type": "Turn", "end_of_turn": False},
+        {"type": "Turn", "end_of_turn": True},
+        {"type": "Heartbeat"},
+        {"type": "Echo", "n": "00"},
+        {"type": "Error", "error_code": 1011},
+        {"type": "Termination"},
+    ]:
+        session.message("{}", message)
+    entries = publisher._backlog.peek(10)
+    kept = [(e.item.body["message"]["type"], e.final, e.item.to_stream) for e in entries]
+    assert kept == [
+        ("Begin", True, True),
+        ("Turn", False, False),
+        ("Turn", True, True),
+        ("Heartbeat", False, False),
+        ("Echo", False, False),
+        ("Error", True, True),
+        ("Termination", True, True),
+    ]
