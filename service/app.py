@@ -135,13 +135,18 @@ class Gateway:
             publisher.message(opened.upstream.begin_text, dict(opened.upstream.begin))
         api_version = websocket.headers.get("assemblyai-version")
 
+        held = True  # whether opened.lease is still this session's
+
         async def reopen() -> tuple[UpstreamSession, str]:
-            """A replacement upstream after a mid-session drop (raises NoUpstream)."""
-            nonlocal opened
-            replacement = await self.connector.open(params, api_version=api_version)
+            """A replacement upstream after a mid-session drop (raises NoUpstream). The
+            lost upstream's slot is given back first: on a key at its cap, the
+            replacement takes it."""
+            nonlocal opened, held
             self.connector.release(opened.lease)
-            opened = replacement
-            return replacement.upstream, replacement.lease.alias
+            held = False
+            opened = await self.connector.open(params, api_version=api_version)
+            held = True
+            return opened.upstream, opened.lease.alias
 
         session = Session(
             client=websocket,
@@ -166,7 +171,8 @@ class Gateway:
         finally:
             self.registry.discard(session)
             self.metrics.sessions_active.dec()
-            self.connector.release(opened.lease)
+            if held:
+                self.connector.release(opened.lease)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -3,6 +3,9 @@
 Pure data structure (no I/O). Envelopes wait here while Redis is slow or down.
 When full, the oldest *partial* goes first; a final is dropped only when the
 backlog holds nothing but finals. Every drop is reported to the caller.
+
+The batch being sent (:meth:`peek` up to :meth:`pop`) is never shed: it is on its
+way to Redis, and popping it after the send must remove exactly what was sent.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Backlog(Generic[T]):
         self.capacity = capacity
         self._entries: deque[Entry[T]] = deque()
         self._partials = 0
+        self._in_flight = 0  # the first entries, handed out by peek and not yet popped
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -35,34 +39,39 @@ class Backlog(Generic[T]):
         """Append ``item``; return what was dropped to make room (None if nothing)."""
         dropped: Entry[T] | None = None
         if len(self._entries) >= self.capacity:
-            if self._partials:
-                dropped = self._drop_oldest_partial()
-            elif not final:
-                return Entry(item, final)  # only finals wait: shed the incoming partial
-            else:
-                dropped = self._pop_left()
+            dropped = self._drop_oldest(final=False)
+            if dropped is None:
+                if not final:
+                    return Entry(item, final)  # only finals wait: shed the incoming partial
+                dropped = self._drop_oldest(final=True)
+                if dropped is None:
+                    return Entry(item, final)  # everything is in flight
         self._entries.append(Entry(item, final))
         if not final:
             self._partials += 1
         return dropped
 
-    def _drop_oldest_partial(self) -> Entry[T]:
-        for index, entry in enumerate(self._entries):
-            if not entry.final:
+    def _drop_oldest(self, *, final: bool) -> Entry[T] | None:
+        """Remove the oldest entry of that kind that is not in flight."""
+        if not final and not self._partials:
+            return None
+        for index in range(self._in_flight, len(self._entries)):
+            entry = self._entries[index]
+            if entry.final is final:
                 del self._entries[index]
-                self._partials -= 1
+                if not final:
+                    self._partials -= 1
                 return entry
-        raise AssertionError("partials counted but none found")
+        return None
 
     def peek(self, count: int) -> list[Entry[T]]:
-        return [self._entries[i] for i in range(min(count, len(self._entries)))]
+        """The first ``count`` entries, kept from shedding until :meth:`pop`."""
+        self._in_flight = min(count, len(self._entries))
+        return [self._entries[i] for i in range(self._in_flight)]
 
     def pop(self, count: int) -> None:
         for _ in range(min(count, len(self._entries))):
-            self._pop_left()
-
-    def _pop_left(self) -> Entry[T]:
-        entry = self._entries.popleft()
-        if not entry.final:
-            self._partials -= 1
-        return entry
+            entry = self._entries.popleft()
+            if not entry.final:
+                self._partials -= 1
+        self._in_flight = 0

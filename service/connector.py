@@ -84,19 +84,19 @@ class Connector:
         tried: set[str] = set()
         last: UpstreamFailure | None = None
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
+            if deadline - loop.time() <= 0:
+                break
             lease = await self.acquire(frozenset(tried))
             if isinstance(lease, Unavailable):
                 raise NoUpstream(closes.for_unavailable(lease))
-            left = deadline - loop.time()
-            if left <= 0:
-                break
+            left = max(0.001, deadline - loop.time())
             try:
                 upstream = await open_session(
                     self.settings.upstream_url,
                     lease.key,
                     params,
                     connect_timeout=min(self.settings.connect_timeout, left),
-                    begin_timeout=self.settings.begin_timeout,
+                    begin_timeout=min(self.settings.begin_timeout, left),
                     api_version=api_version,
                 )
             except UpstreamFailure as failure:

@@ -158,16 +158,18 @@ class Publisher:
         self._task = asyncio.create_task(self._run(), name="redis-publisher")
 
     async def close(self) -> None:
-        """Flush what is waiting (bounded by FLUSH_TIMEOUT), then stop."""
-        try:
-            async with asyncio.timeout(FLUSH_TIMEOUT):
-                while len(self._backlog) and self.up:
-                    await self._send_batch()
-        except (TimeoutError, RedisError, OSError):
-            pass
+        """Stop the sending task, flush what is waiting (bounded by FLUSH_TIMEOUT).
+        The task goes first so that two senders never pop the same batch; a batch it
+        had sent but not yet popped goes again (at least once: ``seq`` tells)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            async with asyncio.timeout(FLUSH_TIMEOUT):
+                while len(self._backlog) and self.up is not False:
+                    await self._send_batch()
+        except (TimeoutError, RedisError, OSError):
+            pass
         if len(self._backlog):
             log.warning("redis_backlog_lost_on_shutdown", envelopes=len(self._backlog))
         await self._redis.aclose()

@@ -161,8 +161,14 @@ class Session:
             return end
         while True:
             end = await self._relay()
-            if not (end.reconnect and await self._reconnect()):
+            if not end.reconnect:
                 break
+            if await self._reconnect():
+                continue
+            held = _parse(end.upstream_error) if end.upstream_error else None
+            if held is not None:
+                self._observe(end.upstream_error or "", held)  # the end is upstream's
+            break
         if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR, Outcome.EXPIRED):
             await self._abandon_upstream()
         else:
@@ -180,10 +186,13 @@ class Session:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             first = down if down in done else done.pop()
-            if first is up and isinstance(up.exception(), ConnectionClosed):
-                # Upstream went away under a send: the downstream pump says how.
+            lost = up.exception() if first is up else None
+            if isinstance(lost, ConnectionClosed):
+                # Upstream went away under a send: the downstream pump says how (it
+                # may have held upstream's Error); if it is stuck on the client, the
+                # send's own exception does.
                 await asyncio.wait([down], timeout=CLEANUP_TIMEOUT)
-                first = down if down.done() else up
+                return self._end_of(down) if down.done() else self._upstream_closed(lost)
             return self._end_of(first)
         finally:
             for task in tasks:
@@ -321,8 +330,14 @@ class Session:
                 self._down_send_started = 0.0
                 observe(perf() - received)
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+            return self._upstream_closed(exc, held_error)
+
+    def _upstream_closed(
+        self, exc: ConnectionClosed, held_error: tuple[str, dict[str, Any]] | None = None
+    ) -> End:
+        """How the session goes on after upstream closed (or dropped) its connection."""
+        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
         self.upstream_close = (code, reason)
         if code == 1000:
             if self._draining:

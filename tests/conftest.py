@@ -27,6 +27,7 @@ SANDBOX_KEYS = ",".join(
         "drop-key=drop-1011@1.0",
         "abort-key=drop-1006@1.0",
         "flaky-key=drop-1011@2.0",
+        "late-flaky-key=drop-1011@3.5",
         "upgrade-key=402",
         "flaky-abort-key=drop-1006@2.0",
         "hang-key=hang",

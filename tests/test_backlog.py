@@ -89,3 +89,29 @@ def test_what_the_stream_keeps_and_what_is_live_only() -> None:
         ("Error", True, True),
         ("Termination", True, True),
     ]
+
+
+def test_the_batch_in_flight_is_never_shed() -> None:
+    """While a batch is being sent (peek .. pop), a full backlog sheds partials behind
+    it, then the incoming entry; pop after the send removes exactly the batch."""
+    backlog: Backlog[str] = Backlog(4)
+    for name, final in [("p1", False), ("f1", True), ("p2", False), ("f2", True)]:
+        backlog.push(name, final=final)
+    batch = [e.item for e in backlog.peek(2)]  # p1, f1 on their way
+    assert backlog.push("f3", final=True).item == "p2"  # type: ignore[union-attr]
+    assert backlog.push("p3", final=False).item == "p3"  # type: ignore[union-attr]
+    assert backlog.push("f4", final=True).item == "f2"  # type: ignore[union-attr]
+    backlog.pop(len(batch))
+    assert [e.item for e in backlog.peek(10)] == ["f3", "f4"]
+    assert batch == ["p1", "f1"]
+
+
+def test_when_everything_is_in_flight_the_incoming_entry_is_shed() -> None:
+    """A full backlog that is all in flight keeps its batch and sheds the newcomer."""
+    backlog: Backlog[str] = Backlog(2)
+    backlog.push("a", final=True)
+    backlog.push("b", final=True)
+    backlog.peek(2)
+    dropped = backlog.push("c", final=True)
+    assert dropped is not None and dropped.item == "c"
+    assert len(backlog) == 2

@@ -118,3 +118,26 @@ def test_a_key_whose_account_is_upgraded_comes_back_by_itself(
         assert len(sandbox_sessions(sandbox)) - before == 2
     finally:
         get_json(f"{sandbox.http_url}/sandbox/keys?set=upgrade-key&behaviour=402")
+
+
+def test_a_failover_that_runs_out_of_time_leaks_no_lease(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A key that never answers the handshake, one that never sends Begin, and a good
+    one, with a failover deadline that the first two use up: the client gets 1013 and
+    no key is left holding a session that does not exist."""
+    gw = gateway_factory(
+        "hang=hang-key,quiet=silent-key,main=good-key",
+        VOXGATE_ADMIN_KEY=ADMIN,
+        VOXGATE_CONNECT_TIMEOUT="1",
+        VOXGATE_FAILOVER_TIMEOUT="1.5",
+    )
+    out = run(session(gw.url, []))
+    assert out.code == 1013, out
+    keys = admin_keys(gw)
+    assert {alias: k["active_sessions"] for alias, k in keys.items()} == {
+        "hang": 0,
+        "quiet": 0,
+        "main": 0,
+    }
+    assert keys["main"]["sessions_total"] == 0

@@ -47,3 +47,18 @@ def test_a_drop_mid_session_is_invisible_to_the_client(
     assert metric(gw, "voxgate_failovers_total", phase="mid_session") == 1.0
     upstream = sandbox_sessions(sandbox)[before:]
     assert [u["end"] for u in upstream] == ["dropped", "terminated"]
+
+
+def test_a_replacement_reuses_the_lost_session_s_slot_on_a_key_at_its_cap(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """One key with a cap of one session: the lost upstream's slot is given back
+    before the replacement is opened, so the session carries on instead of ending
+    with 'every key at its cap'."""
+    gw = gateway_factory("only=late-flaky-key", VOXGATE_KEY_MAX_SESSIONS="1")
+    frames = audio.frames(audio.utterance(0.8, 0.7) * 3)
+    out = run(session(gw.url, frames, frame_interval=0.05))
+    assert out.code == 1000, out
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == 1.0
+    assert [t["turn_order"] for t in out.finals] == [0, 0, 1, 1, 2, 2]
+    assert metric(gw, "voxgate_upstream_key_sessions_active", key="only") == 0.0
