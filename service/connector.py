@@ -207,10 +207,4 @@ class Connector:
         if self.shared is not None:
             self.shared.publish(transition)
         if transition is not None:
-            log.warning(
-                "key_state_changed",
-                key=transition.alias,
-                old=transition.old,
-                new=transition.new,
-                reason=transition.reason,
-            )
+            log.warning("key_state_changed", **transition.fields())

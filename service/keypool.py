@@ -99,6 +99,10 @@ class Transition:
     new: KeyState
     reason: str
 
+    def fields(self) -> dict[str, str]:
+        """The one log line of a key's state change (alias and reason, never the key)."""
+        return {"key": self.alias, "old": self.old, "new": self.new, "reason": self.reason}
+
 
 class KeyPool:
     def __init__(

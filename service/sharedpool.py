@@ -278,15 +278,7 @@ class SharedPool:
     def _adopt(self, state: SharedState) -> None:
         transition = self.pool.adopt(state.alias, state.state, state.reason)
         if transition is not None:
-            log.warning(
-                "key_state_changed",
-                key=transition.alias,
-                old=transition.old,
-                new=transition.new,
-                reason=transition.reason,
-                source="shared",
-                by=state.by,
-            )
+            log.warning("key_state_changed", **transition.fields(), source="shared", by=state.by)
             self._metrics.key_changed(self.pool.record(state.alias))
 
     def _set_shared(self, shared: bool, error: BaseException | None = None) -> None:
