@@ -4,7 +4,10 @@ Two pumps and a watchdog run as tasks; the first to finish decides how the
 session ends and the others are cancelled. Each pump awaits its send before it
 reads again, so a slow side slows the other (backpressure end to end, no buffer
 of our own). The watchdog holds the deadlines that are not on the per-frame path:
-a send that does not finish, and Terminate without Termination.
+a send that does not finish, Terminate without Termination, a token's session cap,
+and adds the session's use to the per-key counters every second. When upstream
+drops with a transient failure, the same loop goes on with a replacement upstream
+(see ``seam.py``), at most MAX_RECONNECTS times.
 """
 
 from __future__ import annotations

@@ -2,5 +2,6 @@
 
 It stands in for AssemblyAI in tests, demos and for anyone without a paid account:
 ``behaviours`` says how each key fails (pure), ``engine`` turns audio into scripted
-turns (pure), ``server`` speaks the protocol on a socket, ``cli`` reads the command line.
+turns (pure), ``session`` runs one upstream session, ``server`` answers the upgrade,
+``/v3/token`` and the inspection routes, ``cli`` reads the command line.
 """
