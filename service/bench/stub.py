@@ -18,7 +18,11 @@ import struct
 import uuid
 from typing import cast
 
+from ..protocol import MAX_MESSAGE_BYTES
 from . import wsraw
+
+#: The gateway sends at most one 128 KB audio message per frame.
+MAX_FRAME_BYTES = MAX_MESSAGE_BYTES
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TERMINATION = b'{"type":"Termination","audio_duration_seconds":0,"session_duration_seconds":0}'
@@ -66,15 +70,9 @@ class _EchoUpstream(asyncio.Protocol):
             del buffer[: end + 4]
             self.upgraded = True
         start, size = 0, len(buffer)
-        while size - start >= 6:
-            first, second = buffer[start], buffer[start + 1]
-            length, offset = second & 0x7F, start + 2
-            if length == 126:
-                if size - offset < 2:
-                    break
-                (length,) = struct.unpack_from("!H", buffer, offset)
-                offset += 2
-            elif length == 127:
+        while (header := wsraw.parse_header(buffer, start)) is not None:
+            first, _, length, offset = header
+            if length > MAX_FRAME_BYTES:
                 transport.abort()  # never sent by the gateway (frames are <= 128 KB)
                 return
             if size - offset < 4 + length:

@@ -40,6 +40,28 @@ def frame_header(opcode: int, length: int) -> bytes:
     return bytes((first, 0x80 | 127)) + struct.pack("!Q", length) + _ZERO_MASK
 
 
+def parse_header(buffer: bytearray, start: int) -> tuple[int, int, int, int] | None:
+    """The frame at ``start``: (first byte, second byte, payload length, offset of what
+    follows the length: the mask key if masked, else the payload); None while the
+    buffer does not hold the whole header yet."""
+    size = len(buffer)
+    if size - start < 2:
+        return None
+    first, second = buffer[start], buffer[start + 1]
+    length, offset = second & 0x7F, start + 2
+    if length == 126:
+        if size - offset < 2:
+            return None
+        (length,) = struct.unpack_from("!H", buffer, offset)
+        offset += 2
+    elif length == 127:
+        if size - offset < 8:
+            return None
+        (length,) = struct.unpack_from("!Q", buffer, offset)
+        offset += 8
+    return first, second, length, offset
+
+
 def handshake_request(host: str, port: int, path: str, headers: dict[str, str]) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
@@ -143,20 +165,8 @@ class RawClient(asyncio.Protocol):
         buffer = self._buffer
         start = 0
         size = len(buffer)
-        while size - start >= 2:
-            first, second = buffer[start], buffer[start + 1]
-            length = second & 0x7F
-            offset = start + 2
-            if length == 126:
-                if size - offset < 2:
-                    break
-                (length,) = struct.unpack_from("!H", buffer, offset)
-                offset += 2
-            elif length == 127:
-                if size - offset < 8:
-                    break
-                (length,) = struct.unpack_from("!Q", buffer, offset)
-                offset += 8
+        while (header := parse_header(buffer, start)) is not None:
+            first, second, length, offset = header
             if second & 0x80 or not first & 0x80 or length > MAX_MESSAGE_BYTES:
                 self._fail(ConnectionError("unexpected frame (masked, fragmented or too big)"))
                 return
