@@ -13,8 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.routing import Mount, Route
 
 from . import closes
 from .admin import AdminRoutes
@@ -32,6 +31,8 @@ from .session import Session
 from .settings import Settings
 from .sharedpool import SharedPool, instance_id
 from .upstream import UpstreamSession
+from .ws.connection import ConnectionClosed
+from .ws.server import ServerWebSocket
 
 log = get_logger("voxgate.app")
 
@@ -88,12 +89,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ /v3/ws
 
-    async def websocket(self, websocket: WebSocket) -> None:
+    async def websocket(self, websocket: ServerWebSocket) -> None:
         # Every log line of this connection (pool, publisher, session) carries its id.
         with structlog.contextvars.bound_contextvars(request_id=secrets.token_hex(8)):
             await self._websocket(websocket)
 
-    async def _websocket(self, websocket: WebSocket) -> None:
+    async def _websocket(self, websocket: ServerWebSocket) -> None:
         requested_at = asyncio.get_running_loop().time()
         if self.registry.draining:
             await _refuse(websocket, closes.DRAINING)
@@ -198,11 +199,10 @@ class Gateway:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _refuse(websocket: WebSocket, close: Close) -> None:
+async def _refuse(websocket: ServerWebSocket, close: Close) -> None:
     """Accept only to say why: an Error frame, then the close (as AssemblyAI does)."""
-    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-        if websocket.client_state.name == "CONNECTING":
-            await websocket.accept()
+    with contextlib.suppress(ConnectionClosed, OSError):
+        await websocket.accept()  # nothing when already accepted
         await websocket.send_text(close.error_frame())
         await websocket.close(close.code, close.reason)
 
@@ -236,7 +236,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            WebSocketRoute("/v3/ws", gateway.websocket),
             Route("/healthz", gateway.health),
             Route("/readyz", gateway.ready),
             Route("/metrics", gateway.metrics_endpoint),

@@ -23,13 +23,22 @@ from .app import Gateway, create_app
 from .protocol import MAX_MESSAGE_BYTES
 from .registry import DRAIN_CLOSE_MARGIN
 from .settings import Settings
+from .ws.server import protocol_factory
 
-#: uvicorn refuses larger messages itself (1009); below it the gateway's own check
-#: answers with an Error frame first.
+#: The connection refuses larger messages itself (1009); below it the gateway's own
+#: check answers with an Error frame first.
 WS_MAX_SIZE = 8 * MAX_MESSAGE_BYTES
-#: WebSocket pings find a vanished client (default of websockets and uvicorn).
+#: WebSocket pings find a vanished client: one silent for a whole interval after a
+#: ping is dropped (the default of websockets and uvicorn).
 WS_PING_INTERVAL = 20.0
-WS_PING_TIMEOUT = 20.0
+#: Client messages queued before the gateway stops reading that client (the relay
+#: takes them one by one, so this is only slack for bursts).
+WS_MAX_QUEUE = 16
+#: How long the client has to answer the gateway's close frame (below the session's
+#: own clean-up deadline).
+WS_CLOSE_TIMEOUT = 1.0
+#: The one WebSocket path served.
+WS_PATH = "/v3/ws"
 #: After the drain, how long uvicorn waits for what is left before cancelling it.
 GRACEFUL_MARGIN = 5.0
 
@@ -82,14 +91,22 @@ class DrainingServer(uvicorn.Server):
 
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn serves HTTP; its WebSocket upgrades go to the gateway's own lean
+    WebSocket (``service.ws``), not through ASGI (see the README, "Performance")."""
+    gateway: Gateway = app.state.gateway
+    websocket = protocol_factory(
+        gateway.websocket,
+        path=WS_PATH,
+        max_size=WS_MAX_SIZE,
+        max_queue=WS_MAX_QUEUE,
+        ping_interval=WS_PING_INTERVAL,
+        close_timeout=WS_CLOSE_TIMEOUT,
+    )
     return uvicorn.Config(
         app,
         loop=best_loop(),
         http="auto",
-        ws="websockets-sansio",
-        ws_max_size=WS_MAX_SIZE,
-        ws_ping_interval=WS_PING_INTERVAL,
-        ws_ping_timeout=WS_PING_TIMEOUT,
+        ws=websocket,  # type: ignore[arg-type]  # uvicorn calls it like its own classes
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -20,9 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
 from . import closes
 from .classify import FailureClass, UpstreamFailure, close_failure
 from .closes import Close
@@ -33,6 +30,7 @@ from .protocol import (
     PaceGuard,
     ProtocolViolation,
     StreamParams,
+    Violation,
     check_audio_frame,
     parse_control,
 )
@@ -40,6 +38,8 @@ from .publisher import SessionPublisher
 from .seam import Seam
 from .settings import Settings
 from .upstream import UpstreamSession
+from .ws.connection import ConnectionClosed
+from .ws.server import ServerWebSocket
 
 #: How often the watchdog looks at the deadlines.
 WATCHDOG_INTERVAL = 0.25
@@ -54,6 +54,12 @@ CLEANUP_TIMEOUT = 2.0
 #: Replacement upstream sessions one client session may use after upstream drops.
 MAX_RECONNECTS = 3
 _TERMINATE = json.dumps({"type": "Terminate"})
+#: Framing errors the client's connection answers with a close code itself.
+_FRAMING_VIOLATIONS = {
+    1002: Violation.BAD_FRAME,
+    1007: Violation.BAD_FRAME,
+    1009: Violation.FRAME_TOO_BIG,
+}
 
 #: Opens a replacement upstream session (through the key pool): (session, key alias).
 Reopen = Callable[[], Awaitable[tuple[UpstreamSession, str]]]
@@ -76,7 +82,7 @@ class Session:
     def __init__(
         self,
         *,
-        client: WebSocket,
+        client: ServerWebSocket,
         upstream: UpstreamSession,
         params: StreamParams,
         key_alias: str,
@@ -157,7 +163,7 @@ class Session:
     async def run(self) -> End:
         try:
             await self.client.send_text(self.upstream.begin_text)
-        except (WebSocketDisconnect, OSError, RuntimeError):
+        except (ConnectionClosed, OSError):
             await self._abandon_upstream()
             end = End(Outcome.CLIENT_GONE, None)
             self._record(end)
@@ -246,7 +252,7 @@ class Session:
             self.metrics.client_rejections.labels(violation.violation.value).inc()
             self.log.info("client_violation", reason=violation.reason, code=violation.code)
             return End(Outcome.CLIENT_ERROR, closes.for_violation(violation))
-        except (WebSocketDisconnect, OSError):
+        except (ConnectionClosed, OSError):  # the client's (upstream's are handled)
             return End(Outcome.CLIENT_GONE, None)
         except Exception:
             self.log.exception("session_failed")
@@ -255,7 +261,7 @@ class Session:
     # ------------------------------------------------------------------ pumps
 
     async def _client_to_upstream(self) -> End:
-        receive = self.client.receive
+        receive = self.client.recv
         send_up = self.upstream.connection.send
         params = self.params
         feed = self._pace.feed
@@ -265,10 +271,12 @@ class Session:
         perf = time.perf_counter
         observe = self.metrics.relay_up.observe
         while True:
-            message = await receive()
+            try:
+                data = await receive()
+            except ConnectionClosed as gone:
+                return self._client_gone(gone)
             received = perf()
-            data: bytes | None = message.get("bytes")
-            if data is not None:
+            if isinstance(data, bytes):
                 seconds = check_audio_frame(len(data), params)
                 now = clock()
                 feed(seconds, now)
@@ -281,25 +289,28 @@ class Session:
                 self._up_send_started = 0.0
                 observe(perf() - received)
                 continue
-            text: str | None = message.get("text")
-            if text is not None:
-                kind, _ = parse_control(text)
-                if kind is ControlType.TERMINATE:
-                    await self._send_terminate()
-                elif not self._terminate_sent:
-                    self._up_send_started = clock()
-                    await send_up(text)
-                    self._up_send_started = 0.0
-                    observe(perf() - received)
-                continue
-            if message["type"] == "websocket.disconnect":
-                if message.get("code") == 1009:
-                    self.metrics.client_rejections.labels("frame_too_big").inc()
-                return End(Outcome.CLIENT_GONE, None)
+            kind, _ = parse_control(data)
+            if kind is ControlType.TERMINATE:
+                await self._send_terminate()
+            elif not self._terminate_sent:
+                self._up_send_started = clock()
+                await send_up(data)
+                self._up_send_started = 0.0
+                observe(perf() - received)
+
+    def _client_gone(self, gone: ConnectionClosed) -> End:
+        """The client closed, vanished, or broke the framing rules (then the
+        connection already answered with 1002, 1007 or 1009 and is closed)."""
+        if gone.sent is not None and gone.sent.code in _FRAMING_VIOLATIONS:
+            violation = _FRAMING_VIOLATIONS[gone.sent.code]
+            self.metrics.client_rejections.labels(violation.value).inc()
+            self.log.info("client_violation", reason=gone.sent.reason, code=gone.sent.code)
+        return End(Outcome.CLIENT_GONE, None)
 
     async def _upstream_to_client(self) -> End:
         recv = self.upstream.connection.recv
         send = self.client.send
+        gone: ConnectionClosed | None = None
         clock = self._loop.time
         perf = time.perf_counter
         observe = self.metrics.relay_down.observe
@@ -322,24 +333,34 @@ class Session:
                         held_error = (raw, message)
                         continue
                     self._down_send_started = clock()
-                    await send({"type": "websocket.send", "text": raw})
+                    try:
+                        await send(raw)
+                    except ConnectionClosed as exc:
+                        gone = exc
+                        break
                     self.bytes_down += len(raw)
                     if message is not None:
                         seam.delivered(message)
                         self._observe(raw, message)
                 else:
                     self._down_send_started = clock()
-                    await send({"type": "websocket.send", "bytes": raw})
+                    try:
+                        await send(raw)
+                    except ConnectionClosed as exc:
+                        gone = exc
+                        break
                 self._down_send_started = 0.0
                 observe(perf() - received)
         except ConnectionClosed as exc:
             return self._upstream_closed(exc, held_error)
+        assert gone is not None  # the loop ends only when a send to the client failed
+        return self._client_gone(gone)
 
     def _upstream_closed(
         self, exc: ConnectionClosed, held_error: tuple[str, dict[str, Any]] | None = None
     ) -> End:
         """How the session goes on after upstream closed (or dropped) its connection."""
-        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        code = exc.code
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
         self.upstream_close = (code, reason)
         if code == 1000:
@@ -403,17 +424,12 @@ class Session:
                         message = _parse(raw)
                         if message is not None:
                             self._observe(raw, message)
-        except (TimeoutError, WebSocketException, OSError):
+        except (TimeoutError, OSError):
             pass
         await self._close_upstream()
 
     async def _close_upstream(self) -> None:
-        connection = self.upstream.connection
-        try:
-            async with asyncio.timeout(CLEANUP_TIMEOUT):
-                await connection.close()
-        except (TimeoutError, WebSocketException, OSError):
-            connection.transport.abort()
+        await self.upstream.connection.close()  # within its close timeout, else dropped
 
     async def _close_client(self, end: End) -> None:
         assert end.close is not None
@@ -422,7 +438,7 @@ class Session:
                 if end.error_frame and end.close.code != 1000:
                     await self.client.send_text(end.upstream_error or end.close.error_frame())
                 await self.client.close(end.close.code, end.close.reason)
-        except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
+        except (TimeoutError, ConnectionClosed, OSError):
             pass
 
     def _observe(self, raw: str, message: dict[str, Any]) -> object:

@@ -11,20 +11,19 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-
 from . import __version__
 from .classify import FailureClass, UpstreamFailure, close_failure, http_failure
 from .protocol import MAX_MESSAGE_BYTES, StreamParams
 from .settings import UpstreamKey
+from .ws.client import ClientWebSocket, InvalidStatus, connect
+from .ws.connection import ConnectionClosed
+from .ws.handshake import HandshakeError
 
 #: The version header the official SDK sends; forwarded when a client sends its own.
 ASSEMBLYAI_VERSION = "2025-05-12"
 #: Upstream messages are JSON text of a few KB; leave ample room.
 MAX_UPSTREAM_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
-#: Frames websockets may queue from upstream before it stops reading (backpressure).
+#: Messages queued from upstream before reading from it pauses (backpressure).
 UPSTREAM_QUEUE_FRAMES = 32
 #: Seconds a closing handshake may take before the TCP connection is dropped.
 UPSTREAM_CLOSE_TIMEOUT = 1.0
@@ -33,7 +32,7 @@ USER_AGENT = f"voxgate/{__version__}"
 
 @dataclass(frozen=True, slots=True)
 class UpstreamSession:
-    connection: ClientConnection
+    connection: ClientWebSocket
     begin_text: str
     begin: dict[str, object]
     connect_seconds: float
@@ -64,21 +63,18 @@ async def open_session(
         async with asyncio.timeout(connect_timeout):
             connection = await connect(
                 upstream_uri(base_url, params),
-                additional_headers=headers,
-                user_agent_header=USER_AGENT,
-                compression=None,
+                headers={**headers, "User-Agent": USER_AGENT},
                 max_size=MAX_UPSTREAM_MESSAGE_BYTES,
                 max_queue=UPSTREAM_QUEUE_FRAMES,
-                open_timeout=None,
                 close_timeout=UPSTREAM_CLOSE_TIMEOUT,
             )
     except InvalidStatus as exc:
-        raise http_failure(exc.response.status_code, bytes(exc.response.body or b"")) from None
+        raise http_failure(exc.status, exc.body) from None
     except TimeoutError:
         raise UpstreamFailure(
             FailureClass.TRANSIENT, 1006, f"no handshake within {connect_timeout:g} s"
         ) from None
-    except (OSError, WebSocketException) as exc:
+    except (OSError, HandshakeError, ValueError) as exc:
         raise UpstreamFailure(FailureClass.TRANSIENT, 1006, type(exc).__name__) from None
     connect_seconds = loop.time() - started
     try:
@@ -90,7 +86,7 @@ async def open_session(
 
 
 async def _await_begin(
-    connection: ClientConnection, timeout: float
+    connection: ClientWebSocket, timeout: float
 ) -> tuple[str, dict[str, object]]:
     error_text = ""
     try:
@@ -106,7 +102,7 @@ async def _await_begin(
                 if kind == "Error" or (isinstance(message, dict) and "error" in message):
                     error_text = str(message.get("error", ""))
     except ConnectionClosed as exc:
-        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        code = exc.code
         reason = error_text or (exc.rcvd.reason if exc.rcvd is not None else "")
         raise close_failure(code, reason) from None
     except TimeoutError:
@@ -117,9 +113,5 @@ async def _await_begin(
         raise UpstreamFailure(FailureClass.TRANSIENT, 1006, "Begin was not JSON") from None
 
 
-async def _abort(connection: ClientConnection) -> None:
-    try:
-        async with asyncio.timeout(UPSTREAM_CLOSE_TIMEOUT):
-            await connection.close()
-    except (TimeoutError, OSError, websockets.exceptions.WebSocketException):
-        connection.transport.abort()
+async def _abort(connection: ClientWebSocket) -> None:
+    await connection.close()  # within UPSTREAM_CLOSE_TIMEOUT, else dropped

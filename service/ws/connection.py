@@ -1,0 +1,296 @@
+"""One WebSocket connection after (or during) its handshake, as an asyncio protocol.
+
+Frames are parsed in ``data_received`` (no task per frame); ``recv`` hands out
+whole messages from a bounded queue, and reading from the socket pauses while the
+queue is full, so a slow reader slows its peer down (TCP backpressure). ``send``
+writes at once and waits only while the transport's write buffer is over its high
+water mark. Pings keep an idle connection honest: a peer silent for a whole
+``ping_interval`` after a ping is dropped. Subclasses (``client``, ``server``)
+do the opening handshake, then call ``_opened``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from typing import Final, NamedTuple
+
+from .frames import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    FrameReader,
+    close_payload,
+    parse_close,
+)
+from .frames import encode as encode_frame
+
+#: Named defaults (those of the websockets package, which the gateway used before).
+PING_INTERVAL: Final = 20.0
+CLOSE_TIMEOUT: Final = 2.0
+#: Messages received and not yet taken by ``recv`` before reading pauses; it
+#: resumes once the queue is down to a quarter of that.
+MAX_QUEUE: Final = 32
+
+
+class State(enum.IntEnum):
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Closed(NamedTuple):
+    code: int
+    reason: str
+
+
+class ConnectionClosed(Exception):
+    """The connection is closed (or closing): ``rcvd`` is the peer's close frame, if
+    one came, ``sent`` ours. With neither, the TCP connection simply went away."""
+
+    def __init__(self, rcvd: Closed | None, sent: Closed | None) -> None:
+        self.rcvd = rcvd
+        self.sent = sent
+        super().__init__(f"received {rcvd}, sent {sent}")
+
+    @property
+    def code(self) -> int:
+        """The peer's close code; 1006 when it sent none."""
+        return self.rcvd.code if self.rcvd is not None else 1006
+
+
+class WebSocket(asyncio.Protocol):
+    #: Whether this end is the client (it masks what it sends).
+    is_client = False
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        max_queue: int = MAX_QUEUE,
+        ping_interval: float | None = PING_INTERVAL,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader = FrameReader(masked=not self.is_client, max_size=max_size)
+        self._max_queue = max_queue
+        self._ping_interval = ping_interval
+        self._close_timeout = close_timeout
+        self.state = State.CONNECTING
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self.rcvd: Closed | None = None
+        self.sent: Closed | None = None
+        self._messages: deque[bytes | str] = deque()
+        self._reading_paused = False
+        self._writing_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._heard = False  # anything received since the last ping
+
+    # ------------------------------------------------------------------ asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is State.CONNECTING:
+            self._handshake_data(data)
+            return
+        self._heard = True
+        try:
+            events = self._reader.feed(data)
+        except FrameError as exc:
+            self.fail(exc.code, exc.reason)
+            return
+        messages = self._messages
+        for opcode, payload in events:
+            if opcode <= BINARY:
+                if self.state is State.OPEN:  # after a close, data is discarded
+                    messages.append(payload)
+            elif opcode == PING:
+                if self.state is State.OPEN:
+                    assert isinstance(payload, bytes)
+                    self.transport.write(encode_frame(PONG, payload, mask=self.is_client))
+            elif opcode == CLOSE:
+                assert isinstance(payload, bytes)
+                self._close_received(payload)
+                break
+        if messages:
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            if len(messages) >= self._max_queue and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: a half-closed WebSocket is of no use
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = State.CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        for waiter in (self._waiter, self._drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self._connection_lost()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def closed(self) -> ConnectionClosed:
+        return ConnectionClosed(self.rcvd, self.sent)
+
+    async def recv(self) -> bytes | str:
+        """The next message; ConnectionClosed once none is left and the connection is
+        closing or closed."""
+        messages = self._messages
+        while not messages:
+            if self.state is not State.OPEN:
+                raise self.closed
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = messages.popleft()
+        if self._reading_paused and len(messages) <= self._max_queue // 4:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return message
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> bytes | str:
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: bytes | str) -> None:
+        """Send one message; waits only while the write buffer is over its high mark."""
+        if self.state is not State.OPEN:
+            raise self.closed
+        if isinstance(message, str):
+            self.transport.write(encode_frame(TEXT, message.encode(), mask=self.is_client))
+        else:
+            self.transport.write(encode_frame(BINARY, message, mask=self.is_client))
+        if self._writing_paused:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        while self._writing_paused and self.state is not State.CLOSED:
+            self._drain_waiter = self._loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+        if self.state is State.CLOSED:
+            raise self.closed
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """The closing handshake: send our close, wait (``close_timeout``) for the
+        peer's and for the TCP connection to end, then drop it if need be."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.CONNECTING:
+            self.abort()
+            return
+        self._send_close(code, reason)
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await asyncio.shield(self._lost)
+        except TimeoutError:
+            self.abort()
+
+    def fail(self, code: int, reason: str) -> None:
+        """End at once: our close frame (if not sent yet), then the TCP connection."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.OPEN:
+            self._send_close(code, reason)
+        self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._lost)
+
+    # ------------------------------------------------------------------ internals
+
+    def _opened(self) -> None:
+        self.state = State.OPEN
+        if self._ping_interval:
+            self._timer = self._loop.call_later(self._ping_interval, self._keepalive)
+
+    def _handshake_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _connection_lost(self) -> None:
+        """For subclasses: the TCP connection is gone."""
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if self.sent is not None or self.state is State.CLOSED:
+            return
+        self.sent = Closed(code, reason)
+        payload = close_payload(code, reason) if code != 1005 else b""
+        self.transport.write(encode_frame(CLOSE, payload, mask=self.is_client))
+        self.state = State.CLOSING
+        if self.rcvd is not None:
+            self._both_closed()
+
+    def _close_received(self, payload: bytes) -> None:
+        try:
+            self.rcvd = Closed(*parse_close(payload))
+        except FrameError as exc:
+            self.fail(exc.code, exc.reason)
+            return
+        if self.sent is None:
+            self._send_close(self.rcvd.code, "")  # echo the code (RFC 6455 5.5.1)
+        else:
+            self._both_closed()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _both_closed(self) -> None:
+        """Both close frames are out: the server ends TCP; a client gives it a moment."""
+        if not self.is_client:
+            self.transport.close()
+        else:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(self._close_timeout, self.abort)
+
+    def _keepalive(self) -> None:
+        if self.state is not State.OPEN:
+            return
+        if self._pinged and not self._heard:
+            self.sent = Closed(1011, "keepalive ping timeout")
+            self.abort()
+            return
+        self._heard = False
+        self._pinged = True
+        self.transport.write(encode_frame(PING, b"", mask=self.is_client))
+        assert self._ping_interval is not None
+        self._timer = self._loop.call_later(self._ping_interval, self._keepalive)
+
+    _pinged = False

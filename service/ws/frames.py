@@ -1,0 +1,197 @@
+"""The WebSocket frame codec (RFC 6455 section 5), pure: bytes in, messages out.
+
+``FrameReader.feed`` takes whatever the socket delivered and returns the complete
+messages and control frames in it; partial frames wait for the next call. Every
+rule a peer can break raises :class:`FrameError` with the close code to answer
+with: 1002 (protocol), 1007 (text not UTF-8), 1009 (message too big).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from typing import Final
+
+_c_apply_mask: Callable[[bytes, bytes], bytes] | None
+try:  # the C masking routine of the websockets package (a dependency anyway)
+    from websockets.speedups import apply_mask as _c_apply_mask
+except ImportError:  # pragma: no cover - only without its compiled extension
+    _c_apply_mask = None
+
+CONTINUATION: Final = 0x0
+TEXT: Final = 0x1
+BINARY: Final = 0x2
+CLOSE: Final = 0x8
+PING: Final = 0x9
+PONG: Final = 0xA
+_DATA = (TEXT, BINARY)
+_CONTROL = (CLOSE, PING, PONG)
+#: RFC 6455 5.5: control frames carry at most 125 bytes; a close reason 123.
+MAX_CONTROL_PAYLOAD: Final = 125
+MAX_CLOSE_REASON: Final = 123
+
+#: Close codes a peer may send (RFC 6455 7.4, plus the registered 1012-1014 and the
+#: 3000-4999 application range); 1005 and 1006 must never appear on the wire.
+_WIRE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+_HEAD = struct.Struct("!BB")
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
+
+
+class FrameError(Exception):
+    """The peer broke the framing rules: close the connection with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def apply_mask(data: bytes, mask: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask`` (the same call masks and unmasks)."""
+    if _c_apply_mask is not None:
+        return bytes(_c_apply_mask(data, mask))
+    n = len(data)  # pragma: no cover - fallback without the C routine
+    repeated = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
+
+
+def encode(opcode: int, payload: bytes, *, mask: bool) -> bytes:
+    """One final frame. Clients mask what they send (RFC 6455 5.3), servers do not."""
+    n = len(payload)
+    first = 0x80 | opcode
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head = _HEAD.pack(first, bit | n)
+    elif n < 65536:
+        head = _HEAD16.pack(first, bit | 126, n)
+    else:
+        head = _HEAD64.pack(first, bit | 127, n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + apply_mask(payload, key)
+
+
+def close_payload(code: int, reason: str) -> bytes:
+    """A close frame's payload; the reason is cut to 123 bytes on a character boundary."""
+    raw = reason.encode()
+    if len(raw) > MAX_CLOSE_REASON:
+        raw = raw[:MAX_CLOSE_REASON].decode(errors="ignore").encode()
+    return _U16.pack(code) + raw
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """(code, reason) of a received close frame; 1005 when it carries no code."""
+    if not payload:
+        return 1005, ""
+    if len(payload) == 1:
+        raise FrameError(1002, "close frame of one byte")
+    (code,) = _U16.unpack_from(payload)
+    if code not in _WIRE_CODES and not 3000 <= code <= 4999:
+        raise FrameError(1002, f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError:
+        raise FrameError(1007, "close reason is not UTF-8") from None
+    return code, reason
+
+
+class FrameReader:
+    """Incremental parser for one direction of one connection.
+
+    ``masked`` is what the peer must do: clients mask, servers must not. Text
+    messages come out as ``str`` (UTF-8 checked), binary ones as ``bytes``; control
+    frames as ``(opcode, payload)``. ``max_size`` bounds a whole message, so a
+    fragmented one cannot grow past it either, and a partial frame is held only
+    up to that size plus its header.
+    """
+
+    __slots__ = ("_buffer", "_fragment_op", "_fragment_size", "_fragments", "_masked", "_max_size")
+
+    def __init__(self, *, masked: bool, max_size: int) -> None:
+        self._masked = masked
+        self._max_size = max_size
+        self._buffer = b""
+        self._fragments: list[bytes] = []
+        self._fragment_op = 0
+        self._fragment_size = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes | str]]:
+        """Every complete message and control frame in what has arrived so far."""
+        buf = self._buffer + data if self._buffer else data
+        end = len(buf)
+        pos = 0
+        out: list[tuple[int, bytes | str]] = []
+        while end - pos >= 2:
+            first, second = _HEAD.unpack_from(buf, pos)
+            if first & 0x70:
+                raise FrameError(1002, "reserved bits set (no extension was negotiated)")
+            if bool(second & 0x80) is not self._masked:
+                raise FrameError(1002, "frame masked" if not self._masked else "frame not masked")
+            opcode = first & 0x0F
+            length = second & 0x7F
+            head = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                (length,) = _U16.unpack_from(buf, pos + 2)
+                head = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                (length,) = _U64.unpack_from(buf, pos + 2)
+                head = 10
+            if opcode >= CLOSE:
+                if opcode not in _CONTROL:
+                    raise FrameError(1002, f"unknown opcode {opcode}")
+                if length > MAX_CONTROL_PAYLOAD or not first & 0x80:
+                    raise FrameError(1002, "control frame too long or fragmented")
+            elif length + self._fragment_size > self._max_size:
+                raise FrameError(1009, f"message over {self._max_size} bytes")
+            start = pos + head + (4 if self._masked else 0)
+            stop = start + length
+            if stop > end:
+                break
+            payload = buf[start:stop]
+            if self._masked and length:
+                payload = apply_mask(payload, buf[start - 4 : start])
+            pos = stop
+            if opcode >= CLOSE:
+                out.append((opcode, payload))
+                continue
+            message = self._assemble(opcode, bool(first & 0x80), payload)
+            if message is not None:
+                out.append(message)
+        self._buffer = buf[pos:] if pos < end else b""
+        return out
+
+    def _assemble(self, opcode: int, fin: bool, payload: bytes) -> tuple[int, bytes | str] | None:
+        if opcode == CONTINUATION:
+            if not self._fragment_op:
+                raise FrameError(1002, "continuation without a message to continue")
+            self._fragments.append(payload)
+            self._fragment_size += len(payload)
+            if not fin:
+                return None
+            opcode, payload = self._fragment_op, b"".join(self._fragments)
+            self._fragments, self._fragment_op, self._fragment_size = [], 0, 0
+        elif opcode in _DATA:
+            if self._fragment_op:
+                raise FrameError(1002, "new message inside a fragmented one")
+            if not fin:
+                self._fragments, self._fragment_op = [payload], opcode
+                self._fragment_size = len(payload)
+                return None
+        else:
+            raise FrameError(1002, f"unknown opcode {opcode}")
+        if opcode == TEXT:
+            try:
+                return TEXT, payload.decode()
+            except UnicodeDecodeError:
+                raise FrameError(1007, "text message is not UTF-8") from None
+        return BINARY, payload
