@@ -416,5 +416,8 @@ def _defaults(factory: Any) -> dict[str, str]:
     from ..settings import Settings
 
     settings = Settings.from_env({"VOXGATE_UPSTREAM_KEYS": "a=b", "VOXGATE_CLIENT_KEYS": "c=d"})
-    config = factory(None, settings)
-    return {"loop": config.loop, "http": config.http, "ws": config.ws}
+    from ..app import create_app
+
+    config = factory(create_app(settings), settings)
+    ws = config.ws if isinstance(config.ws, str) else "voxgate"  # service.ws, its own
+    return {"loop": config.loop, "http": config.http, "ws": ws}

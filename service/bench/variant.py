@@ -4,6 +4,8 @@ Exactly ``voxgate serve`` (same app, same settings from the environment, same
 config from :func:`service.server.uvicorn_config`) except the event loop, the HTTP
 parser and the WebSocket implementation, so the defaults can be chosen by
 measurement: ``python -m service.bench.variant --loop asyncio --http h11 --ws wsproto``.
+``--ws voxgate`` is the gateway's own (the default); the others are uvicorn's, with
+``/v3/ws`` served through ASGI (``asgiws.py``).
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import argparse
 import logging
 import sys
 
+from starlette.routing import WebSocketRoute
+
 from ..app import create_app
 from ..logs import configure_logging
 from ..server import DrainingServer, bind, uvicorn_config
 from ..settings import Settings
+from .asgiws import asgi_endpoint
 
 LOOPS = ("uvloop", "asyncio")
 HTTPS = ("httptools", "h11")
-WEBSOCKETS = ("websockets-sansio", "websockets", "wsproto")
+WEBSOCKETS = ("voxgate", "websockets-sansio", "websockets", "wsproto")
 
 
 def main() -> None:
@@ -33,7 +38,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     app = create_app(settings)
     config = uvicorn_config(app, settings)
-    config.loop, config.http, config.ws = ns.loop, ns.http, ns.ws
+    config.loop, config.http = ns.loop, ns.http
+    if ns.ws != "voxgate":
+        app.router.routes.insert(0, WebSocketRoute("/v3/ws", asgi_endpoint(app.state.gateway)))
+        config.ws = ns.ws
     server = DrainingServer(config, app.state.gateway)
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]

@@ -125,8 +125,9 @@ class WebSocket(asyncio.Protocol):
         if messages:
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(None)
-            if len(messages) >= self._max_queue and not self._reading_paused:
-                self._reading_paused = True
+            full = len(messages) >= self._max_queue
+            if full and not self._reading_paused and self.state is State.OPEN:
+                self._reading_paused = True  # (once closing, nothing more is queued)
                 self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
@@ -255,6 +256,9 @@ class WebSocket(asyncio.Protocol):
         payload = close_payload(code, reason) if code != 1005 else b""
         self.transport.write(encode_frame(CLOSE, payload, mask=self.is_client))
         self.state = State.CLOSING
+        if self._reading_paused:  # the peer's close must get through a full queue;
+            self._reading_paused = False  # data from now on is discarded, not queued
+            self.transport.resume_reading()
         if self.rcvd is not None:
             self._both_closed()
 
