@@ -116,7 +116,8 @@ async def connect(
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
     default_port = port == (443 if secure else 80)
-    host_header = parts.netloc.rpartition("@")[2] if not default_port else parts.hostname
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
+    host_header = host if default_port else f"{host}:{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     key = new_key()
     request = client_request(host_header, target, key, headers)

@@ -104,11 +104,7 @@ class WebSocket(asyncio.Protocol):
             self._handshake_data(data)
             return
         self._heard = True
-        try:
-            events = self._reader.feed(data)
-        except FrameError as exc:
-            self.fail(exc.code, exc.reason)
-            return
+        events = self._reader.feed(data)
         messages = self._messages
         for opcode, payload in events:
             if opcode <= BINARY:
@@ -122,6 +118,9 @@ class WebSocket(asyncio.Protocol):
                 assert isinstance(payload, bytes)
                 self._close_received(payload)
                 break
+        error = self._reader.error
+        if error is not None and self.state is State.OPEN:
+            self.fail(error.code, error.reason)  # what came before it is still delivered
         if messages:
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(None)

@@ -1,9 +1,10 @@
 """The WebSocket frame codec (RFC 6455 section 5), pure: bytes in, messages out.
 
 ``FrameReader.feed`` takes whatever the socket delivered and returns the complete
-messages and control frames in it; partial frames wait for the next call. Every
-rule a peer can break raises :class:`FrameError` with the close code to answer
-with: 1002 (protocol), 1007 (text not UTF-8), 1009 (message too big).
+messages and control frames in it; partial frames wait for the next call. The first
+rule a peer breaks stops the reader: it keeps a :class:`FrameError` in ``error``,
+with the close code to answer with: 1002 (protocol), 1007 (text not UTF-8), 1009
+(message too big). What came before the offending frame is still returned.
 """
 
 from __future__ import annotations
@@ -111,9 +112,18 @@ class FrameReader:
     up to that size plus its header.
     """
 
-    __slots__ = ("_buffer", "_fragment_op", "_fragment_size", "_fragments", "_masked", "_max_size")
+    __slots__ = (
+        "_buffer",
+        "_fragment_op",
+        "_fragment_size",
+        "_fragments",
+        "_masked",
+        "_max_size",
+        "error",
+    )
 
     def __init__(self, *, masked: bool, max_size: int) -> None:
+        self.error: FrameError | None = None
         self._masked = masked
         self._max_size = max_size
         self._buffer = b""
@@ -122,11 +132,22 @@ class FrameReader:
         self._fragment_size = 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes | str]]:
-        """Every complete message and control frame in what has arrived so far."""
+        """Every complete message and control frame in what has arrived so far (once
+        ``error`` is set, nothing more)."""
+        if self.error is not None:
+            return []
+        out: list[tuple[int, bytes | str]] = []
+        try:
+            self._parse(data, out)
+        except FrameError as exc:
+            self.error = exc
+            self._buffer, self._fragments = b"", []
+        return out
+
+    def _parse(self, data: bytes, out: list[tuple[int, bytes | str]]) -> None:
         buf = self._buffer + data if self._buffer else data
         end = len(buf)
         pos = 0
-        out: list[tuple[int, bytes | str]] = []
         while end - pos >= 2:
             first, second = _HEAD.unpack_from(buf, pos)
             if first & 0x70:
@@ -168,7 +189,6 @@ class FrameReader:
             if message is not None:
                 out.append(message)
         self._buffer = buf[pos:] if pos < end else b""
-        return out
 
     def _assemble(self, opcode: int, fin: bool, payload: bytes) -> tuple[int, bytes | str] | None:
         if opcode == CONTINUATION:

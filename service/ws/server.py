@@ -93,6 +93,7 @@ class ServerWebSocket(WebSocket):
         """uvicorn's shutdown (after the gateway's drain): close what is still open."""
         if self.state is State.OPEN:
             self._send_close(1012, "server shutting down")
+            self._loop.call_later(self._close_timeout, self.abort)  # no answer: drop it
         elif self.state is State.CONNECTING:
             self.abort()
 
