@@ -16,6 +16,13 @@ def _others(row: stats.Row) -> float:
     return max(p.others_cpu_percent for p in row.phases.values())
 
 
+def _pipe(row: stats.Row, figure: str) -> float | None:
+    """A figure of the byte pipe (the floor of any Python relay), when it ran."""
+    pipe = row.phases.get("pipe")
+    value: float | None = getattr(pipe, figure) if pipe is not None else None
+    return value
+
+
 def _saturated(harness_percent: float) -> str:
     return " SATURATED" if harness_percent > 100 * stats.HARNESS_SATURATED else ""
 
@@ -23,7 +30,7 @@ def _saturated(harness_percent: float) -> str:
 def echo_table(rows: Sequence[stats.Row]) -> str:
     head = (
         "streams | added p50/p90/p99 ms (gateway) | (relay) | round trips/s | pace | "
-        "CPU us/frame gw / relay (ratio side by side; in turn) | gw CPU % | "
+        "CPU us/frame gw / relay (ratio side by side; in turn) / byte pipe | gw CPU % | "
         "RSS/session KB gw / relay | "
         "set-up/s direct / relay / gw | harness CPU % | others CPU %"
     )
@@ -38,7 +45,8 @@ def echo_table(rows: Sequence[stats.Row]) -> str:
             f"{row.streams:>7} | {added:>30} | {relay_added:>7} | "
             f"{_f(g.round_trips_per_second, 0):>13} | {pace} | "
             f"{_f(g.server_cpu_us_per_frame, 0)} / {_f(r.server_cpu_us_per_frame, 0)} "
-            f"({_f(row.cpu_ratio(), 2)}; {_f(row.sequential_cpu_ratio(), 2)}) | "
+            f"({_f(row.cpu_ratio(), 2)}; {_f(row.sequential_cpu_ratio(), 2)}) / "
+            f"{_f(_pipe(row, 'server_cpu_us_per_frame'), 0)} | "
             f"{_f(g.server_cpu_percent, 0)} | "
             f"{_f(g.rss_per_session_kb, 0)} / {_f(r.rss_per_session_kb, 0)} | "
             f"{_f(d.setup_per_second, 0)} / {_f(r.setup_per_second, 0)} / "
@@ -52,7 +60,8 @@ def realistic_table(rows: Sequence[stats.Row]) -> str:
     head = (
         "streams | turns/s/stream | pace | CPU ms per stream-second gw / relay "
         "(ratio side by side) | "
-        "streams per core gw / relay | RSS/session KB gw | harness CPU % | others CPU %"
+        "streams per core gw / relay / byte pipe | RSS/session KB gw | harness CPU % | "
+        "others CPU %"
     )
     lines = [head, "-" * len(head)]
     for row in rows:
@@ -63,8 +72,9 @@ def realistic_table(rows: Sequence[stats.Row]) -> str:
             f"{row.streams:>7} | {_f(g.turns_per_stream_second, 2):>14} | {pace} | "
             f"{_f(g.server_cpu_ms_per_stream_second, 3)} / "
             f"{_f(r.server_cpu_ms_per_stream_second, 3)} ({_f(row.cpu_ratio(), 2)}) | "
-            f"{_f(g.streams_per_core, 0)} / "
-            f"{_f(r.streams_per_core, 0)} | {_f(g.rss_per_session_kb, 0)} | {_f(harness, 0)} | "
+            f"{_f(g.streams_per_core, 0)} / {_f(r.streams_per_core, 0)} / "
+            f"{_f(_pipe(row, 'streams_per_core'), 0)} | "
+            f"{_f(g.rss_per_session_kb, 0)} | {_f(harness, 0)} | "
             f"{_f(_others(row), 0)}"
         )
     return "\n".join(lines)

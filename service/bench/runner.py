@@ -1,8 +1,9 @@
 """``voxgate bench``: one run, every target measured under the same conditions.
 
 Per number of streams the same load goes straight to the simulator (``direct``),
-through the minimal relay (``relay``) and through the gateway (``gateway``), one
-after the other, each target a fresh process. The load generator, the simulator
+through the minimal relay (``relay``), through a byte pipe (``pipe``: the floor of
+any Python relay) and through the gateway (``gateway``), one after the other, each
+target a fresh process. The load generator, the simulator
 and Redis share one core; the relay or the gateway gets the other, so its CPU is
 its own. The gateway runs as ``voxgate serve`` with metrics, JSON logging (to a
 file) and Redis publishing on.
@@ -185,6 +186,16 @@ class Bench:
             self.relay_cpus,
         )
 
+    def start_pipe(self) -> Server:
+        self._logs += 1
+        return start_server(
+            "pipe",
+            ["-m", "service.bench.pipe", "--upstream", self.sim.url],
+            {},
+            self.plan.workdir / f"pipe-{self._logs}.log",
+            self.relay_cpus,
+        )
+
     # ------------------------------------------------------------------ phases
 
     async def phase(
@@ -259,7 +270,8 @@ class Bench:
         return phase
 
     async def row(self, profile: str, streams: int) -> stats.Row:
-        """Direct, relay, gateway one after the other (latency, set-up, memory), then
+        """Direct, relay, byte pipe, gateway one after the other (latency, set-up,
+        memory), then
         relay and gateway side by side on the same core (their CPU ratio)."""
         upstream_key = SIM_ECHO_KEY if profile == "echo" else SIM_OK_KEY
         phases: dict[str, stats.Phase] = {}
@@ -271,6 +283,13 @@ class Bench:
             )
         finally:
             relay.stop()
+        pipe = self.start_pipe()
+        try:
+            phases["pipe"] = await self.phase(
+                "pipe", streams, profile=profile, servers=[pipe], keys=[upstream_key]
+            )
+        finally:
+            pipe.stop()
         gateway = self.start_gateway(upstream_key)
         try:
             phases["gateway"] = await self.phase(
