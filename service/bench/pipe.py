@@ -31,13 +31,19 @@ class Half(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: Half | None = None
+        #: What came before the other side was connected (uvloop may deliver a read
+        #: already done when reading is paused).
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.peer.transport is not None
-        self.peer.transport.write(data)
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.early.append(data)
+            return
+        peer.transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -81,6 +87,9 @@ async def serve_pipe(upstream: str, host: str, port: int) -> None:
                 client.transport.close()
             return
         server.peer, client.peer = client, server
+        if server.transport is not None and client.early:
+            server.transport.write(b"".join(client.early))
+            client.early.clear()
         if client.transport is not None:
             client.transport.resume_reading()
 
