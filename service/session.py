@@ -136,6 +136,8 @@ class Session:
         # A temporary token's session cap (AssemblyAI ends such a session with 3008).
         self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
         self.upstream_close: tuple[int, str] | None = None
+        # A violation found by _fast_audio, raised by the pump when the frame reaches it.
+        self._fast_violation: ProtocolViolation | None = None
 
     @property
     def audio_seconds(self) -> float:
@@ -192,6 +194,7 @@ class Session:
         up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
         down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         tasks = [up, down, asyncio.create_task(self._watchdog(), name="watchdog")]
+        self.client.on_message = self._fast_audio  # only while this upstream relays
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             first = down if down in done else done.pop()
@@ -204,6 +207,7 @@ class Session:
                 return self._end_of(down) if down.done() else self._upstream_closed(lost)
             return self._end_of(first)
         finally:
+            self.client.on_message = None  # from now on frames wait in the client's queue
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -277,6 +281,8 @@ class Session:
                 return self._client_gone(gone)
             received = perf()
             if isinstance(data, bytes):
+                if self._fast_violation is not None:
+                    raise self._fast_violation
                 seconds = check_audio_frame(len(data), params)
                 now = clock()
                 feed(seconds, now)
@@ -297,6 +303,33 @@ class Session:
                 await send_up(data)
                 self._up_send_started = 0.0
                 observe(perf() - received)
+
+    def _fast_audio(self, data: bytes | str) -> bool:
+        """The client's connection calls this with each message as it is parsed, when
+        none is queued. Audio is checked and written upstream at once, with no task
+        switch (the common case). Anything else (text,
+        an upstream that is not ready for more, a frame breaking a rule) is left to the
+        pump: False, and the message is queued for it."""
+        upstream = self.upstream.connection
+        if (
+            not isinstance(data, bytes)
+            or self._terminate_sent
+            or self._fast_violation is not None
+            or not upstream.writable
+        ):
+            return False
+        received = time.perf_counter()
+        try:
+            seconds = check_audio_frame(len(data), self.params)
+            self._pace.feed(seconds, self._loop.time())
+        except ProtocolViolation as violation:
+            self._fast_violation = violation
+            return False
+        self.bytes_up += len(data)
+        self.seam.sent(data)
+        upstream.write(data)
+        self.metrics.relay_up.observe(time.perf_counter() - received)
+        return True
 
     def _client_gone(self, gone: ConnectionClosed) -> End:
         """The client closed, vanished, or broke the framing rules (then the

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from ..logs import get_logger
 from .frames import (
     BINARY,
     CLOSE,
@@ -28,6 +30,8 @@ from .frames import (
     parse_close,
 )
 from .frames import encode as encode_frame
+
+log = get_logger("voxgate.ws")
 
 #: Named defaults (those of the websockets package, which the gateway used before).
 PING_INTERVAL: Final = 20.0
@@ -93,6 +97,10 @@ class WebSocket(asyncio.Protocol):
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._heard = False  # anything received since the last ping
+        #: Called with each message as it is parsed, when none is queued; a true
+        #: result means it was dealt with, else it is queued for ``recv`` as usual.
+        #: (The gateway relays audio this way without a task switch per frame.)
+        self.on_message: Callable[[bytes | str], bool] | None = None
 
     # ------------------------------------------------------------------ asyncio protocol
 
@@ -109,7 +117,9 @@ class WebSocket(asyncio.Protocol):
         for opcode, payload in events:
             if opcode <= BINARY:
                 if self.state is State.OPEN:  # after a close, data is discarded
-                    messages.append(payload)
+                    handler = self.on_message
+                    if handler is None or messages or not self._offer(handler, payload):
+                        messages.append(payload)
             elif opcode == PING:
                 if self.state is State.OPEN:
                     assert isinstance(payload, bytes)
@@ -128,6 +138,14 @@ class WebSocket(asyncio.Protocol):
             if full and not self._reading_paused and self.state is State.OPEN:
                 self._reading_paused = True  # (once closing, nothing more is queued)
                 self.transport.pause_reading()
+
+    @staticmethod
+    def _offer(handler: Callable[[bytes | str], bool], payload: bytes | str) -> bool:
+        try:
+            return handler(payload)
+        except Exception:  # a bug there must not cost the message: recv gets it
+            log.exception("websocket_message_handler_failed")
+            return False
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: a half-closed WebSocket is of no use
@@ -188,12 +206,21 @@ class WebSocket(asyncio.Protocol):
         """Send one message; waits only while the write buffer is over its high mark."""
         if self.state is not State.OPEN:
             raise self.closed
+        self.write(message)
+        if self._writing_paused:
+            await self._drain()
+
+    @property
+    def writable(self) -> bool:
+        """Open, and the write buffer under its high mark: ``write`` will not pile up."""
+        return self.state is State.OPEN and not self._writing_paused
+
+    def write(self, message: bytes | str) -> None:
+        """Send one message now, without waiting (check ``writable`` first)."""
         if isinstance(message, str):
             self.transport.write(encode_frame(TEXT, message.encode(), mask=self.is_client))
         else:
             self.transport.write(encode_frame(BINARY, message, mask=self.is_client))
-        if self._writing_paused:
-            await self._drain()
 
     async def _drain(self) -> None:
         while self._writing_paused and self.state is not State.CLOSED:
