@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from service.session import MAX_RECONNECTS
 from tests import audio
@@ -322,3 +324,36 @@ def test_an_open_session_shows_in_the_per_key_counters_before_it_ends(gateway: P
     assert metric(gateway, "voxgate_audio_seconds_total", key="main") == pytest.approx(
         1.0, abs=0.01
     )
+
+
+def test_a_frame_breaking_rfc6455_is_closed_by_the_connection_and_counted(
+    gateway: Proc, sandbox: Proc
+) -> None:
+    """A text frame that is not UTF-8 breaks the WebSocket framing rules: the
+    gateway's connection closes with 1007 itself (no Error frame: the framing is
+    broken), counts it as ``bad_frame``, and the upstream session is ended; the audio
+    before it was relayed."""
+    before = len(sandbox_sessions(sandbox))
+
+    async def broken() -> int | None:
+        ws = await open_client(gateway.url)
+        await ws.recv()  # Begin
+        for frame in audio.frames(audio.tone(0.2)):
+            await ws.send(frame)
+        await ws.send(b"\xff\xfe not utf-8", text=True)
+        with contextlib.suppress(ConnectionClosed):
+            async with asyncio.timeout(5):
+                async for _ in ws:
+                    pass
+        return ws.close_code
+
+    assert run(broken()) == 1007
+    assert metric(gateway, "voxgate_client_rejections_total", reason="bad_frame") == 1.0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        upstream = sandbox_sessions(sandbox)[before:]
+        if upstream and upstream[0]["closed_at"]:
+            break
+        time.sleep(0.05)
+    assert upstream[0]["closed_at"], "upstream session left open"
+    assert upstream[0]["audio_seconds"] > 0.15, upstream[0]
