@@ -194,7 +194,9 @@ class Session:
         up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
         down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         tasks = [up, down, asyncio.create_task(self._watchdog(), name="watchdog")]
-        self.client.on_message = self._fast_audio  # only while this upstream relays
+        # Only while this upstream relays (after, messages wait in the queues).
+        self.client.on_message = self._fast_audio
+        self.upstream.connection.on_message = self._fast_message
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             first = down if down in done else done.pop()
@@ -207,7 +209,7 @@ class Session:
                 return self._end_of(down) if down.done() else self._upstream_closed(lost)
             return self._end_of(first)
         finally:
-            self.client.on_message = None  # from now on frames wait in the client's queue
+            self.client.on_message = self.upstream.connection.on_message = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -329,6 +331,26 @@ class Session:
         self.seam.sent(data)
         upstream.write(data)
         self.metrics.relay_up.observe(time.perf_counter() - received)
+        return True
+
+    def _fast_message(self, raw: bytes | str) -> bool:
+        """Upstream's messages, relayed to the client as they are parsed (as
+        ``_fast_audio`` does the other way). Left to the pump: binary messages, an
+        Error (held back there), a session whose turns are being renumbered after a
+        reconnect, a client not ready for more."""
+        client = self.client
+        if not isinstance(raw, str) or self.seam.rewriting or not client.writable:
+            return False
+        received = time.perf_counter()
+        message = _parse(raw)
+        if message is not None and message.get("type") == "Error":
+            return False
+        client.write(raw)
+        self.bytes_down += len(raw)
+        if message is not None:
+            self.seam.delivered(message)
+            self._observe(raw, message)
+        self.metrics.relay_down.observe(time.perf_counter() - received)
         return True
 
     def _client_gone(self, gone: ConnectionClosed) -> End:

@@ -25,6 +25,9 @@ class AsgiClient:
         self.headers: Headers = websocket.headers
         self.query_params: QueryParams = websocket.query_params
 
+    #: Never ready for a write without await: the session relays through its pumps.
+    writable = False
+
     async def accept(self) -> None:
         if self._ws.client_state.name == "CONNECTING":
             await self._ws.accept()
