@@ -157,8 +157,9 @@ class Session:
             return
         self._terminate_sent = True
         self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
-        with contextlib.suppress(ConnectionClosed, OSError):
-            await self.upstream.connection.send(_TERMINATE)
+        with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+            async with asyncio.timeout(self.settings.send_timeout):  # upstream not reading
+                await self.upstream.connection.send(_TERMINATE)
 
     # ------------------------------------------------------------------ run
 
@@ -337,9 +338,15 @@ class Session:
         """Upstream's messages, relayed to the client as they are parsed (as
         ``_fast_audio`` does the other way). Left to the pump: binary messages, an
         Error (held back there), a session whose turns are being renumbered after a
-        reconnect, a client not ready for more."""
+        reconnect, a client not ready for more, and anything while the pump is still
+        in a send (it counts and publishes after its send: order in Redis holds)."""
         client = self.client
-        if not isinstance(raw, str) or self.seam.rewriting or not client.writable:
+        if (
+            not isinstance(raw, str)
+            or self.seam.rewriting
+            or self._down_send_started  # the pump has not finished the one before
+            or not client.writable
+        ):
             return False
         received = time.perf_counter()
         message = _parse(raw)

@@ -18,6 +18,7 @@ from .handshake import (
     Response,
     check_accept,
     client_request,
+    dechunk,
     new_key,
     parse_response_head,
 )
@@ -79,6 +80,17 @@ class ClientWebSocket(WebSocket):
 
     def _refused_body_complete(self) -> None:
         assert self._refusal is not None
+        if "chunked" in self._refusal.headers.get("transfer-encoding", "").lower():
+            try:
+                body = dechunk(self._body)
+            except HandshakeError as exc:
+                self._handshake_failed(exc)
+                return
+            if body is not None:
+                self._handshake_failed(InvalidStatus(self._refusal.status, body[:MAX_BODY_BYTES]))
+            elif len(self._body) >= MAX_BODY_BYTES:
+                self._handshake_failed(InvalidStatus(self._refusal.status, b""))
+            return
         wanted = self._refusal.body_length
         if wanted is not None and len(self._body) >= min(wanted, MAX_BODY_BYTES):
             self._handshake_failed(InvalidStatus(self._refusal.status, self._body[:wanted]))

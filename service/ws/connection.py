@@ -93,7 +93,12 @@ class WebSocket(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._waiter: asyncio.Future[None] | None = None
+        # One future all senders waiting for the write buffer share (replaced once done).
         self._drain_waiter: asyncio.Future[None] | None = None
+        # The latest ping not yet answered because writing was paused (RFC 6455 5.5.3:
+        # answering only the most recent ping is enough), so a ping flood from a peer
+        # that does not read cannot grow the write buffer.
+        self._pong_owed: bytes | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._heard = False  # anything received since the last ping
@@ -123,7 +128,10 @@ class WebSocket(asyncio.Protocol):
             elif opcode == PING:
                 if self.state is State.OPEN:
                     assert isinstance(payload, bytes)
-                    self.transport.write(encode_frame(PONG, payload, mask=self.is_client))
+                    if self._writing_paused:
+                        self._pong_owed = payload
+                    else:
+                        self.transport.write(encode_frame(PONG, payload, mask=self.is_client))
             elif opcode == CLOSE:
                 assert isinstance(payload, bytes)
                 self._close_received(payload)
@@ -166,6 +174,9 @@ class WebSocket(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._pong_owed is not None and self.state is State.OPEN:
+            self.transport.write(encode_frame(PONG, self._pong_owed, mask=self.is_client))
+        self._pong_owed = None
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
 
@@ -223,12 +234,12 @@ class WebSocket(asyncio.Protocol):
             self.transport.write(encode_frame(BINARY, message, mask=self.is_client))
 
     async def _drain(self) -> None:
+        """Until the write buffer is under its low mark (no deadline of its own: the
+        session's watchdog holds the send deadline). Any number of senders may wait."""
         while self._writing_paused and self.state is not State.CLOSED:
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+            if self._drain_waiter is None or self._drain_waiter.done():
+                self._drain_waiter = self._loop.create_future()
+            await asyncio.shield(self._drain_waiter)  # a cancelled sender leaves it to others
         if self.state is State.CLOSED:
             raise self.closed
 

@@ -117,8 +117,11 @@ class FrameReader:
         "_fragment_op",
         "_fragment_size",
         "_fragments",
+        "_have",
         "_masked",
         "_max_size",
+        "_need",
+        "_parts",
         "error",
     )
 
@@ -126,7 +129,12 @@ class FrameReader:
         self.error: FrameError | None = None
         self._masked = masked
         self._max_size = max_size
-        self._buffer = b""
+        self._buffer = b""  # the start of an incomplete frame
+        # Reads of a frame whose size is known gather here until it is complete, so a
+        # big frame arriving in many reads is joined once, not once per read.
+        self._parts: list[bytes] = []
+        self._have = 0  # bytes in _buffer and _parts
+        self._need = 0  # bytes the incomplete frame needs in all (0: not known yet)
         self._fragments: list[bytes] = []
         self._fragment_op = 0
         self._fragment_size = 0
@@ -141,13 +149,22 @@ class FrameReader:
             self._parse(data, out)
         except FrameError as exc:
             self.error = exc
-            self._buffer, self._fragments = b"", []
+            self._buffer, self._fragments, self._parts = b"", [], []
         return out
 
     def _parse(self, data: bytes, out: list[tuple[int, bytes | str]]) -> None:
-        buf = self._buffer + data if self._buffer else data
+        if self._buffer:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            buf = self._buffer + b"".join(self._parts)
+            self._parts = []
+        else:
+            buf = data
         end = len(buf)
         pos = 0
+        self._need = 0
         while end - pos >= 2:
             first, second = _HEAD.unpack_from(buf, pos)
             if first & 0x70:
@@ -177,6 +194,7 @@ class FrameReader:
             start = pos + head + (4 if self._masked else 0)
             stop = start + length
             if stop > end:
+                self._need = stop - pos
                 break
             payload = buf[start:stop]
             if self._masked and length:
@@ -189,6 +207,7 @@ class FrameReader:
             if message is not None:
                 out.append(message)
         self._buffer = buf[pos:] if pos < end else b""
+        self._have = end - pos
 
     def _assemble(self, opcode: int, fin: bool, payload: bytes) -> tuple[int, bytes | str] | None:
         if opcode == CONTINUATION:

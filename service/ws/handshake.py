@@ -84,6 +84,27 @@ def parse_response_head(head: bytes) -> Response:
     return Response(code, headers, body_length)
 
 
+def dechunk(data: bytes) -> bytes | None:
+    """A ``Transfer-Encoding: chunked`` body decoded; None until its last chunk is in."""
+    out: list[bytes] = []
+    pos = 0
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        try:
+            size = int(data[pos:line_end].split(b";")[0], 16)
+        except ValueError:
+            raise HandshakeError("malformed chunked body") from None
+        if size == 0:
+            return b"".join(out)  # trailers, if any, are of no interest
+        start = line_end + 2
+        if len(data) < start + size + 2:
+            return None
+        out.append(data[start : start + size])
+        pos = start + size + 2
+
+
 def check_accept(response: Response, key: str) -> None:
     """A 101 answer must accept exactly our key and no extension we did not offer."""
     h = response.headers
