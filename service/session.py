@@ -6,7 +6,8 @@ reads again, so a slow side slows the other (backpressure end to end: each
 connection's queue is small and bounded, and reading pauses when it is full).
 The common case skips the pumps: while nothing is queued and the other side can
 take more, each connection hands a message to ``_fast_audio`` / ``_fast_message``
-as soon as it is parsed, which relay it with no task switch (README: Performance). The watchdog holds the deadlines that are not on the per-frame path:
+as soon as it is parsed, which relay it with no task switch (README: Performance).
+The watchdog holds the deadlines that are not on the per-frame path:
 a send that does not finish, Terminate without Termination, a token's session cap,
 and adds the session's use to the per-key counters every second. When upstream
 drops with a transient failure, the same loop goes on with a replacement upstream

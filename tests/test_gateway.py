@@ -111,6 +111,19 @@ def test_bad_parameters_get_3006_before_any_upstream_session(
     assert metric(gateway, "voxgate_client_rejections_total", reason="bad_parameter") == 1.0
 
 
+def ended_upstream_session(sandbox: Proc, before: int) -> dict[str, Any]:
+    """The first upstream session opened after ``before``, once ended (3 s at most)."""
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        upstream = sandbox_sessions(sandbox)[before:]
+        if upstream and upstream[0]["closed_at"]:
+            break
+        time.sleep(0.05)
+    assert upstream and upstream[0]["closed_at"], "upstream session left open"
+    first: dict[str, Any] = upstream[0]
+    return first
+
+
 @pytest.mark.parametrize(
     ("frame", "code", "label"),
     [
@@ -131,13 +144,7 @@ def test_bad_frames_close_with_aai_codes_and_end_the_upstream_session(
     assert out.code == code, out
     assert out.of_type("Error")[-1]["error_code"] == code
     assert metric(gateway, "voxgate_client_rejections_total", reason=label) == 1.0
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        upstream = sandbox_sessions(sandbox)[before:]
-        if upstream and upstream[0]["closed_at"]:
-            break
-        time.sleep(0.05)
-    assert upstream[0]["closed_at"], "upstream session left open"
+    ended_upstream_session(sandbox, before)
 
 
 def test_audio_faster_than_real_time_is_3007(gateway_factory: GatewayFactory) -> None:
@@ -349,11 +356,5 @@ def test_a_frame_breaking_rfc6455_is_closed_by_the_connection_and_counted(
 
     assert run(broken()) == 1007
     assert metric(gateway, "voxgate_client_rejections_total", reason="bad_frame") == 1.0
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        upstream = sandbox_sessions(sandbox)[before:]
-        if upstream and upstream[0]["closed_at"]:
-            break
-        time.sleep(0.05)
-    assert upstream[0]["closed_at"], "upstream session left open"
-    assert upstream[0]["audio_seconds"] > 0.15, upstream[0]
+    upstream = ended_upstream_session(sandbox, before)
+    assert upstream["audio_seconds"] > 0.15, upstream

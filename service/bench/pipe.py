@@ -13,11 +13,11 @@ prints ``pipe listening on ws://HOST:PORT``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from .relay import serve_cli
 
 #: Listen backlog: the bench opens sessions in bursts.
 BACKLOG = 1024
@@ -105,15 +105,7 @@ async def serve_pipe(upstream: str, host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--upstream", required=True, help="ws://HOST:PORT of the upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    ns = parser.parse_args()
-    import uvloop
-
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve_pipe(ns.upstream, ns.host, ns.port))
+    serve_cli(serve_pipe, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -77,8 +79,12 @@ async def serve_relay(upstream_base: str, host: str, port: int) -> None:
         await server.serve_forever()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve_cli(
+    serve: Callable[[str, str, int], Coroutine[Any, Any, None]], description: str
+) -> None:
+    """The command line of a bench target (``--upstream``, ``--host``, ``--port``),
+    served on uvloop until interrupted."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--upstream", required=True, help="ws://HOST:PORT of the upstream")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -86,7 +92,11 @@ def main() -> None:
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve_relay(ns.upstream.rstrip("/"), ns.host, ns.port))
+        uvloop.run(serve(ns.upstream.rstrip("/"), ns.host, ns.port))
+
+
+def main() -> None:
+    serve_cli(serve_relay, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
