@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from service.metrics import Metrics
 from service.protocol import PaceGuard
@@ -206,3 +210,53 @@ def test_upstream_messages_reach_redis_in_the_order_they_reach_the_client() -> N
     assert on_wire == ["x", "X."]
     assert published == [False, True]
     assert completed == 1
+
+
+@pytest.mark.integration
+def test_the_client_speaks_tls_to_a_wss_upstream(tmp_path: Path) -> None:
+    """AssemblyAI is reached over wss://: the client does TLS with the host name
+    checked against the certificate, then the WebSocket over it."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            *subject,
+            *files,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def scenario() -> bytes | str:
+        async def echo(ws: ServerConnection) -> None:
+            await ws.send(await ws.recv())
+
+        async with serve(echo, "localhost", 0, ssl=server_tls) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            connection = await client.connect(
+                f"wss://localhost:{port}/v3/ws",
+                headers={},
+                max_size=1 << 20,
+                max_queue=4,
+                close_timeout=1.0,
+                ssl_context=client_tls,
+            )
+            await connection.send("over TLS")
+            answer = await connection.recv()
+            await connection.close()
+            return answer
+
+    assert run(scenario) == "over TLS"
