@@ -386,35 +386,29 @@ class Session:
             while True:
                 raw = await recv()
                 received = perf()
-                if isinstance(raw, str):
-                    message = _parse(raw)
-                    if message is not None and seam.rewriting:
-                        message = seam.rewrite(message)
-                        if message is None:
-                            continue
-                        raw = json.dumps(message)
-                    if message is not None and message.get("type") == "Error":
-                        # Upstream closes right after its Error. Held back: if a
-                        # replacement upstream carries on, the client never sees it.
-                        held_error = (raw, message)
+                message = _parse(raw) if isinstance(raw, str) else None
+                if message is not None and seam.rewriting:
+                    message = seam.rewrite(message)
+                    if message is None:
                         continue
-                    self._down_send_started = clock()
-                    try:
-                        await send(raw)
-                    except ConnectionClosed as exc:
-                        gone = exc
-                        break
+                    raw = json.dumps(message)
+                if message is not None and message.get("type") == "Error":
+                    # Upstream closes right after its Error. Held back: if a
+                    # replacement upstream carries on, the client never sees it.
+                    assert isinstance(raw, str)  # only text parses to a message
+                    held_error = (raw, message)
+                    continue
+                self._down_send_started = clock()
+                try:
+                    await send(raw)
+                except ConnectionClosed as exc:
+                    gone = exc
+                    break
+                if isinstance(raw, str):
                     self.bytes_down += len(raw)
                     if message is not None:
                         seam.delivered(message)
                         self._observe(raw, message)
-                else:
-                    self._down_send_started = clock()
-                    try:
-                        await send(raw)
-                    except ConnectionClosed as exc:
-                        gone = exc
-                        break
                 self._down_send_started = 0.0
                 observe(perf() - received)
         except ConnectionClosed as exc:
