@@ -177,22 +177,19 @@ class Bench:
         )
 
     def start_relay(self) -> Server:
-        self._logs += 1
-        return start_server(
-            "relay",
-            ["-m", "service.bench.relay", "--upstream", self.sim.url],
-            {},
-            self.plan.workdir / f"relay-{self._logs}.log",
-            self.relay_cpus,
-        )
+        return self._start_floor("relay")
 
     def start_pipe(self) -> Server:
+        return self._start_floor("pipe")
+
+    def _start_floor(self, name: str) -> Server:
+        """``bench/relay.py`` or ``bench/pipe.py`` in front of the simulator."""
         self._logs += 1
         return start_server(
-            "pipe",
-            ["-m", "service.bench.pipe", "--upstream", self.sim.url],
+            name,
+            ["-m", f"service.bench.{name}", "--upstream", self.sim.url],
             {},
-            self.plan.workdir / f"pipe-{self._logs}.log",
+            self.plan.workdir / f"{name}-{self._logs}.log",
             self.relay_cpus,
         )
 
