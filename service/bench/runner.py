@@ -177,12 +177,9 @@ class Bench:
         )
 
     def start_relay(self) -> Server:
-        return self._start_floor("relay")
+        return self.start_floor("relay")
 
-    def start_pipe(self) -> Server:
-        return self._start_floor("pipe")
-
-    def _start_floor(self, name: str) -> Server:
+    def start_floor(self, name: str) -> Server:
         """``bench/relay.py`` or ``bench/pipe.py`` in front of the simulator."""
         self._logs += 1
         return start_server(
@@ -268,25 +265,18 @@ class Bench:
 
     async def row(self, profile: str, streams: int) -> stats.Row:
         """Direct, relay, byte pipe, gateway one after the other (latency, set-up,
-        memory), then
-        relay and gateway side by side on the same core (their CPU ratio)."""
+        memory), then relay and gateway side by side on the same core (their CPU ratio)."""
         upstream_key = SIM_ECHO_KEY if profile == "echo" else SIM_OK_KEY
         phases: dict[str, stats.Phase] = {}
         phases["direct"] = await self.phase("direct", streams, profile=profile, keys=[upstream_key])
-        relay = self.start_relay()
-        try:
-            phases["relay"] = await self.phase(
-                "relay", streams, profile=profile, servers=[relay], keys=[upstream_key]
-            )
-        finally:
-            relay.stop()
-        pipe = self.start_pipe()
-        try:
-            phases["pipe"] = await self.phase(
-                "pipe", streams, profile=profile, servers=[pipe], keys=[upstream_key]
-            )
-        finally:
-            pipe.stop()
+        for floor in ("relay", "pipe"):
+            server = self.start_floor(floor)
+            try:
+                phases[floor] = await self.phase(
+                    floor, streams, profile=profile, servers=[server], keys=[upstream_key]
+                )
+            finally:
+                server.stop()
         gateway = self.start_gateway(upstream_key)
         try:
             phases["gateway"] = await self.phase(
