@@ -27,9 +27,10 @@ from .metrics import Metrics, Outcome
 from .protocol import ProtocolViolation, parse_stream_params
 from .publisher import Publisher
 from .registry import SessionRegistry
-from .session import Session
+from .session import WATCHDOG_INTERVAL, Session
 from .settings import Settings
 from .sharedpool import SharedPool, instance_id
+from .ticker import Ticker
 from .upstream import UpstreamSession
 from .ws.connection import ConnectionClosed
 from .ws.server import ServerWebSocket
@@ -46,6 +47,7 @@ class Gateway:
         self.auth = ClientAuthenticator(settings.client_keys)
         self.browser = BrowserRoutes(settings, self.auth, self.metrics)
         self.registry = SessionRegistry()
+        self.ticker = Ticker(WATCHDOG_INTERVAL)  # every session's watchdog
         self.pool = KeyPool(
             settings.upstream_keys,
             max_sessions=settings.key_max_sessions,
@@ -162,6 +164,7 @@ class Gateway:
             reopen=reopen,
             max_seconds=admission.max_session_seconds,
             failovers=opened.attempts - 1,
+            ticker=self.ticker,
         )
         self.metrics.sessions_started.inc()
         self.metrics.sessions_active.inc()

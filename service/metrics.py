@@ -141,12 +141,11 @@ class Metrics:
             buckets=RELAY_BUCKETS,
             registry=r,
         )
-        self.transcript_lag_seconds = Histogram(
-            "transcript_lag_seconds",
+        self.transcript_lag_seconds = LoopHistogram(  # also observed per message
+            f"{NAMESPACE}_transcript_lag_seconds",
             "Audio seconds relayed when a Turn arrives minus its last word's end, by turn kind",
             ["turn"],
             buckets=LAG_BUCKETS,
-            namespace=NAMESPACE,
             registry=r,
         )
         self.reconnects = Counter(

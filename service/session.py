@@ -1,7 +1,8 @@
 """One relayed session: client audio up, upstream messages down, then a clean end.
 
-Two pumps and a watchdog run as tasks; the first to finish decides how the
-session ends and the others are cancelled. Each pump awaits its send before it
+Two pumps run as tasks, beside a watchdog (a function the process's one ``Ticker``
+calls every WATCHDOG_INTERVAL); the first to finish decides how the session ends
+and the others are cancelled. Each pump awaits its send before it
 reads again, so a slow side slows the other (backpressure end to end: each
 connection's queue is small and bounded, and reading pauses when it is full).
 The common case skips the pumps: while nothing is queued and the other side can
@@ -41,6 +42,7 @@ from .protocol import (
 from .publisher import SessionPublisher
 from .seam import Seam
 from .settings import Settings
+from .ticker import Ticker
 from .upstream import UpstreamSession
 from .ws.connection import ConnectionClosed
 from .ws.server import ServerWebSocket
@@ -58,6 +60,7 @@ CLEANUP_TIMEOUT = 2.0
 #: Replacement upstream sessions one client session may use after upstream drops.
 MAX_RECONNECTS = 3
 _TERMINATE = json.dumps({"type": "Terminate"})
+_perf = time.perf_counter
 #: Framing errors the client's connection answers with a close code itself.
 _FRAMING_VIOLATIONS = {
     1002: Violation.BAD_FRAME,
@@ -98,6 +101,7 @@ class Session:
         reopen: Reopen | None = None,
         max_seconds: float | None = None,
         failovers: int = 0,
+        ticker: Ticker | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -142,6 +146,14 @@ class Session:
         self.upstream_close: tuple[int, str] | None = None
         # A violation found by _fast_audio, raised by the pump when the frame reaches it.
         self._fast_violation: ProtocolViolation | None = None
+        # The last frame size _fast_audio checked, and its audio seconds.
+        self._frame_size = -1
+        self._frame_seconds = 0.0
+        # The watchdog: checked by the shared ticker, ends the relay through _watch.
+        self._ticker = ticker if ticker is not None else Ticker(WATCHDOG_INTERVAL)
+        self._watch: asyncio.Future[End] | None = None
+        self._relay_up = metrics.relay_up.observe
+        self._relay_down = metrics.relay_down.observe
 
     @property
     def audio_seconds(self) -> float:
@@ -198,7 +210,9 @@ class Session:
         """Run both pumps and the watchdog on the current upstream until one ends."""
         up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
         down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
-        tasks = [up, down, asyncio.create_task(self._watchdog(), name="watchdog")]
+        self._watch = watch = self._loop.create_future()
+        tasks: list[asyncio.Future[End]] = [up, down, watch]
+        self._ticker.add(self._tick)
         # Only while this upstream relays (after, messages wait in the queues).
         self.client.on_message = self._fast_audio
         self.upstream.connection.on_message = self._fast_message
@@ -214,6 +228,7 @@ class Session:
                 return self._end_of(down) if down.done() else self._upstream_closed(lost)
             return self._end_of(first)
         finally:
+            self._ticker.discard(self._tick)
             self.client.on_message = self.upstream.connection.on_message = None
             for task in tasks:
                 task.cancel()
@@ -256,7 +271,7 @@ class Session:
         )
         return True
 
-    def _end_of(self, task: asyncio.Task[End]) -> End:
+    def _end_of(self, task: asyncio.Future[End]) -> End:
         try:
             return task.result()
         except ProtocolViolation as violation:
@@ -325,17 +340,22 @@ class Session:
             or not upstream.writable
         ):
             return False
-        received = time.perf_counter()
+        received = _perf()
+        size = len(data)
         try:
-            seconds = check_audio_frame(len(data), self.params)
+            if size == self._frame_size:  # clients send frames of one size: checked once
+                seconds = self._frame_seconds
+            else:
+                seconds = check_audio_frame(size, self.params)
+                self._frame_size, self._frame_seconds = size, seconds
             self._pace.feed(seconds, self._loop.time())
         except ProtocolViolation as violation:
             self._fast_violation = violation
             return False
-        self.bytes_up += len(data)
+        self.bytes_up += size
         self.seam.sent(data)
         upstream.write(data)
-        self.metrics.relay_up.observe(time.perf_counter() - received)
+        self._relay_up(_perf() - received)
         return True
 
     def _fast_message(self, raw: bytes | str) -> bool:
@@ -352,7 +372,7 @@ class Session:
             or not client.writable
         ):
             return False
-        received = time.perf_counter()
+        received = _perf()
         message = _parse(raw)
         if message is not None and message.get("type") == "Error":
             return False
@@ -361,7 +381,7 @@ class Session:
         if message is not None:
             self.seam.delivered(message)
             self._observe(raw, message)
-        self.metrics.relay_down.observe(time.perf_counter() - received)
+        self._relay_down(_perf() - received)
         return True
 
     def _client_gone(self, gone: ConnectionClosed) -> End:
@@ -449,25 +469,31 @@ class Session:
             upstream_error=held_error[0] if held_error is not None else None,
         )
 
-    async def _watchdog(self) -> End:
+    def _tick(self, now: float) -> None:
+        """The watchdog, called by the shared ticker while a relay runs: ends the
+        relay (through ``_watch``) when a deadline has passed."""
+        end = self._overdue(now)
+        if end is not None and self._watch is not None and not self._watch.done():
+            self._watch.set_result(end)
+            self._ticker.discard(self._tick)
+
+    def _overdue(self, now: float) -> End | None:
         send_timeout = self.settings.send_timeout
-        while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
-            now = self._loop.time()
-            if now - self._counted_at >= ACCOUNT_INTERVAL:
-                self._account()
-            if self._up_send_started and now - self._up_send_started > send_timeout:
-                self.log.warning("upstream_stuck", seconds=send_timeout)
-                return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_STUCK)
-            if self._down_send_started and now - self._down_send_started > send_timeout:
-                self.log.warning("client_stuck", seconds=send_timeout)
-                return End(Outcome.CLIENT_GONE, None)
-            if self._expires_at is not None and now >= self._expires_at:
-                self.log.info("session_cap_reached")
-                return End(Outcome.EXPIRED, closes.SESSION_CAP)
-            if self._terminate_deadline is not None and now > self._terminate_deadline:
-                self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
-                return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
+        if now - self._counted_at >= ACCOUNT_INTERVAL:
+            self._account()
+        if self._up_send_started and now - self._up_send_started > send_timeout:
+            self.log.warning("upstream_stuck", seconds=send_timeout)
+            return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_STUCK)
+        if self._down_send_started and now - self._down_send_started > send_timeout:
+            self.log.warning("client_stuck", seconds=send_timeout)
+            return End(Outcome.CLIENT_GONE, None)
+        if self._expires_at is not None and now >= self._expires_at:
+            self.log.info("session_cap_reached")
+            return End(Outcome.EXPIRED, closes.SESSION_CAP)
+        if self._terminate_deadline is not None and now > self._terminate_deadline:
+            self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
+            return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
+        return None
 
     # ------------------------------------------------------------------ endings
 

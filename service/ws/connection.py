@@ -48,6 +48,9 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
+_OPEN: Final = State.OPEN  # (a global is found faster than an enum member)
+
+
 class Closed(NamedTuple):
     code: int
     reason: str
@@ -113,6 +116,16 @@ class WebSocket(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
+        handler = self.on_message
+        if handler is not None and self.state is _OPEN and not self._messages:
+            # The usual read while relaying: one whole data frame, handed on at once.
+            message = self._reader.whole(data)
+            if message is not None:
+                self._heard = True
+                if not self._offer(handler, message):
+                    self._messages.append(message)
+                    self._queued()
+                return
         if self.state is State.CONNECTING:
             self._handshake_data(data)
             return
@@ -140,12 +153,16 @@ class WebSocket(asyncio.Protocol):
         if error is not None and self.state is State.OPEN:
             self.fail(error.code, error.reason)  # what came before it is still delivered
         if messages:
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
-            full = len(messages) >= self._max_queue
-            if full and not self._reading_paused and self.state is State.OPEN:
-                self._reading_paused = True  # (once closing, nothing more is queued)
-                self.transport.pause_reading()
+            self._queued()
+
+    def _queued(self) -> None:
+        """Messages wait for ``recv``: wake it; pause reading once the queue is full."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        full = len(self._messages) >= self._max_queue
+        if full and not self._reading_paused and self.state is State.OPEN:
+            self._reading_paused = True  # (once closing, nothing more is queued)
+            self.transport.pause_reading()
 
     @staticmethod
     def _offer(handler: Callable[[bytes | str], bool], payload: bytes | str) -> bool:

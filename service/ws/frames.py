@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
-_c_apply_mask: Callable[[bytes, bytes], bytes] | None
-try:  # the C masking routine of the websockets package (a dependency anyway)
-    from websockets.speedups import apply_mask as _c_apply_mask
+
+def _py_apply_mask(data: bytes, mask: bytes) -> bytes:  # pragma: no cover - see below
+    n = len(data)
+    repeated = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
+
+
+apply_mask: Callable[[bytes, bytes], bytes]
+"""XOR ``data`` with the 4-byte ``mask`` (the same call masks and unmasks): the C
+routine of the websockets package (a dependency anyway), else pure Python."""
+try:
+    from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - only without its compiled extension
-    _c_apply_mask = None
+    apply_mask = _py_apply_mask
 
 CONTINUATION: Final = 0x0
 TEXT: Final = 0x1
@@ -52,13 +61,32 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def apply_mask(data: bytes, mask: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte ``mask`` (the same call masks and unmasks)."""
-    if _c_apply_mask is not None:
-        return bytes(_c_apply_mask(data, mask))
-    n = len(data)  # pragma: no cover - fallback without the C routine
-    repeated = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
+#: Masking keys are read from the OS's random source this many bytes at a time (one
+#: ``getrandom`` per 1024 frames, not one per frame); each key is used once.
+_KEY_BLOCK = 4096
+
+
+def _mask_keys() -> Iterator[bytes]:
+    while True:
+        block = os.urandom(_KEY_BLOCK)
+        for i in range(0, _KEY_BLOCK, 4):
+            yield block[i : i + 4]
+
+
+_keys = _mask_keys()
+
+
+def _fresh_keys() -> None:  # a forked worker must not reuse its parent's keys
+    global _keys
+    _keys = _mask_keys()
+
+
+os.register_at_fork(after_in_child=_fresh_keys)
+
+
+def mask_key() -> bytes:
+    """A fresh, unpredictable 4-byte masking key (RFC 6455 5.3)."""
+    return next(_keys)
 
 
 def encode(opcode: int, payload: bytes, *, mask: bool) -> bytes:
@@ -74,8 +102,8 @@ def encode(opcode: int, payload: bytes, *, mask: bool) -> bytes:
         head = _HEAD64.pack(first, bit | 127, n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
-    return head + key + apply_mask(payload, key)
+    key = next(_keys)
+    return b"".join((head, key, apply_mask(payload, key)))
 
 
 def close_payload(code: int, reason: str) -> bytes:
@@ -118,6 +146,7 @@ class FrameReader:
         "_fragment_size",
         "_fragments",
         "_have",
+        "_mask_bit",
         "_masked",
         "_max_size",
         "_need",
@@ -128,6 +157,7 @@ class FrameReader:
     def __init__(self, *, masked: bool, max_size: int) -> None:
         self.error: FrameError | None = None
         self._masked = masked
+        self._mask_bit = 0x80 if masked else 0
         self._max_size = max_size
         self._buffer = b""  # the start of an incomplete frame
         # Reads of a frame whose size is known gather here until it is complete, so a
@@ -151,6 +181,42 @@ class FrameReader:
             self.error = exc
             self._buffer, self._fragments, self._parts = b"", [], []
         return out
+
+    def whole(self, data: bytes) -> bytes | str | None:
+        """The message when ``data`` is exactly one whole, final, rule-abiding data
+        frame and nothing is pending (the usual read of a relayed stream); else None,
+        and ``feed`` must take ``data`` (it also finds what, if anything, is wrong)."""
+        first = data[0] if data else 0
+        if (first != 0x82 and first != 0x81) or self._buffer or self._fragment_op:
+            return None  # not FIN + TEXT/BINARY without reserved bits, or state pending
+        second = data[1] if len(data) > 1 else 0
+        if second & 0x80 != self._mask_bit:
+            return None
+        length = second & 0x7F
+        head = 2
+        if length == 126:
+            if len(data) < 4:
+                return None
+            length = data[2] << 8 | data[3]
+            head = 4
+        elif length == 127:
+            return None
+        if length > self._max_size or self.error is not None:
+            return None
+        if self._mask_bit:
+            if head + 4 + length != len(data):
+                return None
+            payload = apply_mask(data[head + 4 :], data[head : head + 4])
+        elif head + length != len(data):
+            return None
+        else:
+            payload = data[head:]
+        if first == 0x81:
+            try:
+                return payload.decode()
+            except UnicodeDecodeError:
+                return None
+        return payload
 
     def _parse(self, data: bytes, out: list[tuple[int, bytes | str]]) -> None:
         if self._buffer:

@@ -1,0 +1,144 @@
+"""The pieces of the per-frame fast path (README: Performance): the one-frame parse
+``FrameReader.whole``, the masking keys read in blocks, the shared watchdog ticker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from service.ticker import Ticker
+from service.ws.frames import (
+    BINARY,
+    CONTINUATION,
+    PING,
+    TEXT,
+    FrameReader,
+    apply_mask,
+    encode,
+    mask_key,
+)
+
+MAX_SIZE = 70_000
+
+
+def reader(masked: bool = True) -> FrameReader:
+    return FrameReader(masked=masked, max_size=MAX_SIZE)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 1600, 65535])
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_whole_gives_what_feed_gives_for_one_whole_frame(
+    masked: bool, size: int, opcode: int
+) -> None:
+    """Every 7- and 16-bit length, both roles, text and binary: the same message as
+    the general parser, and the reader is left as fresh (the next frame parses)."""
+    payload = b"a" * size
+    data = encode(opcode, payload, mask=masked)
+    fast, general = reader(masked), reader(masked)
+    message = fast.whole(data)
+    assert message is not None
+    assert [(opcode, message)] == general.feed(data)
+    assert fast.feed(encode(BINARY, b"next", mask=masked)) == [(BINARY, b"next")]
+
+
+def hand_frame(first: int, payload: bytes, *, second_bit: int = 0x80) -> bytes:
+    key = b"\x09\x08\x07\x06"
+    body = apply_mask(payload, key) if second_bit else payload
+    return bytes([first, second_bit | len(payload)]) + (key if second_bit else b"") + body
+
+
+@pytest.mark.parametrize(
+    ("why", "data"),
+    [
+        ("not final", hand_frame(0x02, b"part")),
+        ("a control frame", encode(PING, b"hi", mask=True)),
+        ("a reserved bit", hand_frame(0xC2, b"x")),
+        ("not masked by a client", hand_frame(0x82, b"x", second_bit=0)),
+        ("two frames in one read", encode(BINARY, b"a", mask=True) * 2),
+        ("a partial frame", encode(BINARY, b"abcdef", mask=True)[:-1]),
+        ("a 64-bit length", encode(BINARY, b"x" * 65536, mask=True)),
+        ("text that is not UTF-8", encode(TEXT, b"\xff\xfe", mask=True)),
+        ("empty", b""),
+        ("one byte", b"\x82"),
+    ],
+)
+def test_whole_leaves_everything_else_to_feed(why: str, data: bytes) -> None:
+    """Anything but one whole, final, rule-abiding data frame is not taken (None), and
+    the reader is untouched, so ``feed`` still parses it or finds what is wrong."""
+    fast = reader()
+    assert fast.whole(data) is None, why
+    assert fast.feed(data) == reader().feed(data)
+
+
+def test_whole_leaves_a_message_over_max_size_to_feed() -> None:
+    """Over ``max_size`` (with a 16-bit length): not taken; ``feed`` answers 1009."""
+    small = FrameReader(masked=True, max_size=1000)
+    data = encode(BINARY, b"x" * 1001, mask=True)
+    assert small.whole(data) is None
+    assert small.feed(data) == [] and small.error is not None and small.error.code == 1009
+
+
+def test_whole_waits_while_a_frame_or_a_fragmented_message_is_pending() -> None:
+    """With part of a frame buffered, or inside a fragmented message, a whole frame
+    must go through ``feed`` (which joins, or refuses a message inside another)."""
+    partial = reader()
+    assert partial.feed(encode(BINARY, b"abcdef", mask=True)[:3]) == []
+    assert partial.whole(encode(BINARY, b"x", mask=True)) is None
+
+    fragmented = reader()
+    assert fragmented.feed(hand_frame(0x01, b"he")) == []  # TEXT, not final
+    assert fragmented.whole(encode(BINARY, b"x", mask=True)) is None
+    assert fragmented.feed(hand_frame(0x80 | CONTINUATION, b"llo")) == [(TEXT, "hello")]
+
+
+def test_mask_keys_are_fresh_across_blocks_and_after_a_fork() -> None:
+    """Keys come from the OS in blocks of 1024: across several blocks they are 4 bytes
+    and almost all distinct; a forked child does not repeat its parent's."""
+    keys = [mask_key() for _ in range(3000)]
+    assert {len(k) for k in keys} == {4}
+    assert len(set(keys)) > 2990  # a repeat among 3000 random 32-bit keys is rare
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next key, to the parent
+        os.write(write, mask_key())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_key = os.read(read, 4)
+    os.close(read)
+    os.close(write)
+    assert child_key != mask_key()
+
+
+def test_ticker_calls_each_function_until_discarded_and_survives_a_failing_one() -> None:
+    """One timer for all: each registered function gets the loop's time every
+    interval; one that raises does not stop the others; with none left, no timer."""
+
+    async def scenario() -> None:
+        ticker = Ticker(0.01)
+        seen: list[float] = []
+        three = asyncio.Event()
+
+        def record(now: float) -> None:
+            seen.append(now)
+            if len(seen) >= 3:
+                three.set()
+
+        def broken(now: float) -> None:
+            raise RuntimeError("a bug in one session")
+
+        ticker.add(broken)
+        ticker.add(record)
+        async with asyncio.timeout(2.0):
+            await three.wait()
+        assert seen == sorted(seen) and seen[-1] <= asyncio.get_running_loop().time()
+        ticker.discard(record)
+        ticker.discard(broken)
+        assert len(ticker) == 0 and ticker._timer is None
+        count = len(seen)
+        await asyncio.sleep(0.05)
+        assert len(seen) == count
+
+    asyncio.run(scenario())
