@@ -37,34 +37,42 @@ SESSION_CHANNEL = "voxgate:session:{}"
 TAG_CHANNEL = "voxgate:tag:{}"
 #: Envelopes sent to Redis in one script call.
 BATCH = 100
-#: Envelopes encoded between two yields to the event loop while a batch is built
-#: (about 20 us of CPU each): a big batch must not hold up the frames being relayed.
-PREPARE_SLICE = 16
 #: After the backlog wakes from empty, how long more envelopes may gather before the
 #: batch goes out: one script call per burst, not per envelope (a call costs about
 #: 200 us of CPU on top of its envelopes). Delays an envelope by at most this.
 BATCH_LINGER = 0.02
-#: One batch is one script call: a pipeline of PUBLISH and XADD costs redis-py about
-#: 60 us of CPU per envelope (packing, then one reply read per command), the script
-#: about a third of that (README: Performance). ARGV[1] is the stream's MAXLEN, then
-#: per envelope: the number of channels N, N channels, the envelope's JSON, 1 when it
-#: goes to the stream (else 0), its session id and seq.
+#: One batch is one script call, with one argument per envelope: a pipeline of
+#: PUBLISH and XADD cost redis-py about 60 us of CPU per envelope (packing, then one
+#: reply read per command), a script with six arguments per envelope 40 us, this
+#: one about half that (README: Performance). ARGV[1] is the stream's MAXLEN; each
+#: further argument is a header line of decimal fields, "S SEQ L0 L1 [L2]": S is 1
+#: when the envelope goes to the stream, L0 the byte length of the session id, L1
+#: (L2) those of its channels; then, with no separator, the session id, the
+#: channels, and the envelope's JSON (all the rest).
 PUBLISH_LUA = """
 local maxlen = ARGV[1]
-local i = 2
-local n = #ARGV
-while i <= n do
-  local channels = tonumber(ARGV[i])
-  local text = ARGV[i + channels + 1]
-  for c = 1, channels do
-    redis.call('PUBLISH', ARGV[i + c], text)
+for i = 2, #ARGV do
+  local a = ARGV[i]
+  local nl = string.find(a, "\\n", 1, true)
+  local fields = {}
+  for f in string.gmatch(string.sub(a, 1, nl - 1), "%d+") do
+    fields[#fields + 1] = f
   end
-  i = i + channels + 2
-  if ARGV[i] == '1' then
+  local pos = nl + 1
+  local parts = {}
+  for k = 3, #fields do
+    local n = tonumber(fields[k])
+    parts[#parts + 1] = string.sub(a, pos, pos + n - 1)
+    pos = pos + n
+  end
+  local text = string.sub(a, pos)
+  for k = 2, #parts do
+    redis.call('PUBLISH', parts[k], text)
+  end
+  if fields[1] == '1' then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      'session_id', ARGV[i + 1], 'seq', ARGV[i + 2], 'envelope', text)
+      'session_id', parts[1], 'seq', fields[2], 'envelope', text)
   end
-  i = i + 3
 end
 return 1
 """
@@ -81,25 +89,31 @@ log = get_logger("voxgate.redis")
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    body: dict[str, Any]
-    channels: tuple[str, ...]
+    #: The envelope's JSON, as published.
+    text: str
+    #: Its header for the publish script: fields, session id and channels.
+    header: str
     to_stream: bool
-    #: The upstream message as it came (``body["message"]`` parsed): spliced into
-    #: the envelope's JSON as it is, not encoded again.
-    raw_message: str | None = None
 
-    def text(self) -> str:
-        if self.raw_message is None:
-            return json.dumps(self.body, separators=(",", ":"))
-        head = {k: v for k, v in self.body.items() if k != "message"}
-        return json.dumps(head, separators=(",", ":"))[:-1] + ',"message":' + self.raw_message + "}"
+    def script_arg(self) -> str:
+        return self.header + self.text
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode())
 
 
 class SessionPublisher:
     """Numbers and wraps one session's events.
 
     ``seq`` counts every envelope of the session from 0 (pub/sub carries them all);
-    ``stream_seq`` counts those that go to the stream, also from 0.
+    ``stream_seq`` counts those that go to the stream, also from 0. What stays the
+    same for the session (its id, client, tag, channels) is encoded once: an
+    upstream message costs one string format, and is spliced in as it came.
     """
 
     def __init__(self, publisher: Publisher, session_id: str, client: str, tag: str | None) -> None:
@@ -113,16 +127,21 @@ class SessionPublisher:
         if tag:
             channels.append(TAG_CHANNEL.format(tag))
         self._channels = tuple(channels)
+        lengths = " ".join(str(_utf8_len(x)) for x in (session_id, *channels))
+        self._header_tail = f" {lengths}\n{session_id}{''.join(channels)}"
+        # A "message" envelope up to its seq, then from the instance up to its ts.
+        self._message_head = (
+            f'{{"event":"message","session_id":{_json(session_id)},"client":{_json(client)},'
+            f'"tag":{_json(tag)},"seq":'
+        )
+        self._instance = f',"instance":{_json(publisher.instance)},"ts":'
 
-    def _emit(
-        self,
-        event: str,
-        payload: dict[str, Any],
-        *,
-        final: bool,
-        stream: bool,
-        raw_message: str | None = None,
-    ) -> None:
+    def _publish(self, text: str, seq: int, *, final: bool, stream: bool) -> None:
+        header = f"{1 if stream else 0} {seq}{self._header_tail}"
+        self._publisher.publish(Envelope(text, header, stream), final=final)
+
+    def _emit(self, event: str, payload: dict[str, Any], *, final: bool) -> None:
+        """A lifecycle event (these always go to the stream)."""
         body = {
             "event": event,
             "session_id": self.session_id,
@@ -132,28 +151,38 @@ class SessionPublisher:
             "instance": self._publisher.instance,
             "ts": round(time.time(), 6),
             **payload,
+            "stream_seq": self._stream_seq,
         }
+        self._publish(_json(body), self._seq, final=final, stream=True)
         self._seq += 1
-        if stream:
-            # Consecutive over what goes to the stream, so a stream reader can see a gap.
-            body["stream_seq"] = self._stream_seq
-            self._stream_seq += 1
-        self._publisher.publish(Envelope(body, self._channels, stream, raw_message), final=final)
+        self._stream_seq += 1
 
     def started(self, params: dict[str, str]) -> None:
-        self._emit("session.started", {"params": params}, final=True, stream=True)
+        self._emit("session.started", {"params": params}, final=True)
 
     def message(self, raw: str, message: dict[str, Any]) -> None:
-        """Final turns and the session's Begin, Termination and Error are kept (the
-        stream, never shed first); partials and every other type (Heartbeat,
-        SpeechStarted, unknown ones) are live only: pub/sub, and shed first."""
+        """``raw`` as it came from upstream, ``message`` parsed. Final turns and the
+        session's Begin, Termination and Error are kept (the stream, never shed
+        first); partials and every other type (Heartbeat, SpeechStarted, unknown
+        ones) are live only: pub/sub, and shed first."""
         kind = message.get("type")
         final = bool(message.get("end_of_turn")) if kind == "Turn" else kind in _KEPT_TYPES
         stream = final or self._publisher.stream_partials
-        self._emit("message", {"message": message}, final=final, stream=stream, raw_message=raw)
+        seq = self._seq
+        ts = repr(round(time.time(), 6))
+        if stream:
+            text = (
+                f'{self._message_head}{seq}{self._instance}{ts},"stream_seq":{self._stream_seq}'
+                f',"message":{raw}}}'
+            )
+            self._stream_seq += 1
+        else:
+            text = f'{self._message_head}{seq}{self._instance}{ts},"message":{raw}}}'
+        self._seq += 1
+        self._publish(text, seq, final=final, stream=stream)
 
     def ended(self, **summary: Any) -> None:
-        self._emit("session.ended", summary, final=True, stream=True)
+        self._emit("session.ended", summary, final=True)
 
 
 class Publisher:
@@ -172,6 +201,7 @@ class Publisher:
         self._stream_maxlen = stream_maxlen
         self._metrics = metrics
         self._backlog: Backlog[Envelope] = Backlog(backlog)
+        metrics.redis_backlog.set_function(lambda: len(self._backlog))  # read when scraped
         self._wake = asyncio.Event()
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
@@ -189,7 +219,6 @@ class Publisher:
         if dropped is not None:
             kind = "final" if dropped.final else "partial"
             self._metrics.redis_dropped.labels(kind).inc()
-        self._metrics.redis_backlog.set(len(self._backlog))
         self._wake.set()
 
     @property
@@ -238,25 +267,13 @@ class Publisher:
     async def _send_batch(self) -> None:
         batch = self._backlog.peek(BATCH)
         started = time.perf_counter()
+        # Each envelope was encoded when it was queued: this is one join per envelope.
         args: list[str | int] = [self._stream_maxlen]
-        for i, entry in enumerate(batch):
-            if i and not i % PREPARE_SLICE:
-                await asyncio.sleep(0)  # let frames through: the batch waits, not they
-            envelope = entry.item
-            body = envelope.body
-            args.append(len(envelope.channels))
-            args.extend(envelope.channels)
-            args += (
-                envelope.text(),
-                1 if envelope.to_stream else 0,
-                body["session_id"],
-                body["seq"],
-            )
+        args += [entry.item.script_arg() for entry in batch]
         await self._publish_script(keys=[STREAM_KEY], args=args)
         self._backlog.pop(len(batch))
         self._metrics.redis_publish_seconds.observe(time.perf_counter() - started)
         self._metrics.redis_published.inc(len(batch))
-        self._metrics.redis_backlog.set(len(self._backlog))
         self._set_up(True, "")
 
     @property

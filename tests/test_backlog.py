@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from service.backlog import Backlog
@@ -77,9 +79,11 @@ def test_what_the_stream_keeps_and_what_is_live_only() -> None:
         {"type": "Error", "error_code": 1011},
         {"type": "Termination"},
     ]:
-        session.message("{}", message)
+        session.message(json.dumps(message), message)
     entries = publisher._backlog.peek(10)
-    kept = [(e.item.body["message"]["type"], e.final, e.item.to_stream) for e in entries]
+    kept = [
+        (json.loads(e.item.text)["message"]["type"], e.final, e.item.to_stream) for e in entries
+    ]
     assert kept == [
         ("Begin", True, True),
         ("Turn", False, False),

@@ -264,3 +264,66 @@ def test_invalid_tags_are_refused_with_a_clear_3006(gateway: Proc, query: str) -
     out = run(session(gateway.url, [], query=query))
     assert out.code == 3006
     assert "voxgate_tag" in out.reason
+
+
+def test_the_publish_script_splits_each_envelope_by_byte_lengths(
+    redis_server: RedisServer,
+) -> None:
+    """One script argument per envelope carries the session id and channels by their
+    UTF-8 byte lengths: with non-ASCII ids and a tag, every envelope reaches both
+    channels and the stream intact, with the stream's session_id and seq fields, in
+    order; a partial goes to pub/sub only."""
+    from service.metrics import Metrics
+    from service.publisher import Publisher
+
+    sid, tag = "sé-1 ü", "déskø"
+    client = redis.Redis.from_url(redis_server.url)
+    pubsub = client.pubsub()
+    pubsub.subscribe(f"voxgate:session:{sid}", f"voxgate:tag:{tag}")
+    pubsub.get_message(timeout=1.0)
+    pubsub.get_message(timeout=1.0)  # the two subscribe confirmations
+    turns = [
+        {"type": "Turn", "end_of_turn": False, "transcript": "hé"},
+        {"type": "Turn", "end_of_turn": True, "transcript": "hé lo\n"},
+    ]
+
+    async def publish() -> None:
+        publisher = Publisher(
+            redis_server.url, Metrics(), backlog=100, stream_maxlen=100, stream_partials=False
+        )
+        publisher.start()
+        session = publisher.session(sid, "clïent", tag)
+        session.started({"sample_rate": "16000"})
+        for turn in turns:
+            session.message(json.dumps(turn, ensure_ascii=False), turn)
+        session.ended(outcome="completed")
+        await publisher.close()  # flushes the backlog (within its own deadline)
+        assert publisher.backlog == 0
+
+    asyncio.run(publish())
+    seen: dict[str, list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + 5.0
+    while sum(map(len, seen.values())) < 8 and time.monotonic() < deadline:
+        item = pubsub.get_message(timeout=0.5)
+        if item is not None and item["type"] == "message":
+            seen.setdefault(item["channel"].decode(), []).append(json.loads(item["data"]))
+    entries = client.xrange(STREAM_KEY)
+    pubsub.close()
+    client.close()
+    for channel in (f"voxgate:session:{sid}", f"voxgate:tag:{tag}"):
+        envelopes = seen[channel]
+        assert [e["seq"] for e in envelopes] == [0, 1, 2, 3]
+        assert {(e["session_id"], e["client"], e["tag"]) for e in envelopes} == {
+            (sid, "clïent", tag)
+        }
+        assert [e.get("message") for e in envelopes[1:3]] == turns
+    fields = [
+        (f[b"session_id"].decode(), int(f[b"seq"]), json.loads(f[b"envelope"]))
+        for _id, f in entries
+    ]
+    assert [(s, seq, e["seq"], e["stream_seq"]) for s, seq, e in fields] == [
+        (sid, 0, 0, 0),
+        (sid, 2, 2, 1),
+        (sid, 3, 3, 2),
+    ]
+    assert fields[1][2]["message"] == turns[1]
