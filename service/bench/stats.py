@@ -216,12 +216,12 @@ def targets(rows: Sequence[Row], replay_buffer_bytes: int = 0) -> list[dict[str,
                         p99 < TARGET_ADDED_P99_MS,
                     )
                 )
-        else:
+        elif row is _capacity_row(rows):
             per_core = gateway.streams_per_core
             checks.append(
                 _check(
                     f">= {TARGET_STREAMS_PER_CORE} real-time streams per core "
-                    f"(realistic, {row.streams} streams)",
+                    f"(realistic, {row.streams} streams: the most that held pace)",
                     per_core,
                     per_core is not None
                     and per_core >= TARGET_STREAMS_PER_CORE
@@ -238,6 +238,17 @@ def targets(rows: Sequence[Row], replay_buffer_bytes: int = 0) -> list[dict[str,
             )
         )
     return checks
+
+
+def _capacity_row(rows: Sequence[Row]) -> Row | None:
+    """The realistic row that tells a core's capacity: the most streams for which every
+    phase held real-time pace (else the most streams, which then fails the target).
+    CPU per stream falls as the load grows, for the relay and byte pipe too (fewer
+    wake-ups per message, warmer caches), so a lighter row understates what a full
+    core carries; the table shows every row."""
+    realistic = sorted((r for r in rows if r.profile == "realistic"), key=lambda r: r.streams)
+    held = [r for r in realistic if all(p.pace_held for p in r.phases.values())]
+    return held[-1] if held else (realistic[-1] if realistic else None)
 
 
 def _check(name: str, value: float | None, met: bool) -> dict[str, Any]:
