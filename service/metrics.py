@@ -222,6 +222,9 @@ class Metrics:
         for direction in ("up", "down"):
             self.bytes_relayed.labels(direction)
         # Children bound once: the per-frame path never calls .labels().
+        self.bytes_up = self.bytes_relayed.labels("up")
+        self.bytes_down = self.bytes_relayed.labels("down")
+        self._usage: dict[str, tuple[Counter, Counter]] = {}
         self.relay_up = self.relay_overhead_seconds.labels("up")
         self.relay_down = self.relay_overhead_seconds.labels("down")
         self.lag_partial = self.transcript_lag_seconds.labels("partial")
@@ -245,6 +248,17 @@ class Metrics:
                 1.0 if record.state is state else 0.0
             )
         self.key_sessions_active.labels(record.alias).set(record.active)
+
+    def usage(self, alias: str) -> tuple[Counter, Counter]:
+        """Key ``alias``'s audio seconds and session seconds counters (looked up once:
+        every session adds to them every second)."""
+        pair = self._usage.get(alias)
+        if pair is None:
+            pair = self._usage[alias] = (
+                self.audio_seconds.labels(alias),
+                self.upstream_session_seconds.labels(alias),
+            )
+        return pair
 
     def turn_received(self, turn: Mapping[str, object], audio_seconds: float) -> None:
         """Observe how far ``turn`` trails the session's audio clock (partial or final)."""

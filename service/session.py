@@ -543,10 +543,11 @@ class Session:
         m = self.metrics
         now = self._loop.time()
         audio = self.audio_seconds
-        m.audio_seconds.labels(self.key_alias).inc(audio - self._counted_audio)
-        m.upstream_session_seconds.labels(self.key_alias).inc(now - self._counted_at)
-        m.bytes_relayed.labels("up").inc(self.bytes_up - self._counted_up)
-        m.bytes_relayed.labels("down").inc(self.bytes_down - self._counted_down)
+        audio_counter, seconds_counter = m.usage(self.key_alias)
+        audio_counter.inc(audio - self._counted_audio)
+        seconds_counter.inc(now - self._counted_at)
+        m.bytes_up.inc(self.bytes_up - self._counted_up)
+        m.bytes_down.inc(self.bytes_down - self._counted_down)
         self._counted_at, self._counted_audio = now, audio
         self._counted_up, self._counted_down = self.bytes_up, self.bytes_down
 

@@ -122,7 +122,12 @@ class WebSocket(asyncio.Protocol):
             message = self._reader.whole(data)
             if message is not None:
                 self._heard = True
-                if not self._offer(handler, message):
+                try:
+                    taken = handler(message)
+                except Exception:  # a bug there must not cost the message: recv gets it
+                    log.exception("websocket_message_handler_failed")
+                    taken = False
+                if not taken:
                     self._messages.append(message)
                     self._queued()
                 return
