@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Final
 
 
@@ -62,31 +62,29 @@ class FrameError(Exception):
 
 
 #: Masking keys are read from the OS's random source this many bytes at a time (one
-#: ``getrandom`` per 1024 frames, not one per frame); each key is used once.
+#: ``getrandom`` per 1024 frames, not one per frame).
 _KEY_BLOCK = 4096
-
-
-def _mask_keys() -> Iterator[bytes]:
-    while True:
-        block = os.urandom(_KEY_BLOCK)
-        for i in range(0, _KEY_BLOCK, 4):
-            yield block[i : i + 4]
-
-
-_keys = _mask_keys()
-
-
-def _fresh_keys() -> None:  # a forked worker must not reuse its parent's keys
-    global _keys
-    _keys = _mask_keys()
-
-
-os.register_at_fork(after_in_child=_fresh_keys)
+_key_block = b""
+_key_pos = 0
 
 
 def mask_key() -> bytes:
-    """A fresh, unpredictable 4-byte masking key (RFC 6455 5.3)."""
-    return next(_keys)
+    """A fresh, unpredictable 4-byte masking key (RFC 6455 5.3). No lock: two threads
+    racing here could get the same key, which stays unpredictable to anyone else."""
+    global _key_block, _key_pos
+    pos = _key_pos
+    if pos >= len(_key_block):
+        _key_block, pos = os.urandom(_KEY_BLOCK), 0
+    _key_pos = pos + 4
+    return _key_block[pos : pos + 4]
+
+
+def _fresh_keys() -> None:  # a forked worker must not reuse its parent's keys
+    global _key_block, _key_pos
+    _key_block, _key_pos = b"", 0
+
+
+os.register_at_fork(after_in_child=_fresh_keys)
 
 
 def encode(opcode: int, payload: bytes, *, mask: bool) -> bytes:
@@ -102,7 +100,7 @@ def encode(opcode: int, payload: bytes, *, mask: bool) -> bytes:
         head = _HEAD64.pack(first, bit | 127, n)
     if not mask:
         return head + payload
-    key = next(_keys)
+    key = mask_key()
     return b"".join((head, key, apply_mask(payload, key)))
 
 
