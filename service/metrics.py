@@ -6,6 +6,7 @@ aliases, never from client input, so cardinality stays bounded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -53,7 +54,7 @@ def transcript_lag(turn: Mapping[str, object], audio_seconds: float) -> float | 
         return None
     last = words[-1]
     end = last.get("end") if isinstance(last, dict) else None
-    if not isinstance(end, int | float) or isinstance(end, bool):
+    if not isinstance(end, int | float) or isinstance(end, bool) or not math.isfinite(end):
         return None
     return max(audio_seconds - end / 1000.0, 0.0)
 

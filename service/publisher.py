@@ -118,6 +118,9 @@ class SessionPublisher:
 
     def __init__(self, publisher: Publisher, session_id: str, client: str, tag: str | None) -> None:
         self._publisher = publisher
+        # The id comes from upstream: a lone surrogate (JSON allows "\ud800") cannot be
+        # encoded for Redis, and it is in the channel name and the script's header.
+        session_id = session_id.encode(errors="backslashreplace").decode()
         self.session_id = session_id
         self.client = client
         self.tag = tag

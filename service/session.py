@@ -471,10 +471,19 @@ class Session:
 
     def _tick(self, now: float) -> None:
         """The watchdog, called by the shared ticker while a relay runs: ends the
-        relay (through ``_watch``) when a deadline has passed."""
-        end = self._overdue(now)
-        if end is not None and self._watch is not None and not self._watch.done():
-            self._watch.set_result(end)
+        relay (through ``_watch``) when a deadline has passed, or as a gateway bug
+        (``Outcome.INTERNAL``, see ``_end_of``) when the checks themselves fail."""
+        watch = self._watch
+        if watch is None or watch.done():
+            return
+        try:
+            end = self._overdue(now)
+        except Exception as bug:
+            watch.set_exception(bug)
+            self._ticker.discard(self._tick)
+            return
+        if end is not None:
+            watch.set_result(end)
             self._ticker.discard(self._tick)
 
     def _overdue(self, now: float) -> End | None:

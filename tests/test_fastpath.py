@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import pytest
 
+from service import closes
+from service.logs import get_logger
+from service.metrics import Metrics, Outcome
+from service.publisher import Publisher
+from service.session import Session
 from service.ticker import Ticker
 from service.ws.frames import (
     BINARY,
@@ -142,3 +148,41 @@ def test_ticker_calls_each_function_until_discarded_and_survives_a_failing_one()
         assert len(seen) == count
 
     asyncio.run(scenario())
+
+
+def test_a_failing_watchdog_ends_its_session_as_a_gateway_bug() -> None:
+    """The watchdog runs in the shared ticker, which carries on past one session's
+    exception; that session must still end (INTERNAL, as when the watchdog was its
+    own task), not run on with no deadline enforced."""
+
+    async def scenario() -> tuple[str, bool, int]:
+        session = Session.__new__(Session)  # only what the watchdog uses
+        session._ticker = Ticker(0.01)
+        session._watch = asyncio.get_running_loop().create_future()
+        session.log = get_logger("test")
+        session._counted_at = -1e9  # per-second accounting is due, and fails:
+        session.metrics = None  # type: ignore[assignment]
+        session._ticker.add(session._tick)
+        async with asyncio.timeout(2.0):
+            end = await asyncio.wait([session._watch])
+        assert end
+        result = session._end_of(session._watch)
+        return result.outcome, result.close is closes.INTERNAL, len(session._ticker)
+
+    assert asyncio.run(scenario()) == (Outcome.INTERNAL, True, 0)
+
+
+def test_an_upstream_session_id_redis_cannot_encode_is_escaped() -> None:
+    """Upstream's Begin id may hold a lone surrogate (JSON allows "\\ud800"): its
+    envelopes still encode for Redis (else the publishing task would fail on them)."""
+    publisher = Publisher(
+        "redis://127.0.0.1:1/0", Metrics(), backlog=10, stream_maxlen=10, stream_partials=False
+    )
+    session = publisher.session("\ud800-id", "tester", None)
+    session.started({})
+    turn = {"type": "Turn", "end_of_turn": True}
+    session.message(json.dumps(turn), turn)
+    for entry in publisher._backlog.peek(10):
+        arg = entry.item.script_arg().encode()  # strict UTF-8, as redis-py encodes
+        assert b"voxgate:session:\\ud800-id" in arg
+        assert json.loads(entry.item.text)["session_id"] == "\\ud800-id"

@@ -63,6 +63,8 @@ def test_transcript_lag_is_audio_clock_minus_last_word_end() -> None:
     assert transcript_lag({"type": "Turn"}, 2.0) is None
     assert transcript_lag({"type": "Turn", "words": [{"text": "x"}]}, 2.0) is None
     assert transcript_lag({"type": "Turn", "words": [{"end": True}]}, 2.0) is None
+    for odd in ("NaN", "Infinity"):  # JSON from upstream may hold them (json.loads takes them)
+        assert transcript_lag(json.loads(f'{{"words": [{{"end": {odd}}}]}}'), 2.0) is None
     assert transcript_lag(turn, 1.0) == 0.0
 
 
