@@ -60,9 +60,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--realistic",
         type=_ints,
-        default=[150],
+        default=[300],
         help="realistic profile (simulated turns on speech-like audio): numbers of streams "
-        "('' skips)",
+        "('' skips); streams per core is judged on the most that held pace",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per phase")
     parser.add_argument("--warmup", type=float, default=1.0, help="streaming before the window")
