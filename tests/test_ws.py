@@ -271,6 +271,18 @@ def test_parse_request_refusals_carry_their_status() -> None:
     with pytest.raises(HandshakeError) as post:
         parse_request(upgrade_request().replace(b"GET", b"POST", 1))
     assert post.value.status == 400
+    for missing in (b"connection: Upgrade\r\n", b"host: example\r\n"):
+        with pytest.raises(HandshakeError) as incomplete:
+            parse_request(upgrade_request().replace(missing, b""))
+        assert incomplete.value.status == 400, missing
+    with pytest.raises(HandshakeError):
+        parse_request(upgrade_request().replace(b"connection: Upgrade", b"connection: close"))
+
+
+def test_parse_request_takes_connection_as_a_token_list() -> None:
+    """Browsers may send "Connection: keep-alive, Upgrade": that is an upgrade."""
+    listed = upgrade_request().replace(b"connection: Upgrade", b"Connection: keep-alive, UPGRADE")
+    assert parse_request(listed).path == "/v3/ws"
 
 
 def switching(key: str, **extra: str) -> Response:

@@ -148,6 +148,11 @@ def parse_request(raw: bytes) -> Request:
         raise HandshakeError("Sec-WebSocket-Version must be 13", 426)
     if b"websocket" not in found.get(b"upgrade", b"").lower():
         raise HandshakeError("missing Upgrade: websocket", 400)
+    connection = {token.strip() for token in found.get(b"connection", b"").lower().split(b",")}
+    if b"upgrade" not in connection:  # RFC 6455 4.2.1: a token list that holds Upgrade
+        raise HandshakeError("missing Connection: Upgrade", 400)
+    if not found.get(b"host"):
+        raise HandshakeError("missing Host", 400)
     key = found.get(b"sec-websocket-key", b"")
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
