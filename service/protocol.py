@@ -65,6 +65,7 @@ class Violation(StrEnum):
     BAD_TAG = "bad_tag"
     FRAME_TOO_BIG = "frame_too_big"
     BAD_FRAME = "bad_frame"  # broke RFC 6455 framing (answered with 1002 or 1007)
+    BAD_HANDSHAKE = "bad_handshake"  # an upgrade request refused with HTTP 400/404/426
     FRAME_DURATION = "frame_duration"
     FRAME_MISALIGNED = "frame_misaligned"
     TOO_FAST = "too_fast"

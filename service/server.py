@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from .app import Gateway, create_app
-from .protocol import MAX_MESSAGE_BYTES
+from .protocol import MAX_MESSAGE_BYTES, Violation
 from .registry import DRAIN_CLOSE_MARGIN
 from .settings import Settings
 from .ws.server import protocol_factory
@@ -101,6 +101,9 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         max_queue=WS_MAX_QUEUE,
         ping_interval=WS_PING_INTERVAL,
         close_timeout=WS_CLOSE_TIMEOUT,
+        on_refused=lambda status: gateway.metrics.client_rejections.labels(
+            Violation.BAD_HANDSHAKE.value
+        ).inc(),
     )
     return uvicorn.Config(
         app,

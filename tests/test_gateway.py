@@ -358,3 +358,38 @@ def test_a_frame_breaking_rfc6455_is_closed_by_the_connection_and_counted(
     assert metric(gateway, "voxgate_client_rejections_total", reason="bad_frame") == 1.0
     upstream = ended_upstream_session(sandbox, before)
     assert upstream["audio_seconds"] > 0.15, upstream
+
+
+def test_upgrade_requests_breaking_rfc6455_get_an_http_error_and_are_counted(
+    gateway: Proc,
+) -> None:
+    """Before any WebSocket exists: no Host gives 400, another protocol version 426
+    (naming 13). Each is counted as ``bad_handshake`` and no session starts."""
+    host, port = re.match(r"ws://([^:/]+):(\d+)", gateway.url).groups()  # type: ignore[union-attr]
+
+    async def status_of(request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # the gateway closes after its answer
+        writer.close()
+        return answer
+
+    def upgrade(*, host_line: str, version: str) -> bytes:
+        return (
+            f"GET /v3/ws?sample_rate=16000 HTTP/1.1\r\n{host_line}"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Authorization: {CLIENT_KEY}\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: {version}\r\n\r\n"
+        ).encode()
+
+    before = metric(gateway, "voxgate_client_rejections_total", reason="bad_handshake")
+    started = metric(gateway, "voxgate_sessions_started_total")
+    no_host = run(status_of(upgrade(host_line="", version="13")))
+    assert no_host.startswith(b"HTTP/1.1 400") and b"missing Host" in no_host, no_host
+    old = run(status_of(upgrade(host_line=f"Host: {host}\r\n", version="8")))
+    assert old.startswith(b"HTTP/1.1 426") and b"Sec-WebSocket-Version: 13" in old, old
+    after = metric(gateway, "voxgate_client_rejections_total", reason="bad_handshake")
+    assert after - before == 2.0
+    assert metric(gateway, "voxgate_sessions_started_total") == started

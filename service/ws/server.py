@@ -4,7 +4,8 @@ uvicorn parses the HTTP request and, for an upgrade, calls the factory made by
 :func:`protocol_factory` and feeds the new protocol the request. This protocol
 checks the handshake, then runs ``handler(connection)`` as a task, registered with
 uvicorn so its graceful shutdown waits for it. The handler decides: ``accept()``
-sends the 101. Only ``path`` is served; any other path gets a 404.
+sends the 101. Only ``path`` is served; any other path gets a 404, a request that
+breaks RFC 6455 4.2.1 a 400 (or 426 for another version), each told to ``on_refused``.
 """
 
 from __future__ import annotations
@@ -22,16 +23,24 @@ from .handshake import HandshakeError, Request, accept_response, parse_request, 
 log = get_logger("voxgate.ws")
 
 Handler = Callable[["ServerWebSocket"], Awaitable[None]]
+#: Told the HTTP status of each upgrade request refused at the handshake (for a metric).
+Refused = Callable[[int], None]
 
 
 class ServerWebSocket(WebSocket):
     is_client = False
 
     def __init__(
-        self, handler: Handler, path: str, server_state: Any, **kwargs: float | int | None
+        self,
+        handler: Handler,
+        path: str,
+        server_state: Any,
+        on_refused: Refused | None = None,
+        **kwargs: float | int | None,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._handler = handler
+        self._on_refused = on_refused
         self._path = path
         self._server_state = server_state
         self._task: asyncio.Task[None] | None = None
@@ -58,6 +67,9 @@ class ServerWebSocket(WebSocket):
             if request.path != self._path:
                 raise HandshakeError(f"no WebSocket at {request.path}", 404)
         except HandshakeError as exc:
+            log.info("websocket_handshake_refused", status=exc.status, reason=str(exc)[:200])
+            if self._on_refused is not None:
+                self._on_refused(exc.status)
             self.transport.write(refusal(exc.status, str(exc)))
             self.transport.close()
             return
@@ -106,6 +118,7 @@ def protocol_factory(
     max_queue: int,
     ping_interval: float,
     close_timeout: float,
+    on_refused: Refused | None = None,
 ) -> Callable[..., ServerWebSocket]:
     """What to pass uvicorn as ``ws``: it calls it with its own config and state."""
 
@@ -114,6 +127,7 @@ def protocol_factory(
             handler,
             path,
             server_state,
+            on_refused,
             max_size=max_size,
             max_queue=max_queue,
             ping_interval=ping_interval,
