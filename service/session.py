@@ -101,7 +101,7 @@ class Session:
         reopen: Reopen | None = None,
         max_seconds: float | None = None,
         failovers: int = 0,
-        ticker: Ticker | None = None,
+        ticker: Ticker,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -150,7 +150,7 @@ class Session:
         self._frame_size = -1
         self._frame_seconds = 0.0
         # The watchdog: checked by the shared ticker, ends the relay through _watch.
-        self._ticker = ticker if ticker is not None else Ticker(WATCHDOG_INTERVAL)
+        self._ticker = ticker
         self._watch: asyncio.Future[End] | None = None
         self._relay_up = metrics.relay_up.observe
         self._relay_down = metrics.relay_down.observe
@@ -295,7 +295,7 @@ class Session:
         clock = self._loop.time
         # loop.time() is uvloop's cached millisecond clock: overhead needs perf_counter.
         perf = time.perf_counter
-        observe = self.metrics.relay_up.observe
+        observe = self._relay_up
         while True:
             try:
                 data = await receive()
@@ -399,7 +399,7 @@ class Session:
         gone: ConnectionClosed | None = None
         clock = self._loop.time
         perf = time.perf_counter
-        observe = self.metrics.relay_down.observe
+        observe = self._relay_down
         held_error: tuple[str, dict[str, Any]] | None = None
         seam = self.seam
         try:
