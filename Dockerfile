@@ -43,7 +43,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 
 # On SIGTERM the gateway drains itself: no new sessions, running ones go on for
 # VOXGATE_DRAIN_TIMEOUT (30 s), then each is ended cleanly (final turns,
-# Termination, close 1012). It exits within service.server.stop_budget_seconds:
+# Termination, close 1012). It exits within voxgate.server.stop_budget_seconds:
 # drain + 2 x VOXGATE_TERMINATE_TIMEOUT + 7 s = 57 s by default. Docker's own stop
 # timeout is 10 s: use `docker run --stop-timeout 60` (compose: stop_grace_period,
 # Kubernetes: terminationGracePeriodSeconds), or final transcripts may be cut.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import timeit
 
-from service.metrics import Metrics
+from voxgate.metrics.gateway import Metrics
 
 N = 200_000
 REPEAT = 5

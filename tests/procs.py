@@ -68,13 +68,13 @@ class Proc:
 def start(
     args: Sequence[str], env: Mapping[str, str], stderr_path: Path, timeout: float = START_TIMEOUT
 ) -> Proc:
-    """Run ``python -m service ARGS`` and wait for its listening line."""
+    """Run ``python -m voxgate ARGS`` and wait for its listening line."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")}
     full_env.update(env)
     full_env.setdefault("VOXGATE_LOG_FORMAT", "json")
     stderr = stderr_path.open("w")
     popen = subprocess.Popen(
-        [sys.executable, "-m", "service", *args],
+        [sys.executable, "-m", "voxgate", *args],
         cwd=ROOT,
         env=full_env,
         stdout=subprocess.PIPE,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from service.backlog import Backlog
+from voxgate.transcripts.backlog import Backlog
 
 
 def items(backlog: Backlog[str]) -> list[str]:
@@ -63,8 +62,8 @@ def test_capacity_must_be_positive() -> None:
 def test_what_the_stream_keeps_and_what_is_live_only() -> None:
     """Final turns, Begin, Termination and Error go to the stream and are not shed
     first; partials, Heartbeats and unknown types are live only (pub/sub) and shed first."""
-    from service.metrics import Metrics
-    from service.publisher import Publisher
+    from voxgate.metrics.gateway import Metrics
+    from voxgate.transcripts.publisher import Publisher
 
     publisher = Publisher(
         "redis://127.0.0.1:1/0", Metrics(), backlog=100, stream_maxlen=10, stream_partials=False

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from voxgate.bench import stats
 
-from service.bench import stats
 from tests.procs import ROOT
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     small = ["--streams", "2", "--realistic", "2", "--seconds", "1.5", "--warmup", "0.5"]
     files = ["--json", str(out / "bench.json"), "--keep-logs", str(out / "logs")]
     result = subprocess.run(
-        [sys.executable, "-m", "service", "bench", *small, *files],
+        [sys.executable, "-m", "voxgate", "bench", *small, *files],
         cwd=ROOT,
         capture_output=True,
         text=True,

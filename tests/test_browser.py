@@ -20,7 +20,7 @@ from tests.test_gateway import sandbox_sessions
 
 pytestmark = pytest.mark.integration
 
-SAMPLE_WAV = ROOT / "service" / "samples" / "hello.wav"
+SAMPLE_WAV = ROOT / "service" / "voxgate" / "samples" / "hello.wav"
 #: Deadline for what a page shows (turns need a few seconds of looped sample audio).
 PAGE_WAIT_MS = 30_000
 CHROMIUM_FLAGS = [

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from service.classify import FailureClass, UpstreamFailure, classify_close, classify_http
-from service.closes import DRAINING, for_connect_failure, for_upstream_close
-from service.protocol import MAX_CLOSE_REASON_BYTES
+from voxgate.protocol import MAX_CLOSE_REASON_BYTES
+from voxgate.relay.closes import DRAINING, for_connect_failure, for_upstream_close
+from voxgate.upstream.failures import FailureClass, UpstreamFailure, classify_close, classify_http
 
 PAY = FailureClass.PAYMENT_REQUIRED
 

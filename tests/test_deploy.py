@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from voxgate.server import stop_budget_seconds
+from voxgate.settings import Settings
 
-from service.server import stop_budget_seconds
-from service.settings import Settings
 from tests.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent

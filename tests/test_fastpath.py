@@ -8,14 +8,13 @@ import json
 import os
 
 import pytest
-
-from service import closes
-from service.logs import get_logger
-from service.metrics import Metrics, Outcome
-from service.publisher import Publisher
-from service.session import Session
-from service.ticker import Ticker
-from service.ws.frames import (
+from voxgate.logs import get_logger
+from voxgate.metrics.gateway import Metrics, Outcome
+from voxgate.relay import closes
+from voxgate.relay.session import Session
+from voxgate.relay.ticker import Ticker
+from voxgate.transcripts.publisher import Publisher
+from voxgate.ws.frames import (
     BINARY,
     CONTINUATION,
     PING,

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import pytest
+from voxgate.relay.session import MAX_RECONNECTS
 from websockets.exceptions import ConnectionClosed
 
-from service.session import MAX_RECONNECTS
 from tests import audio
 from tests.conftest import CLIENT_KEY, GatewayFactory, get_json, get_text
 from tests.procs import Proc

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from service.classify import FailureClass
-from service.keypool import (
+from voxgate.keys.pool import (
     FIRST_PROBE_DELAY,
     PROBE_INTERVAL,
     KeyPool,
@@ -11,7 +10,8 @@ from service.keypool import (
     Lease,
     Unavailable,
 )
-from service.settings import UpstreamKey
+from voxgate.settings import UpstreamKey
+from voxgate.upstream.failures import FailureClass
 
 
 class Clock:

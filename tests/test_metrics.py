@@ -8,9 +8,9 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from voxgate.metrics.gateway import RELAY_BUCKETS, Metrics, transcript_lag
+from voxgate.metrics.histogram import LoopHistogram
 
-from service.loophist import LoopHistogram
-from service.metrics import RELAY_BUCKETS, Metrics, transcript_lag
 from tests import audio
 from tests.conftest import GatewayFactory
 from tests.test_gateway import metric

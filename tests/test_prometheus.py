@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import generate_latest
+from voxgate.metrics.gateway import Metrics
 
-from service.metrics import Metrics
 from tests.conftest import GatewayFactory, get_json
 from tests.procs import PROMETHEUS_YML, ROOT, Proc, PrometheusServer, RedisServer
 from tests.test_gateway import metric, speech_frames

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from service.protocol import (
+from voxgate.protocol import (
     MAX_CLOSE_REASON_BYTES,
     MAX_MESSAGE_BYTES,
     CloseCode,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import redis
+from voxgate.transcripts.publisher import STREAM_KEY
 
-from service.publisher import STREAM_KEY
 from tests import audio
 from tests.conftest import GatewayFactory, get_json
 from tests.procs import Proc, RedisServer
@@ -273,8 +273,8 @@ def test_the_publish_script_splits_each_envelope_by_byte_lengths(
     UTF-8 byte lengths: with non-ASCII ids and a tag, every envelope reaches both
     channels and the stream intact, with the stream's session_id and seq fields, in
     order; a partial goes to pub/sub only."""
-    from service.metrics import Metrics
-    from service.publisher import Publisher
+    from voxgate.metrics.gateway import Metrics
+    from voxgate.transcripts.publisher import Publisher
 
     sid, tag = "sé-1 ü", "déskø"
     client = redis.Redis.from_url(redis_server.url)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from voxgate.protocol import Encoding
+from voxgate.sandbox.behaviours import Kind, parse_behaviour, parse_key_spec
+from voxgate.sandbox.engine import SCRIPT, WORD_MS, Transcriber, loudness
 
-from service.protocol import Encoding
-from service.sandbox.behaviours import Kind, parse_behaviour, parse_key_spec
-from service.sandbox.engine import SCRIPT, WORD_MS, Transcriber, loudness
 from tests import audio
 
 

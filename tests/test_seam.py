@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.seam import Seam
+from voxgate.relay.continuity import Seam
 
 FRAME = bytes(1600)  # 50 ms of 16 kHz PCM
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
-from service.auth import ClientAuthenticator
-from service.protocol import ProtocolViolation, Violation
-from service.settings import Settings, SettingsError, fingerprint
+from voxgate.access.clientkeys import ClientAuthenticator
+from voxgate.protocol import ProtocolViolation, Violation
+from voxgate.settings import Settings, SettingsError, fingerprint
 
 BASE = {"VOXGATE_UPSTREAM_KEYS": "main=aai-secret", "VOXGATE_CLIENT_KEYS": "web=s3cret"}
 

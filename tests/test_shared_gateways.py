@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import redis
+from voxgate.keys.shared import LEASE_TTL
 from websockets.asyncio.client import ClientConnection
 
-from service.sharedpool import LEASE_TTL
 from tests import audio
 from tests.conftest import GatewayFactory, get_json
 from tests.procs import Proc, RedisServer

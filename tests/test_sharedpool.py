@@ -14,11 +14,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import redis
-
-from service.classify import FailureClass
-from service.keypool import KeyPool, KeyState, Lease, Transition, Unavailable
-from service.metrics import Metrics
-from service.poolschema import (
+from voxgate.keys.layout import (
     ACTIVE_KEY,
     INSTANCES_KEY,
     STATES_KEY,
@@ -26,8 +22,12 @@ from service.poolschema import (
     decode_states,
     encode_state,
 )
-from service.settings import UpstreamKey
-from service.sharedpool import SharedPool, is_shared, to_adopt
+from voxgate.keys.pool import KeyPool, KeyState, Lease, Transition, Unavailable
+from voxgate.keys.shared import SharedPool, is_shared, to_adopt
+from voxgate.metrics.gateway import Metrics
+from voxgate.settings import UpstreamKey
+from voxgate.upstream.failures import FailureClass
+
 from tests.procs import RedisServer
 
 # --------------------------------------------------------------------------- pure

@@ -8,9 +8,9 @@ import wave
 from pathlib import Path
 
 import pytest
+from voxgate.cli.demo import sample_wav
+from voxgate.cli.stream import frames, read_wav, render_message
 
-from service.demo import sample_wav
-from service.streamer import frames, read_wav, render_message
 from tests.conftest import CLIENT_KEY
 from tests.procs import ROOT, Proc
 
@@ -58,7 +58,7 @@ def test_voxgate_stream_prints_the_turns_of_a_wav(gateway: Proc) -> None:
     """`voxgate stream sample.wav` through a real gateway prints formatted turns and
     the end of the session, and exits 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "service", "stream", str(sample_wav()), "--url", gateway.url],
+        [sys.executable, "-m", "voxgate", "stream", str(sample_wav()), "--url", gateway.url],
         env={"VOXGATE_CLIENT_KEY": CLIENT_KEY, "PATH": "/usr/bin:/bin"},
         cwd=ROOT,
         capture_output=True,
@@ -76,7 +76,7 @@ def test_voxgate_stream_prints_the_turns_of_a_wav(gateway: Proc) -> None:
 def test_voxgate_stream_exits_1_with_the_gateway_s_words_on_a_bad_key(gateway: Proc) -> None:
     """A wrong client key: exit 1 and the 1008 reason on stderr."""
     done = subprocess.run(
-        [sys.executable, "-m", "service", "stream", str(sample_wav()), "--url", gateway.url],
+        [sys.executable, "-m", "voxgate", "stream", str(sample_wav()), "--url", gateway.url],
         env={"VOXGATE_CLIENT_KEY": "nope", "PATH": "/usr/bin:/bin"},
         cwd=ROOT,
         capture_output=True,
@@ -91,7 +91,7 @@ def test_voxgate_stream_exits_1_with_the_gateway_s_words_on_a_bad_key(gateway: P
 def test_voxgate_demo_runs_the_whole_path_with_no_key() -> None:
     """The README's first command: simulator + gateway + sample, turns printed, exit 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "service", "demo"],
+        [sys.executable, "-m", "voxgate", "demo"],
         cwd=ROOT,
         capture_output=True,
         text=True,

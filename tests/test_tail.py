@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def tail(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "service", "tail", *args],
+        [sys.executable, "-m", "voxgate", "tail", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from voxgate.access.tokens import TokenAuthority
 
-from service.tokens import TokenAuthority
 from tests import audio
 from tests.conftest import CLIENT_KEY, GatewayFactory, get_text
 from tests.procs import Proc

@@ -7,11 +7,8 @@ import base64
 import json
 
 import pytest
-
-from service.origins import OriginPolicy, normalize_origin
-from service.protocol import CloseCode, ProtocolViolation, Violation
-from service.settings import Settings, SettingsError
-from service.tokens import (
+from voxgate.access.origins import OriginPolicy, normalize_origin
+from voxgate.access.tokens import (
     MAX_TOKEN_CHARS,
     PREFIX,
     MintLimiter,
@@ -21,6 +18,8 @@ from service.tokens import (
     looks_like_token,
     parse_token_request,
 )
+from voxgate.protocol import CloseCode, ProtocolViolation, Violation
+from voxgate.settings import Settings, SettingsError
 
 SECRET = b"s" * 32
 

@@ -30,9 +30,9 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from voxgate.transcripts.publisher import STREAM_KEY
 from websockets.exceptions import ConnectionClosed
 
-from service.publisher import STREAM_KEY
 from tests import audio
 from tests.conftest import get_json
 from tests.procs import START_TIMEOUT, STOP_TIMEOUT, Proc, PrometheusServer, free_port, start

@@ -12,17 +12,10 @@ from typing import TypeVar
 import pytest
 import uvicorn
 from starlette.applications import Starlette
-from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed as WsClosed
-from websockets.exceptions import InvalidStatus as WsInvalidStatus
-from websockets.http11 import Request as WsRequest
-from websockets.http11 import Response as WsResponse
-
-from service.server import bind
-from service.ws import client
-from service.ws.connection import Closed, ConnectionClosed, State
-from service.ws.frames import (
+from voxgate.server import bind
+from voxgate.ws import client
+from voxgate.ws.connection import Closed, ConnectionClosed, State
+from voxgate.ws.frames import (
     BINARY,
     CONTINUATION,
     PING,
@@ -34,7 +27,7 @@ from service.ws.frames import (
     encode,
     parse_close,
 )
-from service.ws.handshake import (
+from voxgate.ws.handshake import (
     HandshakeError,
     Response,
     accept_value,
@@ -44,7 +37,13 @@ from service.ws.handshake import (
     parse_request,
     parse_response_head,
 )
-from service.ws.server import ServerWebSocket, protocol_factory
+from voxgate.ws.server import ServerWebSocket, protocol_factory
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed as WsClosed
+from websockets.exceptions import InvalidStatus as WsInvalidStatus
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
 
 T = TypeVar("T")
 

@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from voxgate.metrics.gateway import Metrics
+from voxgate.protocol import PaceGuard
+from voxgate.relay.continuity import Seam
+from voxgate.relay.session import Session
+from voxgate.ws import client
+from voxgate.ws.connection import State, WebSocket
+from voxgate.ws.frames import BINARY, PING, PONG, TEXT, FrameReader, encode
+from voxgate.ws.handshake import HandshakeError, dechunk
 from websockets.asyncio.server import ServerConnection, serve
-
-from service.metrics import Metrics
-from service.protocol import PaceGuard
-from service.seam import Seam
-from service.session import Session
-from service.ws import client
-from service.ws.connection import State, WebSocket
-from service.ws.frames import BINARY, PING, PONG, TEXT, FrameReader, encode
-from service.ws.handshake import HandshakeError, dechunk
 
 WAIT = 5.0
 

@@ -1,0 +1,55 @@
+"""Client authentication: presented secrets checked against stored digests."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+
+from voxgate.protocol import CloseCode, ProtocolViolation, Violation
+from voxgate.settings import ClientKey, digest_secret
+
+
+def presented_credential(headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """What a request presents: ``Authorization`` (``Bearer`` optional), else ``?token=``."""
+    presented = (headers.get("authorization") or query.get("token") or "").strip()
+    if presented.lower().startswith("bearer "):
+        presented = presented[7:].strip()
+    return presented
+
+
+class ClientAuthenticator:
+    """Finds which operator-issued client key a request presents.
+
+    Keys are held only as SHA-256 digests. Every stored digest is compared (in
+    constant time) on every attempt, so the time taken does not tell which key,
+    or how much of one, matched.
+    """
+
+    def __init__(self, keys: Sequence[ClientKey]) -> None:
+        self._keys = tuple(keys)
+        self.names = frozenset(key.name for key in self._keys)
+
+    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+        """Return the client's name, or raise a 1008 :class:`ProtocolViolation`."""
+        return self.check(presented_credential(headers, query))
+
+    def check(self, presented: str) -> str:
+        """Return the name of the client key ``presented``, or raise a 1008 violation."""
+        if not presented:
+            raise ProtocolViolation(
+                CloseCode.POLICY,
+                Violation.MISSING_KEY,
+                "Unauthorized Connection: missing client key (send Authorization: <key>)",
+            )
+        digest = digest_secret(presented)
+        found: str | None = None
+        for key in self._keys:
+            if hmac.compare_digest(digest, key.digest) and found is None:
+                found = key.name
+        if found is None:
+            raise ProtocolViolation(
+                CloseCode.POLICY,
+                Violation.INVALID_KEY,
+                "Unauthorized Connection: invalid client key",
+            )
+        return found

@@ -1,0 +1,39 @@
+"""``voxgate sandbox`` arguments."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from voxgate.sandbox.behaviours import parse_key_spec
+from voxgate.sandbox.server import PACE_BURST_SECONDS, SandboxConfig
+
+#: The environment variable compose files use for ``--keys``.
+KEYS_ENV = "VOXGATE_SANDBOX_KEYS"
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8081, help="port (0: any free port)")
+    parser.add_argument(
+        "--keys",
+        help=(
+            "key=behaviour,... (ok, echo, 401, 402, 429, 500, 503, 1008-balance, "
+            "1008-concurrent, 1008-auth, 4001, 4002, 4003, 4102, 3009, drop-CODE@SECONDS, "
+            f"hang, no-begin); default: env {KEYS_ENV}, else any key works"
+        ),
+    )
+    parser.add_argument(
+        "--pace-burst",
+        type=float,
+        default=PACE_BURST_SECONDS,
+        help="seconds a client may run ahead of real time before 3007",
+    )
+
+
+def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
+    """Raise ValueError with a message for a bad ``--keys``."""
+    spec = ns.keys if ns.keys is not None else os.environ.get(KEYS_ENV, "")
+    if ns.pace_burst <= 0:
+        raise ValueError("--pace-burst must be more than 0")
+    return SandboxConfig(keys=parse_key_spec(spec), pace_burst_seconds=ns.pace_burst)

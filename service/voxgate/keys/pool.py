@@ -1,0 +1,275 @@
+"""The upstream key pool: which key serves the next session, and each key's health.
+
+Pure logic: the clock and the jitter source are passed in, nothing here does I/O.
+The gateway asks :meth:`KeyPool.acquire` for a lease, reports what upstream said
+with :meth:`KeyPool.report`, and releases the lease when the session ends.
+State changes come back as :class:`Transition` values for the caller to log.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from voxgate.settings import UpstreamKey
+from voxgate.upstream.failures import FailureClass
+
+#: First cool-down after a rate limit or transient failure; doubles each time.
+BASE_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+#: A payment-required key is probed again after this long (an upgrade takes 1-2
+#: minutes to reach upstream), then every PROBE_INTERVAL until it works.
+FIRST_PROBE_DELAY = 30.0
+PROBE_INTERVAL = 60.0
+#: An unauthorized key is usually a typo or a revoked key: probe it rarely.
+UNAUTHORIZED_PROBE_INTERVAL = 300.0
+#: Window of the new-sessions-per-minute budget.
+BUDGET_WINDOW = 60.0
+
+
+class KeyState(StrEnum):
+    HEALTHY = "healthy"
+    COOLING = "cooling_down"
+    PAYMENT_REQUIRED = "disabled_payment_required"
+    UNAUTHORIZED = "disabled_unauthorized"
+
+
+#: States that take a key out of rotation until a probe finds it working.
+DISABLED = frozenset({KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED})
+
+
+class Unavailable(StrEnum):
+    """Why no key can take a session now (decides what the client is told)."""
+
+    PAYMENT_REQUIRED = "payment_required"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
+    AT_CAPACITY = "at_capacity"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass
+class KeyRecord:
+    key: UpstreamKey
+    max_sessions: int
+    sessions_per_minute: int
+    state: KeyState = KeyState.HEALTHY
+    reason: str = ""
+    since: float = 0.0
+    active: int = 0
+    sessions_total: int = 0
+    payment_required_total: int = 0
+    failures_in_a_row: int = 0
+    cooling_until: float = 0.0
+    next_probe_at: float | None = None
+    last_failure: FailureClass | None = None
+    starts: deque[float] = field(default_factory=deque)
+
+    @property
+    def alias(self) -> str:
+        return self.key.alias
+
+    def budget_left(self, now: float) -> int:
+        while self.starts and self.starts[0] <= now - BUDGET_WINDOW:
+            self.starts.popleft()
+        return self.sessions_per_minute - len(self.starts)
+
+    def usable(self, now: float) -> bool:
+        if self.state is KeyState.COOLING and now >= self.cooling_until:
+            return True
+        return self.state is KeyState.HEALTHY
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    key: UpstreamKey
+
+    @property
+    def alias(self) -> str:
+        return self.key.alias
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    alias: str
+    old: KeyState
+    new: KeyState
+    reason: str
+
+    def fields(self) -> dict[str, str]:
+        """The one log line of a key's state change (alias and reason, never the key)."""
+        return {"key": self.alias, "old": self.old, "new": self.new, "reason": self.reason}
+
+
+class KeyPool:
+    def __init__(
+        self,
+        keys: Sequence[UpstreamKey],
+        *,
+        max_sessions: int,
+        sessions_per_minute: int,
+        clock: Callable[[], float],
+        jitter: Callable[[], float] = random.random,
+        first_probe_delay: float = FIRST_PROBE_DELAY,
+        probe_interval: float = PROBE_INTERVAL,
+    ) -> None:
+        self._first_probe_delay = first_probe_delay
+        self._probe_interval = probe_interval
+        self._records = {k.alias: KeyRecord(k, max_sessions, sessions_per_minute) for k in keys}
+        self._order = list(self._records)
+        self._turn = 0
+        self._clock = clock
+        self._jitter = jitter
+
+    def records(self) -> list[KeyRecord]:
+        return [self._records[a] for a in self._order]
+
+    def record(self, alias: str) -> KeyRecord:
+        return self._records[alias]
+
+    # ------------------------------------------------------------------ leasing
+
+    def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
+        """Lease the usable key with the most spare capacity (ties rotate)."""
+        now = self._clock()
+        best: KeyRecord | None = None
+        best_load = 2.0
+        count = len(self._order)
+        for offset in range(count):
+            record = self._records[self._order[(self._turn + offset) % count]]
+            if record.alias in exclude or not record.usable(now):
+                continue
+            if record.active >= record.max_sessions or record.budget_left(now) <= 0:
+                continue
+            load = record.active / record.max_sessions
+            if load < best_load:
+                best, best_load = record, load
+        if best is None:
+            return self.why_unavailable(exclude)
+        return self.take(best.alias)
+
+    def candidates(self, exclude: frozenset[str] = frozenset()) -> list[str]:
+        """Usable keys in rotation order, caps and budgets not checked (the shared
+        pool checks them across replicas, see :mod:`voxgate.keys.shared`)."""
+        now = self._clock()
+        count = len(self._order)
+        rotated = [self._order[(self._turn + i) % count] for i in range(count)]
+        return [a for a in rotated if a not in exclude and self._records[a].usable(now)]
+
+    def take(self, alias: str) -> Lease:
+        """Book a lease on ``alias``, chosen here or by the shared pool."""
+        record = self._records[alias]
+        self._turn = (self._order.index(alias) + 1) % len(self._order)
+        record.active += 1
+        record.sessions_total += 1
+        record.starts.append(self._clock())
+        return Lease(record.key)
+
+    def release(self, lease: Lease) -> None:
+        record = self._records[lease.alias]
+        record.active = max(0, record.active - 1)
+
+    def why_unavailable(self, exclude: frozenset[str] = frozenset()) -> Unavailable:
+        now = self._clock()
+        records = self.records()
+        states = {r.state for r in records}
+        if states == {KeyState.PAYMENT_REQUIRED}:
+            return Unavailable.PAYMENT_REQUIRED
+        if states == {KeyState.UNAUTHORIZED}:
+            return Unavailable.UNAUTHORIZED
+        if states <= {KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED}:
+            return Unavailable.PAYMENT_REQUIRED
+        usable = [r for r in records if r.usable(now) and r.alias not in exclude]
+        if usable and all(r.active >= r.max_sessions for r in usable):
+            return Unavailable.AT_CAPACITY
+        if any(r.last_failure is FailureClass.RATE_LIMITED for r in records) or (
+            usable and all(r.budget_left(now) <= 0 for r in usable)
+        ):
+            return Unavailable.RATE_LIMITED
+        # Every remaining key failed to connect in this attempt, or cools down after
+        # a transient failure: the excluded keys' last failures tell which.
+        last = {r.last_failure for r in records if r.alias in exclude}
+        if last and last <= {FailureClass.PAYMENT_REQUIRED, FailureClass.UNAUTHORIZED}:
+            return Unavailable.PAYMENT_REQUIRED
+        return Unavailable.UNREACHABLE
+
+    # ------------------------------------------------------------------ health
+
+    def report_success(self, alias: str) -> Transition | None:
+        record = self._records[alias]
+        record.failures_in_a_row = 0
+        record.last_failure = None
+        return self._move(record, KeyState.HEALTHY, "works", probe=None)
+
+    def report_failure(self, alias: str, failure: FailureClass, detail: str) -> Transition | None:
+        """Apply what upstream said about ``alias``; client faults never count against it."""
+        record = self._records[alias]
+        now = self._clock()
+        if failure in (FailureClass.CLIENT_FAULT, FailureClass.NORMAL, FailureClass.EXPIRED):
+            return None
+        record.last_failure = failure
+        if failure is FailureClass.PAYMENT_REQUIRED:
+            record.payment_required_total += 1
+            return self._move(
+                record, KeyState.PAYMENT_REQUIRED, detail, probe=now + self._first_probe_delay
+            )
+        if failure is FailureClass.UNAUTHORIZED:
+            return self._move(
+                record, KeyState.UNAUTHORIZED, detail, probe=now + UNAUTHORIZED_PROBE_INTERVAL
+            )
+        record.failures_in_a_row += 1
+        backoff = min(MAX_BACKOFF, BASE_BACKOFF * 2 ** (record.failures_in_a_row - 1))
+        record.cooling_until = now + backoff * (0.5 + self._jitter() / 2)
+        return self._move(record, KeyState.COOLING, detail, probe=None)
+
+    def probe_failed(self, alias: str, failure: FailureClass, detail: str) -> Transition | None:
+        """A background probe still fails: schedule the next one."""
+        record = self._records[alias]
+        transition = self.report_failure(alias, failure, detail)
+        if record.state is KeyState.PAYMENT_REQUIRED:
+            record.next_probe_at = self._clock() + self._probe_interval
+        return transition
+
+    def adopt(self, alias: str, state: KeyState, reason: str) -> Transition | None:
+        """Take on a state another replica saw: a key one replica found disabled is
+        disabled here too (and probed here too), one a probe found working comes back.
+        Counters of this replica's own sessions and 402s do not change. Cooling down
+        is not shared (a transient failure may be this replica's own network)."""
+        record = self._records[alias]
+        if state is record.state:
+            return None
+        if state is KeyState.HEALTHY:
+            if record.state not in DISABLED:
+                return None
+            record.failures_in_a_row = 0
+            record.last_failure = None
+            return self._move(record, state, reason, probe=None)
+        if state is KeyState.PAYMENT_REQUIRED:
+            record.last_failure = FailureClass.PAYMENT_REQUIRED
+            return self._move(record, state, reason, probe=self._clock() + self._first_probe_delay)
+        if state is KeyState.UNAUTHORIZED:
+            record.last_failure = FailureClass.UNAUTHORIZED
+            probe = self._clock() + UNAUTHORIZED_PROBE_INTERVAL
+            return self._move(record, state, reason, probe=probe)
+        return None
+
+    def due_probes(self) -> list[UpstreamKey]:
+        now = self._clock()
+        return [
+            r.key for r in self.records() if r.next_probe_at is not None and r.next_probe_at <= now
+        ]
+
+    def _move(
+        self, record: KeyRecord, state: KeyState, reason: str, probe: float | None
+    ) -> Transition | None:
+        old = record.state
+        record.next_probe_at = probe
+        if old is state and state is not KeyState.COOLING:
+            return None
+        record.state = state
+        record.reason = reason[:200]
+        record.since = self._clock()
+        return Transition(record.alias, old, state, record.reason)

@@ -1,0 +1,595 @@
+"""One relayed session: client audio up, upstream messages down, then a clean end.
+
+Two pumps run as tasks, beside a watchdog (a function the process's one ``Ticker``
+calls every WATCHDOG_INTERVAL); the first to finish decides how the session ends
+and the others are cancelled. Each pump awaits its send before it
+reads again, so a slow side slows the other (backpressure end to end: each
+connection's queue is small and bounded, and reading pauses when it is full).
+The common case skips the pumps: while nothing is queued and the other side can
+take more, each connection hands a message to ``_fast_audio`` / ``_fast_message``
+as soon as it is parsed, which relay it with no task switch (README: Performance).
+The watchdog holds the deadlines that are not on the per-frame path:
+a send that does not finish, Terminate without Termination, a token's session cap,
+and adds the session's use to the per-key counters every second. When upstream
+drops with a transient failure, the same loop goes on with a replacement upstream
+(see ``seam.py``), at most MAX_RECONNECTS times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from voxgate.logs import get_logger
+from voxgate.metrics.gateway import Metrics, Outcome
+from voxgate.protocol import (
+    ControlType,
+    PaceGuard,
+    ProtocolViolation,
+    StreamParams,
+    Violation,
+    check_audio_frame,
+    parse_control,
+)
+from voxgate.relay import closes
+from voxgate.relay.closes import Close
+from voxgate.relay.continuity import Seam
+from voxgate.relay.ticker import Ticker
+from voxgate.settings import Settings
+from voxgate.transcripts.publisher import SessionPublisher
+from voxgate.upstream.connect import UpstreamSession
+from voxgate.upstream.failures import FailureClass, UpstreamFailure, close_failure
+from voxgate.ws.connection import ConnectionClosed
+from voxgate.ws.server import ServerWebSocket
+
+#: How often the watchdog looks at the deadlines.
+WATCHDOG_INTERVAL = 0.25
+#: How often a running session adds its audio and open seconds to the per-key
+#: counters (so a session left open shows up while it is open, not when it ends).
+ACCOUNT_INTERVAL = 1.0
+#: After a client vanished: how long upstream may take to send its final turns
+#: before its socket is closed (upstream bills the time a session is open).
+ABANDON_GRACE = 0.8
+#: Deadline for sending the client its close, and for any send during clean-up.
+CLEANUP_TIMEOUT = 2.0
+#: Replacement upstream sessions one client session may use after upstream drops.
+MAX_RECONNECTS = 3
+_TERMINATE = json.dumps({"type": "Terminate"})
+_perf = time.perf_counter
+#: Framing errors the client's connection answers with a close code itself.
+_FRAMING_VIOLATIONS = {
+    1002: Violation.BAD_FRAME,
+    1007: Violation.BAD_FRAME,
+    1009: Violation.FRAME_TOO_BIG,
+}
+
+#: Opens a replacement upstream session (through the key pool): (session, key alias).
+Reopen = Callable[[], Awaitable[tuple[UpstreamSession, str]]]
+
+
+@dataclass(slots=True)
+class End:
+    """How a pump ended the session. ``close`` is None when the client is already gone."""
+
+    outcome: str
+    close: Close | None
+    error_frame: bool = True
+    #: Upstream dropped and a replacement may carry on (else end as above).
+    reconnect: bool = False
+    #: Upstream's own Error frame, sent to the client instead of the gateway's.
+    upstream_error: str | None = None
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        client: ServerWebSocket,
+        upstream: UpstreamSession,
+        params: StreamParams,
+        key_alias: str,
+        client_name: str,
+        settings: Settings,
+        metrics: Metrics,
+        on_upstream_failure: Callable[[str, UpstreamFailure], None],
+        publisher: SessionPublisher | None = None,
+        reopen: Reopen | None = None,
+        max_seconds: float | None = None,
+        failovers: int = 0,
+        ticker: Ticker,
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.params = params
+        self.key_alias = key_alias
+        self.client_name = client_name
+        self.settings = settings
+        self.metrics = metrics
+        self._on_upstream_failure = on_upstream_failure
+        self.publisher = publisher
+        self._reopen = reopen
+        self.failovers = failovers  # keys tried in vain before this session began
+        per_second = params.bytes_per_second
+        self.seam = Seam(
+            bytes_per_ms=per_second / 1000.0 if per_second else None,
+            format_turns=params.format_turns(),
+            max_replay_bytes=int((per_second or 0) * settings.replay_seconds),
+        )
+        self.id = str(upstream.begin.get("id", ""))
+        self.log = get_logger("voxgate.session").bind(
+            session_id=self.id, client=client_name, key=key_alias
+        )
+        self._loop = asyncio.get_running_loop()
+        self._pace = PaceGuard(settings.pace_burst_seconds)
+        self._terminate_sent = False
+        self._terminate_deadline: float | None = None
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+        # When a send started (0.0: none in flight); read by the watchdog.
+        self._up_send_started = 0.0
+        self._down_send_started = 0.0
+        self.turns = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.opened_at = self._loop.time()
+        # What _account has added to the counters so far.
+        self._counted_at = self.opened_at
+        self._counted_audio = 0.0
+        self._counted_up = self._counted_down = 0
+        # A temporary token's session cap (AssemblyAI ends such a session with 3008).
+        self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
+        self.upstream_close: tuple[int, str] | None = None
+        # A violation found by _fast_audio, raised by the pump when the frame reaches it.
+        self._fast_violation: ProtocolViolation | None = None
+        # The last frame size _fast_audio checked, and its audio seconds.
+        self._frame_size = -1
+        self._frame_seconds = 0.0
+        # The watchdog: checked by the shared ticker, ends the relay through _watch.
+        self._ticker = ticker
+        self._watch: asyncio.Future[End] | None = None
+        self._relay_up = metrics.relay_up.observe
+        self._relay_down = metrics.relay_down.observe
+
+    @property
+    def audio_seconds(self) -> float:
+        return self._pace.audio_seconds
+
+    # ------------------------------------------------------------------ control
+
+    def drain(self) -> None:
+        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012."""
+        if self._draining:
+            return
+        self._draining = True
+        self._drain_task = self._loop.create_task(self._send_terminate())
+
+    async def _send_terminate(self) -> None:
+        if self._terminate_sent:
+            return
+        self._terminate_sent = True
+        self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+            async with asyncio.timeout(self.settings.send_timeout):  # upstream not reading
+                await self.upstream.connection.send(_TERMINATE)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> End:
+        try:
+            await self.client.send_text(self.upstream.begin_text)
+        except (ConnectionClosed, OSError):
+            await self._abandon_upstream()
+            end = End(Outcome.CLIENT_GONE, None)
+            self._record(end)
+            return end
+        while True:
+            end = await self._relay()
+            if not end.reconnect:
+                break
+            if await self._reconnect():
+                continue
+            held = _parse(end.upstream_error) if end.upstream_error else None
+            if held is not None:
+                self._observe(end.upstream_error or "", held)  # the end is upstream's
+            break
+        if end.outcome in (Outcome.CLIENT_GONE, Outcome.CLIENT_ERROR, Outcome.EXPIRED):
+            await self._abandon_upstream()
+        else:
+            await self._close_upstream()
+        if end.close is not None:
+            await self._close_client(end)
+        self._record(end)
+        return end
+
+    async def _relay(self) -> End:
+        """Run both pumps and the watchdog on the current upstream until one ends."""
+        up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
+        down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
+        self._watch = watch = self._loop.create_future()
+        tasks: list[asyncio.Future[End]] = [up, down, watch]
+        self._ticker.add(self._tick)
+        # Only while this upstream relays (after, messages wait in the queues).
+        self.client.on_message = self._fast_audio
+        self.upstream.connection.on_message = self._fast_message
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            first = down if down in done else done.pop()
+            lost = up.exception() if first is up else None
+            if isinstance(lost, ConnectionClosed):
+                # Upstream went away under a send: the downstream pump says how (it
+                # may have held upstream's Error); if it is stuck on the client, the
+                # send's own exception does.
+                await asyncio.wait([down], timeout=CLEANUP_TIMEOUT)
+                return self._end_of(down) if down.done() else self._upstream_closed(lost)
+            return self._end_of(first)
+        finally:
+            self._ticker.discard(self._tick)
+            self.client.on_message = self.upstream.connection.on_message = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reconnect(self) -> bool:
+        """Upstream dropped: carry on with a replacement, replaying the turn in progress."""
+        assert self._reopen is not None
+        lost = self.key_alias
+        self.metrics.failovers.labels("mid_session").inc()
+        await self._close_upstream()
+        try:
+            upstream, alias = await self._reopen()
+        except Exception as exc:  # NoUpstream, or anything else: end as upstream did
+            self.log.warning("upstream_reconnect_failed", lost=lost, reason=str(exc)[:200])
+            return False
+        self._account()  # what the lost upstream served is billed to its key
+        self.upstream = upstream
+        self.key_alias = alias
+        self.log = self.log.bind(key=alias)
+        self.metrics.reconnects.labels("upstream").inc()
+        self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
+        frames = self.seam.replay()
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                for frame in frames:
+                    await upstream.connection.send(frame)
+                if self._terminate_sent:
+                    await upstream.connection.send(_TERMINATE)
+        except (TimeoutError, ConnectionClosed, OSError):
+            self.log.warning("upstream_replay_failed", key=alias)
+        if self._terminate_sent:
+            self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        self.log.info(
+            "upstream_reconnected",
+            lost=lost,
+            key=alias,
+            replayed_seconds=round(sum(map(len, frames)) / (self.params.bytes_per_second or 1), 3),
+            reconnects=self.seam.replacements,
+        )
+        return True
+
+    def _end_of(self, task: asyncio.Future[End]) -> End:
+        try:
+            return task.result()
+        except ProtocolViolation as violation:
+            self.metrics.client_rejections.labels(violation.violation.value).inc()
+            self.log.info("client_violation", reason=violation.reason, code=violation.code)
+            return End(Outcome.CLIENT_ERROR, closes.for_violation(violation))
+        except (ConnectionClosed, OSError):  # the client's (upstream's are handled)
+            return End(Outcome.CLIENT_GONE, None)
+        except Exception:
+            self.log.exception("session_failed")
+            return End(Outcome.INTERNAL, closes.INTERNAL)
+
+    # ------------------------------------------------------------------ pumps
+
+    async def _client_to_upstream(self) -> End:
+        receive = self.client.recv
+        send_up = self.upstream.connection.send
+        params = self.params
+        feed = self._pace.feed
+        keep = self.seam.sent
+        clock = self._loop.time
+        # loop.time() is uvloop's cached millisecond clock: overhead needs perf_counter.
+        perf = time.perf_counter
+        observe = self._relay_up
+        while True:
+            try:
+                data = await receive()
+            except ConnectionClosed as gone:
+                return self._client_gone(gone)
+            received = perf()
+            if isinstance(data, bytes):
+                if self._fast_violation is not None:
+                    raise self._fast_violation
+                seconds = check_audio_frame(len(data), params)
+                now = clock()
+                feed(seconds, now)
+                if self._terminate_sent:
+                    continue  # after Terminate (or a drain) audio has nowhere to go
+                self.bytes_up += len(data)
+                keep(data)
+                self._up_send_started = now
+                await send_up(data)
+                self._up_send_started = 0.0
+                observe(perf() - received)
+                continue
+            kind, _ = parse_control(data)
+            if kind is ControlType.TERMINATE:
+                await self._send_terminate()
+            elif not self._terminate_sent:
+                self._up_send_started = clock()
+                await send_up(data)
+                self._up_send_started = 0.0
+                observe(perf() - received)
+
+    def _fast_audio(self, data: bytes | str) -> bool:
+        """The client's connection calls this with each message as it is parsed, when
+        none is queued. Audio is checked and written upstream at once, with no task
+        switch (the common case). Anything else (text,
+        an upstream that is not ready for more, a frame breaking a rule) is left to the
+        pump: False, and the message is queued for it."""
+        upstream = self.upstream.connection
+        if (
+            not isinstance(data, bytes)
+            or self._terminate_sent
+            or self._fast_violation is not None
+            or not upstream.writable
+        ):
+            return False
+        received = _perf()
+        size = len(data)
+        try:
+            if size == self._frame_size:  # clients send frames of one size: checked once
+                seconds = self._frame_seconds
+            else:
+                seconds = check_audio_frame(size, self.params)
+                self._frame_size, self._frame_seconds = size, seconds
+            self._pace.feed(seconds, self._loop.time())
+        except ProtocolViolation as violation:
+            self._fast_violation = violation
+            return False
+        self.bytes_up += size
+        self.seam.sent(data)
+        upstream.write(data)
+        self._relay_up(_perf() - received)
+        return True
+
+    def _fast_message(self, raw: bytes | str) -> bool:
+        """Upstream's messages, relayed to the client as they are parsed (as
+        ``_fast_audio`` does the other way). Left to the pump: binary messages, an
+        Error (held back there), a session whose turns are being renumbered after a
+        reconnect, a client not ready for more, and anything while the pump is still
+        in a send (it counts and publishes after its send: order in Redis holds)."""
+        client = self.client
+        if (
+            not isinstance(raw, str)
+            or self.seam.rewriting
+            or self._down_send_started  # the pump has not finished the one before
+            or not client.writable
+        ):
+            return False
+        received = _perf()
+        message = _parse(raw)
+        if message is not None and message.get("type") == "Error":
+            return False
+        client.write(raw)
+        self.bytes_down += len(raw)
+        if message is not None:
+            self.seam.delivered(message)
+            self._observe(raw, message)
+        self._relay_down(_perf() - received)
+        return True
+
+    def _client_gone(self, gone: ConnectionClosed) -> End:
+        """The client closed, vanished, or broke the framing rules (then the
+        connection already answered with 1002, 1007 or 1009 and is closed)."""
+        if gone.sent is not None and gone.sent.code in _FRAMING_VIOLATIONS:
+            violation = _FRAMING_VIOLATIONS[gone.sent.code]
+            self.metrics.client_rejections.labels(violation.value).inc()
+            self.log.info("client_violation", reason=gone.sent.reason, code=gone.sent.code)
+        return End(Outcome.CLIENT_GONE, None)
+
+    async def _upstream_to_client(self) -> End:
+        recv = self.upstream.connection.recv
+        send = self.client.send
+        gone: ConnectionClosed | None = None
+        clock = self._loop.time
+        perf = time.perf_counter
+        observe = self._relay_down
+        held_error: tuple[str, dict[str, Any]] | None = None
+        seam = self.seam
+        try:
+            while True:
+                raw = await recv()
+                received = perf()
+                message = _parse(raw) if isinstance(raw, str) else None
+                if message is not None and seam.rewriting:
+                    message = seam.rewrite(message)
+                    if message is None:
+                        continue
+                    raw = json.dumps(message)
+                if message is not None and message.get("type") == "Error":
+                    # Upstream closes right after its Error. Held back: if a
+                    # replacement upstream carries on, the client never sees it.
+                    assert isinstance(raw, str)  # only text parses to a message
+                    held_error = (raw, message)
+                    continue
+                self._down_send_started = clock()
+                try:
+                    await send(raw)
+                except ConnectionClosed as exc:
+                    gone = exc
+                    break
+                if isinstance(raw, str):
+                    self.bytes_down += len(raw)
+                    if message is not None:
+                        seam.delivered(message)
+                        self._observe(raw, message)
+                self._down_send_started = 0.0
+                observe(perf() - received)
+        except ConnectionClosed as exc:
+            return self._upstream_closed(exc, held_error)
+        assert gone is not None  # the loop ends only when a send to the client failed
+        return self._client_gone(gone)
+
+    def _upstream_closed(
+        self, exc: ConnectionClosed, held_error: tuple[str, dict[str, Any]] | None = None
+    ) -> End:
+        """How the session goes on after upstream closed (or dropped) its connection."""
+        code = exc.code
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        self.upstream_close = (code, reason)
+        if code == 1000:
+            if self._draining:
+                return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
+            return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
+        failure = close_failure(code, reason)
+        self._on_upstream_failure(self.key_alias, failure)
+        retry = (
+            failure.failure is FailureClass.TRANSIENT
+            and self._reopen is not None
+            and not self._draining
+            and self.seam.replacements < MAX_RECONNECTS
+        )
+        outcome = (
+            Outcome.CLIENT_ERROR
+            if failure.failure is FailureClass.CLIENT_FAULT
+            else Outcome.UPSTREAM_ERROR
+        )
+        if held_error is not None and not retry:
+            self._observe(*held_error)
+        return End(
+            outcome,
+            closes.for_upstream_close(code, reason),
+            reconnect=retry,
+            upstream_error=held_error[0] if held_error is not None else None,
+        )
+
+    def _tick(self, now: float) -> None:
+        """The watchdog, called by the shared ticker while a relay runs: ends the
+        relay (through ``_watch``) when a deadline has passed, or as a gateway bug
+        (``Outcome.INTERNAL``, see ``_end_of``) when the checks themselves fail."""
+        watch = self._watch
+        if watch is None or watch.done():
+            return
+        try:
+            end = self._overdue(now)
+        except Exception as bug:
+            watch.set_exception(bug)
+            self._ticker.discard(self._tick)
+            return
+        if end is not None:
+            watch.set_result(end)
+            self._ticker.discard(self._tick)
+
+    def _overdue(self, now: float) -> End | None:
+        send_timeout = self.settings.send_timeout
+        if now - self._counted_at >= ACCOUNT_INTERVAL:
+            self._account()
+        if self._up_send_started and now - self._up_send_started > send_timeout:
+            self.log.warning("upstream_stuck", seconds=send_timeout)
+            return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_STUCK)
+        if self._down_send_started and now - self._down_send_started > send_timeout:
+            self.log.warning("client_stuck", seconds=send_timeout)
+            return End(Outcome.CLIENT_GONE, None)
+        if self._expires_at is not None and now >= self._expires_at:
+            self.log.info("session_cap_reached")
+            return End(Outcome.EXPIRED, closes.SESSION_CAP)
+        if self._terminate_deadline is not None and now > self._terminate_deadline:
+            self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
+            return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
+        return None
+
+    # ------------------------------------------------------------------ endings
+
+    async def _abandon_upstream(self) -> None:
+        """The client is gone or broke the rules: end upstream now (it bills while open)."""
+        connection = self.upstream.connection
+        await self._send_terminate()
+        try:
+            async with asyncio.timeout(ABANDON_GRACE):
+                async for raw in connection:
+                    # Final turns after Terminate: no client to relay them to, but
+                    # they still reach Redis.
+                    if isinstance(raw, str):
+                        message = _parse(raw)
+                        if message is not None:
+                            self._observe(raw, message)
+        except (TimeoutError, OSError):
+            pass
+        await self._close_upstream()
+
+    async def _close_upstream(self) -> None:
+        await self.upstream.connection.close()  # within its close timeout, else dropped
+
+    async def _close_client(self, end: End) -> None:
+        assert end.close is not None
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                if end.error_frame and end.close.code != 1000:
+                    await self.client.send_text(end.upstream_error or end.close.error_frame())
+                await self.client.close(end.close.code, end.close.reason)
+        except (TimeoutError, ConnectionClosed, OSError):
+            pass
+
+    def _observe(self, raw: str, message: dict[str, Any]) -> object:
+        """Count and publish one upstream message; return its ``type``."""
+        kind = message.get("type")
+        if kind == "Turn":
+            self.turns += 1
+            self.metrics.turn_received(message, self._pace.audio_seconds)
+        if self.publisher is not None:
+            self.publisher.message(raw, message)
+        return kind
+
+    def _account(self) -> None:
+        """Add what the session used since the last call to the counters, under the
+        key serving it now (called every ACCOUNT_INTERVAL, at a key change, at the end)."""
+        m = self.metrics
+        now = self._loop.time()
+        audio = self.audio_seconds
+        audio_counter, seconds_counter = m.usage(self.key_alias)
+        audio_counter.inc(audio - self._counted_audio)
+        seconds_counter.inc(now - self._counted_at)
+        m.bytes_up.inc(self.bytes_up - self._counted_up)
+        m.bytes_down.inc(self.bytes_down - self._counted_down)
+        self._counted_at, self._counted_audio = now, audio
+        self._counted_up, self._counted_down = self.bytes_up, self.bytes_down
+
+    def _record(self, end: End) -> None:
+        duration = self._loop.time() - self.opened_at
+        self.metrics.sessions_ended.labels(end.outcome).inc()
+        self._account()
+        self.log.info(
+            "session_ended",
+            outcome=end.outcome,
+            close_code=end.close.code if end.close else None,
+            duration_seconds=round(duration, 3),
+            audio_seconds=round(self.audio_seconds, 3),
+            turns=self.turns,
+            failovers=self.failovers,
+            reconnects=self.seam.replacements,
+            upstream_close=self.upstream_close[0] if self.upstream_close else None,
+        )
+        if self.publisher is not None:
+            self.publisher.ended(
+                duration_seconds=round(duration, 3),
+                audio_seconds=round(self.audio_seconds, 3),
+                turns=self.turns,
+                outcome=end.outcome,
+                close_code=end.close.code if end.close else None,
+                close_reason=end.close.text if end.close else None,
+            )
+
+
+def _parse(raw: str) -> dict[str, Any] | None:
+    """An upstream text message as a dict (None when it is not a JSON object)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None

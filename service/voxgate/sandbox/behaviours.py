@@ -1,0 +1,146 @@
+"""How the simulator treats each API key: pure parsing, no I/O.
+
+A key spec is ``key=behaviour`` items, comma-separated, for example
+``good=ok,broke=402,low=1008-balance,flaky=drop-1011@2.5``. The behaviours mirror the
+ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
+
+========================  ================================================================
+``ok``                    a normal session
+``echo``                  a session that answers every audio frame at once (benchmarks)
+``401`` ``402`` ``429``   that HTTP status at the WebSocket upgrade and at ``/v3/token``
+``500`` ``503``
+``1008-balance``          handshake, then Error + close 1008 about the account balance
+``1008-concurrent``       ... close 1008 "Too many concurrent sessions" (the old rate limit)
+``1008-auth``             ... close 1008 about an invalid key
+``4001`` ``4002``         ... the legacy closes (not authorized, insufficient funds,
+``4003`` ``4102``         paid-only feature, too many streams)
+``3009``                  ... close 3009, too many new sessions per minute
+``drop-CODE@S``           a normal session that ends with close CODE after S seconds of
+                          audio (``drop-1006@S`` drops the TCP connection with no close)
+``hang``                  the upgrade is never answered
+``no-begin``              handshake, but no ``Begin`` ever comes
+========================  ================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from voxgate.protocol import CloseCode
+
+
+class Kind(StrEnum):
+    OK = "ok"
+    ECHO = "echo"
+    HTTP = "http"  # refuse the upgrade (and /v3/token) with an HTTP status
+    CLOSE = "close"  # accept the upgrade, then Error + close before Begin
+    DROP = "drop"  # a normal session that fails mid-way
+    HANG = "hang"
+    NO_BEGIN = "no_begin"
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    kind: Kind
+    code: int = 0
+    reason: str = ""
+    after_seconds: float = 0.0
+    name: str = ""
+
+    @property
+    def http_body(self) -> bytes:
+        body: dict[str, object] = {"error": self.reason}
+        if self.code == 402:
+            body["status"] = 402
+        return json.dumps(body).encode()
+
+    @property
+    def serves_sessions(self) -> bool:
+        return self.kind in (Kind.OK, Kind.ECHO, Kind.DROP)
+
+
+_HTTP: dict[int, str] = {
+    401: "Invalid API key",
+    402: "Account not upgraded",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+_CLOSES: dict[str, tuple[int, str]] = {
+    "1008-balance": (
+        CloseCode.POLICY,
+        "Unauthorized Connection: Insufficient account balance. Add a payment method to "
+        "your account to use the streaming API",
+    ),
+    "1008-concurrent": (CloseCode.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
+    "1008-auth": (CloseCode.POLICY, "Unauthorized Connection: Invalid API key"),
+    "4001": (CloseCode.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
+    "4002": (CloseCode.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
+    "4003": (
+        CloseCode.LEGACY_PAID_ONLY,
+        "This feature is paid-only and requires you to add a credit card",
+    ),
+    "4102": (4102, "Too many streams"),
+    "3009": (
+        CloseCode.TOO_MANY_SESSIONS,
+        "Too Many New Sessions: over the account's limit of new sessions per minute",
+    ),
+}
+_DROP = re.compile(r"^drop-(\d{4})@(\d+(?:\.\d+)?)$")
+#: The close reasons of a mid-session drop, by code.
+DROP_REASONS: dict[int, str] = {
+    1011: "Internal server error",
+    1013: "Try again later",
+    3005: "Server error",
+    3008: "Session Expired: maximum session duration reached",
+}
+
+OK = Behaviour(Kind.OK, name="ok")
+#: What a key not named in the spec gets when the spec names keys at all.
+UNKNOWN_KEY = Behaviour(Kind.CLOSE, CloseCode.POLICY, "Unauthorized Connection: Invalid API key")
+
+
+def parse_behaviour(text: str) -> Behaviour:
+    """One behaviour name (see the module doc); ValueError names what is wrong."""
+    name = text.strip()
+    if name == "ok":
+        return OK
+    if name == "echo":
+        return Behaviour(Kind.ECHO, name=name)
+    if name == "hang":
+        return Behaviour(Kind.HANG, name=name)
+    if name == "no-begin":
+        return Behaviour(Kind.NO_BEGIN, name=name)
+    if name.isdigit() and int(name) in _HTTP:
+        return Behaviour(Kind.HTTP, int(name), _HTTP[int(name)], name=name)
+    if name in _CLOSES:
+        code, reason = _CLOSES[name]
+        return Behaviour(Kind.CLOSE, code, reason, name=name)
+    match = _DROP.match(name)
+    if match:
+        code = int(match.group(1))
+        if code != CloseCode.ABNORMAL and not 1000 < code < 5000:
+            raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
+        reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
+        return Behaviour(Kind.DROP, code, reason, float(match.group(2)), name=name)
+    known = ", ".join(["ok", "echo", "hang", "no-begin", *map(str, _HTTP), *_CLOSES, "drop-CODE@S"])
+    raise ValueError(f"unknown behaviour {name[:40]!r} (known: {known})")
+
+
+def parse_key_spec(spec: str) -> dict[str, Behaviour]:
+    """``key=behaviour,...`` -> {key: behaviour}; a bare ``key`` means ``ok``."""
+    keys: dict[str, Behaviour] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        key, sep, name = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise ValueError(f"key spec item {item[:40]!r} has no key")
+        if key in keys:
+            raise ValueError(f"key spec names a key twice ({len(keys) + 1}th item)")
+        keys[key] = parse_behaviour(name) if sep else OK
+    return keys

@@ -1,0 +1,150 @@
+"""Running the gateway under uvicorn, with a drain on SIGTERM.
+
+uvicorn on its own closes every WebSocket with 1012 the moment it shuts down, which
+would cut off the final transcripts of running sessions. This server instead, on
+the first SIGTERM/SIGINT: stops accepting connections, lets running sessions end by
+themselves for ``VOXGATE_DRAIN_TIMEOUT``, then ends each cleanly (Terminate
+upstream, relay the final turns and Termination, close 1012) and only then exits.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from voxgate.app import Gateway, create_app
+from voxgate.protocol import MAX_MESSAGE_BYTES, Violation
+from voxgate.relay.sessions import DRAIN_CLOSE_MARGIN
+from voxgate.settings import Settings
+from voxgate.ws.server import protocol_factory
+
+#: The connection refuses larger messages itself (1009); below it the gateway's own
+#: check answers with an Error frame first.
+WS_MAX_SIZE = 8 * MAX_MESSAGE_BYTES
+#: WebSocket pings find a vanished client: one silent for a whole interval after a
+#: ping is dropped (the default of websockets and uvicorn).
+WS_PING_INTERVAL = 20.0
+#: Client messages queued before the gateway stops reading that client (the relay
+#: takes them one by one, so this is only slack for bursts).
+WS_MAX_QUEUE = 16
+#: How long the client has to answer the gateway's close frame (below the session's
+#: own clean-up deadline).
+WS_CLOSE_TIMEOUT = 1.0
+#: The one WebSocket path served.
+WS_PATH = "/v3/ws"
+#: After the drain, how long uvicorn waits for what is left before cancelling it.
+GRACEFUL_MARGIN = 5.0
+
+
+def best_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self._drain_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_requested:
+            self.should_exit = True
+            self.force_exit = True
+            return
+        self._drain_requested = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_requested and self._drain_task is None:
+            for server in getattr(self, "servers", []):
+                server.close()  # stop accepting; open connections go on
+            self._drain_task = asyncio.create_task(self._drain())
+        result: bool = await super().on_tick(counter)
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            await self.gateway.drain()
+        finally:
+            self.should_exit = True
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn serves HTTP; its WebSocket upgrades go to the gateway's own lean
+    WebSocket (``voxgate.ws``), not through ASGI (see the README, "Performance")."""
+    gateway: Gateway = app.state.gateway
+    websocket = protocol_factory(
+        gateway.websocket,
+        path=WS_PATH,
+        max_size=WS_MAX_SIZE,
+        max_queue=WS_MAX_QUEUE,
+        ping_interval=WS_PING_INTERVAL,
+        close_timeout=WS_CLOSE_TIMEOUT,
+        on_refused=lambda status: gateway.metrics.client_rejections.labels(
+            Violation.BAD_HANDSHAKE.value
+        ).inc(),
+    )
+    return uvicorn.Config(
+        app,
+        loop=best_loop(),
+        http="auto",
+        ws=websocket,  # type: ignore[arg-type]  # uvicorn calls it like its own classes
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
+    )
+
+
+def graceful_shutdown_seconds(settings: Settings) -> int:
+    """uvicorn's own deadline, once the drain is over, for connections still open."""
+    return int(settings.terminate_timeout + GRACEFUL_MARGIN)
+
+
+def stop_budget_seconds(settings: Settings) -> float:
+    """The longest a SIGTERM'd gateway takes to exit: the drain, the Terminate
+    deadline and its margin, then uvicorn's graceful shutdown. A supervisor's kill
+    deadline (compose ``stop_grace_period``, Kubernetes ``terminationGracePeriodSeconds``
+    minus the preStop) should be at least this, or final transcripts may be cut."""
+    return (
+        settings.drain_timeout
+        + settings.terminate_timeout
+        + DRAIN_CLOSE_MARGIN
+        + graceful_shutdown_seconds(settings)
+    )
+
+
+def build_server(settings: Settings) -> DrainingServer:
+    app = create_app(settings)
+    return DrainingServer(uvicorn_config(app, settings), app.state.gateway)
+
+
+def run_gateway(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain. Prints one line when listening."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    sock = bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    server = build_server(settings)
+    print(f"voxgate gateway listening on ws://{host}:{port}", flush=True)
+    server.run(sockets=[sock])

@@ -1,0 +1,312 @@
+"""Gateway settings: one typed object, built once from the environment.
+
+Nothing else in the package reads ``os.environ``. A bad value fails at start with
+a :class:`SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from voxgate.access.origins import normalize_origin
+from voxgate.protocol import DEFAULT_PACE_BURST_SECONDS
+
+DEFAULT_UPSTREAM_URL = "wss://streaming.assemblyai.com/v3/ws"
+DEFAULT_PORT = 8080
+#: Deadline for the upstream TCP+TLS+WebSocket handshake.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Deadline for upstream's Begin once the socket is open.
+DEFAULT_BEGIN_TIMEOUT = 10.0
+#: Deadline between our Terminate and upstream's Termination (final turns come first).
+DEFAULT_TERMINATE_TIMEOUT = 10.0
+#: Deadline for one send to either side before the peer is declared stuck.
+DEFAULT_SEND_TIMEOUT = 10.0
+#: Failover at connect: the whole search for a working key must end by then.
+DEFAULT_FAILOVER_TIMEOUT = 15.0
+#: Per-key caps. AssemblyAI limits new sessions per minute per account (free: 5).
+DEFAULT_KEY_MAX_SESSIONS = 100
+DEFAULT_KEY_SESSIONS_PER_MINUTE = 100
+#: Envelopes held in memory while Redis is slow or down (a few KB each).
+DEFAULT_REDIS_BACKLOG = 10_000
+#: Approximate length cap of the Redis stream of transcripts.
+DEFAULT_STREAM_MAXLEN = 100_000
+#: On SIGTERM, how long running sessions may go on before they are ended for them.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+#: Audio kept per session to replay to a replacement upstream after a mid-session
+#: drop (the turn in progress). 2 s of 16 kHz PCM is 64 KB; it stays within the
+#: burst upstream accepts ahead of real time.
+DEFAULT_REPLAY_SECONDS = 2.0
+#: A key that needs billing is probed this long after the 402 (an upgrade takes
+#: 1-2 minutes to reach upstream), then every PROBE_INTERVAL until it works.
+DEFAULT_PROBE_DELAY = 30.0
+DEFAULT_PROBE_INTERVAL = 60.0
+
+#: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
+MIN_TOKEN_SECRET_CHARS = 32
+
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKey:
+    """A server-side AssemblyAI key. ``repr`` and ``alias`` never show the secret."""
+
+    alias: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """An operator-issued client key, kept only as its SHA-256 digest."""
+
+    name: str
+    digest: bytes = field(repr=False)
+
+
+def fingerprint(secret: str) -> str:
+    """A short, stable, non-reversible name for a secret (for logs and metrics)."""
+    return "key-" + hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
+def digest_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    upstream_url: str = DEFAULT_UPSTREAM_URL
+    upstream_keys: tuple[UpstreamKey, ...] = ()
+    client_keys: tuple[ClientKey, ...] = ()
+    redis_url: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
+    redis_backlog: int = DEFAULT_REDIS_BACKLOG
+    stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+    stream_partials: bool = False
+    shared_pool: bool = True
+    instance: str | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    begin_timeout: float = DEFAULT_BEGIN_TIMEOUT
+    terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT
+    key_max_sessions: int = DEFAULT_KEY_MAX_SESSIONS
+    key_sessions_per_minute: int = DEFAULT_KEY_SESSIONS_PER_MINUTE
+    pace_burst_seconds: float = DEFAULT_PACE_BURST_SECONDS
+    replay_seconds: float = DEFAULT_REPLAY_SECONDS
+    probe_delay: float = DEFAULT_PROBE_DELAY
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
+    log_format: str = "auto"
+    log_level: str = "info"
+    #: Signs temporary tokens. Unset: random per process, so tokens work only on the
+    #: replica that minted them; replicas behind one address need a shared one.
+    token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    allowed_origins: tuple[str, ...] = ()
+    demo_client: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        reader = _Reader(source)
+        settings = cls(
+            upstream_url=reader.url("VOXGATE_UPSTREAM_URL", DEFAULT_UPSTREAM_URL),
+            upstream_keys=parse_upstream_keys(reader.text("VOXGATE_UPSTREAM_KEYS", "")),
+            client_keys=parse_client_keys(reader.text("VOXGATE_CLIENT_KEYS", "")),
+            redis_url=reader.text("VOXGATE_REDIS_URL", "") or None,
+            admin_key=reader.text("VOXGATE_ADMIN_KEY", "") or None,
+            redis_backlog=reader.integer(
+                "VOXGATE_REDIS_BACKLOG", DEFAULT_REDIS_BACKLOG, 1, 10_000_000
+            ),
+            stream_maxlen=reader.integer(
+                "VOXGATE_STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN, 1, 1_000_000_000
+            ),
+            stream_partials=reader.choice("VOXGATE_STREAM_PARTIALS", "false", ("true", "false"))
+            == "true",
+            shared_pool=reader.choice("VOXGATE_SHARED_POOL", "true", ("true", "false")) == "true",
+            instance=reader.text("VOXGATE_INSTANCE", "") or None,
+            host=reader.text("VOXGATE_HOST", "127.0.0.1"),
+            port=reader.integer("VOXGATE_PORT", DEFAULT_PORT, 0, 65535),
+            connect_timeout=reader.seconds("VOXGATE_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+            begin_timeout=reader.seconds("VOXGATE_BEGIN_TIMEOUT", DEFAULT_BEGIN_TIMEOUT),
+            terminate_timeout=reader.seconds(
+                "VOXGATE_TERMINATE_TIMEOUT", DEFAULT_TERMINATE_TIMEOUT
+            ),
+            send_timeout=reader.seconds("VOXGATE_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
+            drain_timeout=reader.seconds("VOXGATE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT),
+            failover_timeout=reader.seconds("VOXGATE_FAILOVER_TIMEOUT", DEFAULT_FAILOVER_TIMEOUT),
+            key_max_sessions=reader.integer(
+                "VOXGATE_KEY_MAX_SESSIONS", DEFAULT_KEY_MAX_SESSIONS, 1, 100_000
+            ),
+            key_sessions_per_minute=reader.integer(
+                "VOXGATE_KEY_SESSIONS_PER_MINUTE", DEFAULT_KEY_SESSIONS_PER_MINUTE, 1, 100_000
+            ),
+            pace_burst_seconds=reader.seconds(
+                "VOXGATE_PACE_BURST_SECONDS", DEFAULT_PACE_BURST_SECONDS
+            ),
+            replay_seconds=reader.seconds("VOXGATE_REPLAY_SECONDS", DEFAULT_REPLAY_SECONDS),
+            probe_delay=reader.seconds("VOXGATE_PROBE_DELAY", DEFAULT_PROBE_DELAY),
+            probe_interval=reader.seconds("VOXGATE_PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL),
+            log_format=reader.choice("VOXGATE_LOG_FORMAT", "auto", ("auto", "json", "console")),
+            log_level=reader.choice(
+                "VOXGATE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
+            ),
+            token_secret=_token_secret(reader.text("VOXGATE_TOKEN_SECRET", "")),
+            allowed_origins=_origins(reader.text("VOXGATE_ALLOWED_ORIGINS", "")),
+            demo_client=reader.text("VOXGATE_DEMO_CLIENT", "") or None,
+        )
+        if settings.demo_client is not None and settings.demo_client not in {
+            k.name for k in settings.client_keys
+        }:
+            raise SettingsError(
+                f"VOXGATE_DEMO_CLIENT: {settings.demo_client[:40]!r} is not a client name "
+                "of VOXGATE_CLIENT_KEYS"
+            )
+        if not settings.upstream_keys:
+            raise SettingsError(
+                "VOXGATE_UPSTREAM_KEYS is empty: give at least one AssemblyAI key "
+                "(comma-separated, each optionally alias=key)"
+            )
+        if not settings.client_keys:
+            raise SettingsError(
+                "VOXGATE_CLIENT_KEYS is empty: give at least one client key as name=secret"
+            )
+        return settings
+
+
+def parse_upstream_keys(raw: str) -> tuple[UpstreamKey, ...]:
+    """``alias=key,key2`` -> keys; a key without alias is named by its fingerprint."""
+    keys: list[UpstreamKey] = []
+    for item in _items(raw):
+        alias, sep, secret = item.partition("=")
+        if not sep:
+            alias, secret = fingerprint(item), item
+        alias, secret = alias.strip(), secret.strip()
+        if not secret:
+            raise SettingsError(f"VOXGATE_UPSTREAM_KEYS: the key for alias {alias!r} is empty")
+        if not _ALIAS_RE.match(alias):
+            raise SettingsError(
+                f"VOXGATE_UPSTREAM_KEYS: alias {alias[:40]!r} must be 1-40 of A-Z a-z 0-9 _ . -"
+            )
+        keys.append(UpstreamKey(alias, secret))
+    _no_duplicates("VOXGATE_UPSTREAM_KEYS", [k.alias for k in keys])
+    if len({k.secret for k in keys}) != len(keys):
+        raise SettingsError("VOXGATE_UPSTREAM_KEYS: the same key is listed twice")
+    return tuple(keys)
+
+
+def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:
+    """``name=secret`` or ``name=sha256:<hex digest>`` (so the secret need not be stored)."""
+    keys: list[ClientKey] = []
+    for item in _items(raw):
+        name, sep, secret = item.partition("=")
+        name, secret = name.strip(), secret.strip()
+        if not sep or not name or not secret:
+            raise SettingsError(
+                f"VOXGATE_CLIENT_KEYS: expected name=secret, got an entry {name[:40]!r}"
+            )
+        if not _ALIAS_RE.match(name):
+            raise SettingsError(
+                f"VOXGATE_CLIENT_KEYS: name {name[:40]!r} must be 1-40 of A-Z a-z 0-9 _ . -"
+            )
+        if secret.startswith("sha256:"):
+            try:
+                digest = bytes.fromhex(secret.removeprefix("sha256:"))
+            except ValueError:
+                digest = b""
+            if len(digest) != 32:
+                raise SettingsError(
+                    f"VOXGATE_CLIENT_KEYS: {name}'s sha256: value is not 64 hex digits"
+                )
+        else:
+            digest = digest_secret(secret)
+        keys.append(ClientKey(name, digest))
+    _no_duplicates("VOXGATE_CLIENT_KEYS", [k.name for k in keys])
+    return tuple(keys)
+
+
+def _token_secret(raw: str) -> bytes:
+    if not raw:
+        return secrets.token_bytes(32)
+    if len(raw) < MIN_TOKEN_SECRET_CHARS:
+        raise SettingsError(
+            f"VOXGATE_TOKEN_SECRET must be at least {MIN_TOKEN_SECRET_CHARS} characters "
+            "(e.g. the output of: openssl rand -hex 32)"
+        )
+    return raw.encode()
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins: list[str] = []
+    for item in _items(raw):
+        origin = normalize_origin(item)
+        if origin is None:
+            raise SettingsError(
+                f"VOXGATE_ALLOWED_ORIGINS: {item[:80]!r} is not an origin like https://app.example.com"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _items(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _no_duplicates(variable: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise SettingsError(f"{variable}: the name {name!r} is used twice")
+        seen.add(name)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str, default: str) -> str:
+        return self._env.get(name, default).strip()
+
+    def url(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise SettingsError(f"{name} must be a ws:// or wss:// URL, got {value[:80]!r}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.text(name, str(default))
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {value[:40]!r}") from None
+        if not low <= number <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {number}")
+        return number
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self.text(name, str(default))
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number of seconds, got {value[:40]!r}") from None
+        if not 0 < number <= 86_400:
+            raise SettingsError(f"{name} must be more than 0 and at most 86400 seconds")
+        return number
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value[:40]!r}")
+        return value

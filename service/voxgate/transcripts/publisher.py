@@ -1,0 +1,295 @@
+"""Transcripts to Redis, off the hot path, losing nothing that can be kept.
+
+Sessions hand envelopes to :meth:`Publisher.publish`, which never blocks and never
+touches the network: the envelope joins a bounded in-memory backlog. One task
+drains the backlog to Redis in order, in batches (one Lua script call each):
+
+* pub/sub: every envelope on ``voxgate:session:<id>``, and on ``voxgate:tag:<tag>``
+  when the client tagged its session;
+* stream ``voxgate:transcripts`` (XADD, approximate MAXLEN): lifecycle events and
+  final turns (partials too when ``VOXGATE_STREAM_PARTIALS=true``).
+
+When Redis is slow or down the backlog waits and is delivered in order when it
+returns (at least once: a batch cut by a failure may be sent again; ``seq``
+tells duplicates). When the backlog is full, partials are shed before finals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from voxgate.logs import get_logger
+from voxgate.metrics.gateway import Metrics
+from voxgate.transcripts.backlog import Backlog
+
+STREAM_KEY = "voxgate:transcripts"
+#: Upstream message types that go to the stream like final turns (others are live only).
+_KEPT_TYPES = frozenset({"Begin", "Termination", "Error"})
+SESSION_CHANNEL = "voxgate:session:{}"
+TAG_CHANNEL = "voxgate:tag:{}"
+#: Envelopes sent to Redis in one script call.
+BATCH = 100
+#: After the backlog wakes from empty, how long more envelopes may gather before the
+#: batch goes out: one script call per burst, not per envelope (a call costs about
+#: 200 us of CPU on top of its envelopes). Delays an envelope by at most this.
+BATCH_LINGER = 0.02
+#: One batch is one script call, with one argument per envelope: a pipeline of
+#: PUBLISH and XADD cost redis-py about 60 us of CPU per envelope (packing, then one
+#: reply read per command), a script with six arguments per envelope 40 us, this
+#: one about half that (README: Performance). ARGV[1] is the stream's MAXLEN; each
+#: further argument is a header line of decimal fields, "S SEQ L0 L1 [L2]": S is 1
+#: when the envelope goes to the stream, L0 the byte length of the session id, L1
+#: (L2) those of its channels; then, with no separator, the session id, the
+#: channels, and the envelope's JSON (all the rest).
+PUBLISH_LUA = """
+local maxlen = ARGV[1]
+for i = 2, #ARGV do
+  local a = ARGV[i]
+  local nl = string.find(a, "\\n", 1, true)
+  local fields = {}
+  for f in string.gmatch(string.sub(a, 1, nl - 1), "%d+") do
+    fields[#fields + 1] = f
+  end
+  local pos = nl + 1
+  local parts = {}
+  for k = 3, #fields do
+    local n = tonumber(fields[k])
+    parts[#parts + 1] = string.sub(a, pos, pos + n - 1)
+    pos = pos + n
+  end
+  local text = string.sub(a, pos)
+  for k = 2, #parts do
+    redis.call('PUBLISH', parts[k], text)
+  end
+  if fields[1] == '1' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'session_id', parts[1], 'seq', fields[2], 'envelope', text)
+  end
+end
+return 1
+"""
+#: Deadline of one Redis command or connection attempt.
+REDIS_TIMEOUT = 2.0
+#: Wait between attempts while Redis is down: doubles up to the maximum.
+RETRY_MIN = 0.2
+RETRY_MAX = 5.0
+#: On shutdown, how long the backlog may take to reach Redis.
+FLUSH_TIMEOUT = 5.0
+
+log = get_logger("voxgate.redis")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    #: The envelope's JSON, as published.
+    text: str
+    #: Its header for the publish script: fields, session id and channels.
+    header: str
+    to_stream: bool
+
+    def script_arg(self) -> str:
+        return self.header + self.text
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode())
+
+
+class SessionPublisher:
+    """Numbers and wraps one session's events.
+
+    ``seq`` counts every envelope of the session from 0 (pub/sub carries them all);
+    ``stream_seq`` counts those that go to the stream, also from 0. What stays the
+    same for the session (its id, client, tag, channels) is encoded once: an
+    upstream message costs one string format, and is spliced in as it came.
+    """
+
+    def __init__(self, publisher: Publisher, session_id: str, client: str, tag: str | None) -> None:
+        self._publisher = publisher
+        # The id comes from upstream: a lone surrogate (JSON allows "\ud800") cannot be
+        # encoded for Redis, and it is in the channel name and the script's header.
+        session_id = session_id.encode(errors="backslashreplace").decode()
+        self.session_id = session_id
+        self.client = client
+        self.tag = tag
+        self._seq = 0
+        self._stream_seq = 0
+        channels = [SESSION_CHANNEL.format(session_id)]
+        if tag:
+            channels.append(TAG_CHANNEL.format(tag))
+        self._channels = tuple(channels)
+        lengths = " ".join(str(_utf8_len(x)) for x in (session_id, *channels))
+        self._header_tail = f" {lengths}\n{session_id}{''.join(channels)}"
+        # A "message" envelope up to its seq, then from the instance up to its ts.
+        self._message_head = (
+            f'{{"event":"message","session_id":{_json(session_id)},"client":{_json(client)},'
+            f'"tag":{_json(tag)},"seq":'
+        )
+        self._instance = f',"instance":{_json(publisher.instance)},"ts":'
+
+    def _publish(self, text: str, seq: int, *, final: bool, stream: bool) -> None:
+        header = f"{1 if stream else 0} {seq}{self._header_tail}"
+        self._publisher.publish(Envelope(text, header, stream), final=final)
+
+    def _emit(self, event: str, payload: dict[str, Any], *, final: bool) -> None:
+        """A lifecycle event (these always go to the stream)."""
+        body = {
+            "event": event,
+            "session_id": self.session_id,
+            "client": self.client,
+            "tag": self.tag,
+            "seq": self._seq,
+            "instance": self._publisher.instance,
+            "ts": round(time.time(), 6),
+            **payload,
+            "stream_seq": self._stream_seq,
+        }
+        self._publish(_json(body), self._seq, final=final, stream=True)
+        self._seq += 1
+        self._stream_seq += 1
+
+    def started(self, params: dict[str, str]) -> None:
+        self._emit("session.started", {"params": params}, final=True)
+
+    def message(self, raw: str, message: dict[str, Any]) -> None:
+        """``raw`` as it came from upstream, ``message`` parsed. Final turns and the
+        session's Begin, Termination and Error are kept (the stream, never shed
+        first); partials and every other type (Heartbeat, SpeechStarted, unknown
+        ones) are live only: pub/sub, and shed first."""
+        kind = message.get("type")
+        final = bool(message.get("end_of_turn")) if kind == "Turn" else kind in _KEPT_TYPES
+        stream = final or self._publisher.stream_partials
+        seq = self._seq
+        ts = repr(round(time.time(), 6))
+        if stream:
+            text = (
+                f'{self._message_head}{seq}{self._instance}{ts},"stream_seq":{self._stream_seq}'
+                f',"message":{raw}}}'
+            )
+            self._stream_seq += 1
+        else:
+            text = f'{self._message_head}{seq}{self._instance}{ts},"message":{raw}}}'
+        self._seq += 1
+        self._publish(text, seq, final=final, stream=stream)
+
+    def ended(self, **summary: Any) -> None:
+        self._emit("session.ended", summary, final=True)
+
+
+class Publisher:
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        *,
+        backlog: int,
+        stream_maxlen: int,
+        stream_partials: bool,
+        instance: str | None = None,
+    ) -> None:
+        self.instance = instance or socket.gethostname()
+        self.stream_partials = stream_partials
+        self._stream_maxlen = stream_maxlen
+        self._metrics = metrics
+        self._backlog: Backlog[Envelope] = Backlog(backlog)
+        metrics.redis_backlog.set_function(lambda: len(self._backlog))  # read when scraped
+        self._wake = asyncio.Event()
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
+        self._publish_script = self._redis.register_script(PUBLISH_LUA)
+        self.up: bool | None = None  # None: not tried yet
+        self._task: asyncio.Task[None] | None = None
+
+    def session(self, session_id: str, client: str, tag: str | None) -> SessionPublisher:
+        return SessionPublisher(self, session_id, client, tag)
+
+    def publish(self, envelope: Envelope, *, final: bool) -> None:
+        """Queue ``envelope``; never blocks. A full backlog sheds a partial first."""
+        dropped = self._backlog.push(envelope, final=final)
+        if dropped is not None:
+            kind = "final" if dropped.final else "partial"
+            self._metrics.redis_dropped.labels(kind).inc()
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="redis-publisher")
+
+    async def close(self) -> None:
+        """Stop the sending task, flush what is waiting (bounded by FLUSH_TIMEOUT).
+        The task goes first so that two senders never pop the same batch; a batch it
+        had sent but not yet popped goes again (at least once: ``seq`` tells)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            async with asyncio.timeout(FLUSH_TIMEOUT):
+                while len(self._backlog) and self.up is not False:
+                    await self._send_batch()
+        except (TimeoutError, RedisError, OSError):
+            pass
+        if len(self._backlog):
+            log.warning("redis_backlog_lost_on_shutdown", envelopes=len(self._backlog))
+        await self._redis.aclose()
+
+    async def _run(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            if not len(self._backlog):
+                self._wake.clear()
+                await self._wake.wait()
+                await asyncio.sleep(BATCH_LINGER)
+                continue
+            try:
+                await self._send_batch()
+            except (RedisError, OSError) as exc:
+                self._set_up(False, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+                continue
+            delay = RETRY_MIN
+
+    async def _send_batch(self) -> None:
+        batch = self._backlog.peek(BATCH)
+        started = time.perf_counter()
+        # Each envelope was encoded when it was queued: this is one join per envelope.
+        args: list[str | int] = [self._stream_maxlen]
+        args += [entry.item.script_arg() for entry in batch]
+        await self._publish_script(keys=[STREAM_KEY], args=args)
+        self._backlog.pop(len(batch))
+        self._metrics.redis_publish_seconds.observe(time.perf_counter() - started)
+        self._metrics.redis_published.inc(len(batch))
+        self._set_up(True, "")
+
+    @property
+    def state(self) -> str:
+        return {None: "unknown", True: "up", False: "down"}[self.up]
+
+    def _set_up(self, up: bool, why: str) -> None:
+        if up != self.up:
+            if up and self.up is False:
+                self._metrics.reconnects.labels("redis").inc()
+            self.up = up
+            self._metrics.redis_up.set(1.0 if up else 0.0)
+            if up:
+                log.info("redis_up", backlog=len(self._backlog))
+            else:
+                log.warning("redis_down", error=why, backlog=len(self._backlog))

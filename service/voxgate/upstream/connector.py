@@ -1,0 +1,210 @@
+"""Opening upstream sessions through the key pool: failover at connect, and probes.
+
+A key-specific failure (payment required, unauthorized, rate limited, transient)
+takes that key out as the pool decides and the next key is tried, within
+``MAX_CONNECT_ATTEMPTS`` and the failover deadline. The client sees an error only
+when no key can serve, and is told why. Keys out of rotation are probed in the
+background through ``/v3/token`` (no billed session) and come back by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from voxgate.keys.pool import KeyPool, Lease, Transition, Unavailable
+from voxgate.keys.shared import SharedPool
+from voxgate.logs import get_logger
+from voxgate.metrics.gateway import Metrics
+from voxgate.protocol import StreamParams
+from voxgate.relay import closes
+from voxgate.relay.closes import Close
+from voxgate.settings import Settings, UpstreamKey
+from voxgate.upstream.connect import USER_AGENT, UpstreamSession, open_session
+from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure
+
+#: Keys tried for one client session before it is refused.
+MAX_CONNECT_ATTEMPTS = 4
+#: How often the probe loop looks for keys due a probe.
+PROBE_TICK = 5.0
+#: Deadline of one probe request.
+PROBE_TIMEOUT = 10.0
+#: A probe token lives this long (the shortest AssemblyAI allows is 1 s).
+PROBE_TOKEN_SECONDS = 60
+
+log = get_logger("voxgate.keys")
+
+
+class NoUpstream(Exception):
+    """No key could open a session; ``close`` says why, for the client."""
+
+    def __init__(self, close: Close) -> None:
+        super().__init__(close.text)
+        self.close = close
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    upstream: UpstreamSession
+    lease: Lease
+    attempts: int
+
+
+def token_url(ws_url: str) -> str:
+    """``wss://host/v3/ws`` -> ``https://host/v3/token`` (``ws`` -> ``http``)."""
+    parts = urlsplit(ws_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    path = parts.path.rsplit("/", 1)[0] + "/token"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class Connector:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: KeyPool,
+        metrics: Metrics,
+        shared: SharedPool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.metrics = metrics
+        #: Leases and key states shared with other replicas (None: this replica alone).
+        self.shared = shared
+        self._token_url = token_url(settings.upstream_url)
+        self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
+
+    async def open(self, params: StreamParams, api_version: str | None) -> Opened:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.failover_timeout
+        tried: set[str] = set()
+        last: UpstreamFailure | None = None
+        for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
+            if deadline - loop.time() <= 0:
+                break
+            lease = await self.acquire(frozenset(tried))
+            if isinstance(lease, Unavailable):
+                raise NoUpstream(closes.for_unavailable(lease))
+            left = max(0.001, deadline - loop.time())
+            try:
+                upstream = await open_session(
+                    self.settings.upstream_url,
+                    lease.key,
+                    params,
+                    connect_timeout=min(self.settings.connect_timeout, left),
+                    begin_timeout=min(self.settings.begin_timeout, left),
+                    api_version=api_version,
+                )
+            except UpstreamFailure as failure:
+                self.release(lease)
+                last = failure
+                self.failed(lease.alias, failure)
+                if failure.failure is FailureClass.CLIENT_FAULT:
+                    raise NoUpstream(closes.for_connect_failure(failure)) from None
+                tried.add(lease.alias)
+                self.metrics.failovers.labels("connect").inc()
+                continue
+            self.succeeded(lease.alias)
+            return Opened(upstream, lease, attempt)
+        reason = self.pool.why_unavailable(frozenset(tried))
+        if last is not None and reason is Unavailable.UNREACHABLE:
+            raise NoUpstream(closes.for_connect_failure(last))
+        raise NoUpstream(closes.for_unavailable(reason))
+
+    async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
+        """A lease from the shared pool when there is one, else from this replica's."""
+        if self.shared is not None:
+            return await self.shared.acquire(exclude)
+        return self.pool.acquire(exclude)
+
+    def release(self, lease: Lease) -> None:
+        if self.shared is not None:
+            self.shared.release(lease)
+        else:
+            self.pool.release(lease)
+        self.metrics.key_changed(self.pool.record(lease.alias))
+
+    def succeeded(self, alias: str) -> None:
+        """``alias`` worked (a session opened, or a probe answered): back in rotation,
+        for every replica when the pool is shared."""
+        self._log(self.pool.report_success(alias))
+        self.metrics.key_changed(self.pool.record(alias))
+
+    def failed(self, alias: str, failure: UpstreamFailure) -> None:
+        """Count and apply an upstream failure of ``alias`` (at connect or mid-session)."""
+        self.metrics.upstream_failure(alias, failure)
+        log.warning(
+            "upstream_failure",
+            key=alias,
+            failure=failure.failure,
+            code=failure.code,
+            http=failure.http,
+            detail=failure.detail,
+        )
+        self._log(self.pool.report_failure(alias, failure.failure, failure.detail))
+        self.metrics.key_changed(self.pool.record(alias))
+
+    def dropped(self, alias: str, failure: UpstreamFailure) -> None:
+        """A running session's upstream ended with an error. A transient drop is
+        counted and logged but not held against the key (one lost connection says
+        little about a key, and the session's replacement may well use it again)."""
+        if failure.failure is not FailureClass.TRANSIENT:
+            self.failed(alias, failure)
+            return
+        self.metrics.upstream_failure(alias, failure)
+        log.warning("upstream_dropped", key=alias, code=failure.code, detail=failure.detail)
+
+    # ------------------------------------------------------------------ probes
+
+    async def probe(self, key: UpstreamKey) -> UpstreamFailure | None:
+        """Ask upstream for a short-lived token with ``key``: None when the key works."""
+        url = f"{self._token_url}?expires_in_seconds={PROBE_TOKEN_SECONDS}"
+        request = urllib.request.Request(
+            url, headers={"Authorization": key.secret, "User-Agent": USER_AGENT}
+        )
+
+        def fetch() -> UpstreamFailure | None:
+            try:
+                with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+                    json.loads(response.read(65536))
+                    return None
+            except urllib.error.HTTPError as exc:
+                return http_failure(exc.code, exc.read(4096))
+            except (OSError, ValueError) as exc:
+                return UpstreamFailure(FailureClass.TRANSIENT, 0, type(exc).__name__)
+
+        return await asyncio.to_thread(fetch)
+
+    async def probe_due(self) -> None:
+        for key in self.pool.due_probes():
+            failure = await self.probe(key)
+            record = self.pool.record(key.alias)
+            if failure is None:
+                log.info("key_probe_ok", key=key.alias)
+                self.succeeded(key.alias)
+            else:
+                log.info("key_probe_failed", key=key.alias, failure=failure.failure)
+                if failure.failure is FailureClass.PAYMENT_REQUIRED:
+                    self.metrics.upstream_402.labels(key.alias).inc()
+                self._log(self.pool.probe_failed(key.alias, failure.failure, failure.detail))
+            self.metrics.key_changed(record)
+
+    async def run_probes(self) -> None:
+        """Forever: probe the keys that are due. Failures are logged, never fatal."""
+        while True:
+            await asyncio.sleep(self._probe_tick)
+            try:
+                await self.probe_due()
+            except Exception:
+                log.exception("probe_loop_error")
+
+    def _log(self, transition: Transition | None) -> None:
+        """Log a state change this replica saw, and share it with the others."""
+        if self.shared is not None:
+            self.shared.publish(transition)
+        if transition is not None:
+            log.warning("key_state_changed", **transition.fields())

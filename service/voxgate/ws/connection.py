@@ -1,0 +1,359 @@
+"""One WebSocket connection after (or during) its handshake, as an asyncio protocol.
+
+Frames are parsed in ``data_received`` (no task per frame); ``recv`` hands out
+whole messages from a bounded queue, and reading from the socket pauses while the
+queue is full, so a slow reader slows its peer down (TCP backpressure). ``send``
+writes at once and waits only while the transport's write buffer is over its high
+water mark. Pings keep an idle connection honest: a peer silent for a whole
+``ping_interval`` after a ping is dropped. Subclasses (``client``, ``server``)
+do the opening handshake, then call ``_opened``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import Callable
+from typing import Final, NamedTuple
+
+from voxgate.logs import get_logger
+from voxgate.ws.frames import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    FrameReader,
+    close_payload,
+    parse_close,
+)
+from voxgate.ws.frames import encode as encode_frame
+
+log = get_logger("voxgate.ws")
+
+#: Named defaults (those of the websockets package, which the gateway used before).
+PING_INTERVAL: Final = 20.0
+CLOSE_TIMEOUT: Final = 2.0
+#: Messages received and not yet taken by ``recv`` before reading pauses; it
+#: resumes once the queue is down to a quarter of that.
+MAX_QUEUE: Final = 32
+
+
+class State(enum.IntEnum):
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+_OPEN: Final = State.OPEN  # (a global is found faster than an enum member)
+
+
+class Closed(NamedTuple):
+    code: int
+    reason: str
+
+
+class ConnectionClosed(Exception):
+    """The connection is closed (or closing): ``rcvd`` is the peer's close frame, if
+    one came, ``sent`` ours. With neither, the TCP connection simply went away."""
+
+    def __init__(self, rcvd: Closed | None, sent: Closed | None) -> None:
+        self.rcvd = rcvd
+        self.sent = sent
+        super().__init__(f"received {rcvd}, sent {sent}")
+
+    @property
+    def code(self) -> int:
+        """The peer's close code; 1006 when it sent none."""
+        return self.rcvd.code if self.rcvd is not None else 1006
+
+
+class WebSocket(asyncio.Protocol):
+    #: Whether this end is the client (it masks what it sends).
+    is_client = False
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        max_queue: int = MAX_QUEUE,
+        ping_interval: float | None = PING_INTERVAL,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader = FrameReader(masked=not self.is_client, max_size=max_size)
+        self._max_queue = max_queue
+        self._ping_interval = ping_interval
+        self._close_timeout = close_timeout
+        self.state = State.CONNECTING
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self.rcvd: Closed | None = None
+        self.sent: Closed | None = None
+        self._messages: deque[bytes | str] = deque()
+        self._reading_paused = False
+        self._writing_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        # One future all senders waiting for the write buffer share (replaced once done).
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # The latest ping not yet answered because writing was paused (RFC 6455 5.5.3:
+        # answering only the most recent ping is enough), so a ping flood from a peer
+        # that does not read cannot grow the write buffer.
+        self._pong_owed: bytes | None = None
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._heard = False  # anything received since the last ping
+        #: Called with each message as it is parsed, when none is queued; a true
+        #: result means it was dealt with, else it is queued for ``recv`` as usual.
+        #: (The gateway relays audio this way without a task switch per frame.)
+        self.on_message: Callable[[bytes | str], bool] | None = None
+
+    # ------------------------------------------------------------------ asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        handler = self.on_message
+        if handler is not None and self.state is _OPEN and not self._messages:
+            # The usual read while relaying: one whole data frame, handed on at once.
+            message = self._reader.whole(data)
+            if message is not None:
+                self._heard = True
+                try:
+                    taken = handler(message)
+                except Exception:  # a bug there must not cost the message: recv gets it
+                    log.exception("websocket_message_handler_failed")
+                    taken = False
+                if not taken:
+                    self._messages.append(message)
+                    self._queued()
+                return
+        if self.state is State.CONNECTING:
+            self._handshake_data(data)
+            return
+        self._heard = True
+        events = self._reader.feed(data)
+        messages = self._messages
+        for opcode, payload in events:
+            if opcode <= BINARY:
+                if self.state is State.OPEN:  # after a close, data is discarded
+                    handler = self.on_message
+                    if handler is None or messages or not self._offer(handler, payload):
+                        messages.append(payload)
+            elif opcode == PING:
+                if self.state is State.OPEN:
+                    assert isinstance(payload, bytes)
+                    if self._writing_paused:
+                        self._pong_owed = payload
+                    else:
+                        self.transport.write(encode_frame(PONG, payload, mask=self.is_client))
+            elif opcode == CLOSE:
+                assert isinstance(payload, bytes)
+                self._close_received(payload)
+                break
+        error = self._reader.error
+        if error is not None and self.state is State.OPEN:
+            self.fail(error.code, error.reason)  # what came before it is still delivered
+        if messages:
+            self._queued()
+
+    def _queued(self) -> None:
+        """Messages wait for ``recv``: wake it; pause reading once the queue is full."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        full = len(self._messages) >= self._max_queue
+        if full and not self._reading_paused and self.state is State.OPEN:
+            self._reading_paused = True  # (once closing, nothing more is queued)
+            self.transport.pause_reading()
+
+    @staticmethod
+    def _offer(handler: Callable[[bytes | str], bool], payload: bytes | str) -> bool:
+        try:
+            return handler(payload)
+        except Exception:  # a bug there must not cost the message: recv gets it
+            log.exception("websocket_message_handler_failed")
+            return False
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: a half-closed WebSocket is of no use
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = State.CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        for waiter in (self._waiter, self._drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self._connection_lost()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._pong_owed is not None and self.state is State.OPEN:
+            self.transport.write(encode_frame(PONG, self._pong_owed, mask=self.is_client))
+        self._pong_owed = None
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def closed(self) -> ConnectionClosed:
+        return ConnectionClosed(self.rcvd, self.sent)
+
+    async def recv(self) -> bytes | str:
+        """The next message; ConnectionClosed once none is left and the connection is
+        closing or closed."""
+        messages = self._messages
+        while not messages:
+            if self.state is not State.OPEN:
+                raise self.closed
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = messages.popleft()
+        if self._reading_paused and len(messages) <= self._max_queue // 4:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return message
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> bytes | str:
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: bytes | str) -> None:
+        """Send one message; waits only while the write buffer is over its high mark."""
+        if self.state is not State.OPEN:
+            raise self.closed
+        self.write(message)
+        if self._writing_paused:
+            await self._drain()
+
+    @property
+    def writable(self) -> bool:
+        """Open, and the write buffer under its high mark: ``write`` will not pile up."""
+        return self.state is State.OPEN and not self._writing_paused
+
+    def write(self, message: bytes | str) -> None:
+        """Send one message now, without waiting (check ``writable`` first)."""
+        if isinstance(message, str):
+            self.transport.write(encode_frame(TEXT, message.encode(), mask=self.is_client))
+        else:
+            self.transport.write(encode_frame(BINARY, message, mask=self.is_client))
+
+    async def _drain(self) -> None:
+        """Until the write buffer is under its low mark (no deadline of its own: the
+        session's watchdog holds the send deadline). Any number of senders may wait."""
+        while self._writing_paused and self.state is not State.CLOSED:
+            if self._drain_waiter is None or self._drain_waiter.done():
+                self._drain_waiter = self._loop.create_future()
+            await asyncio.shield(self._drain_waiter)  # a cancelled sender leaves it to others
+        if self.state is State.CLOSED:
+            raise self.closed
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """The closing handshake: send our close, wait (``close_timeout``) for the
+        peer's and for the TCP connection to end, then drop it if need be."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.CONNECTING:
+            self.abort()
+            return
+        self._send_close(code, reason)
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await asyncio.shield(self._lost)
+        except TimeoutError:
+            self.abort()
+
+    def fail(self, code: int, reason: str) -> None:
+        """End at once: our close frame (if not sent yet), then the TCP connection."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.OPEN:
+            self._send_close(code, reason)
+        self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._lost)
+
+    # ------------------------------------------------------------------ internals
+
+    def _opened(self) -> None:
+        self.state = State.OPEN
+        if self._ping_interval:
+            self._timer = self._loop.call_later(self._ping_interval, self._keepalive)
+
+    def _handshake_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _connection_lost(self) -> None:
+        """For subclasses: the TCP connection is gone."""
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if self.sent is not None or self.state is State.CLOSED:
+            return
+        self.sent = Closed(code, reason)
+        payload = close_payload(code, reason) if code != 1005 else b""
+        self.transport.write(encode_frame(CLOSE, payload, mask=self.is_client))
+        self.state = State.CLOSING
+        if self._reading_paused:  # the peer's close must get through a full queue;
+            self._reading_paused = False  # data from now on is discarded, not queued
+            self.transport.resume_reading()
+        if self.rcvd is not None:
+            self._both_closed()
+
+    def _close_received(self, payload: bytes) -> None:
+        try:
+            self.rcvd = Closed(*parse_close(payload))
+        except FrameError as exc:
+            self.fail(exc.code, exc.reason)
+            return
+        if self.sent is None:
+            self._send_close(self.rcvd.code, "")  # echo the code (RFC 6455 5.5.1)
+        else:
+            self._both_closed()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _both_closed(self) -> None:
+        """Both close frames are out: the server ends TCP; a client gives it a moment."""
+        if not self.is_client:
+            self.transport.close()
+        else:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(self._close_timeout, self.abort)
+
+    def _keepalive(self) -> None:
+        if self.state is not State.OPEN:
+            return
+        if self._pinged and not self._heard:
+            self.sent = Closed(1011, "keepalive ping timeout")
+            self.abort()
+            return
+        self._heard = False
+        self._pinged = True
+        self.transport.write(encode_frame(PING, b"", mask=self.is_client))
+        assert self._ping_interval is not None
+        self._timer = self._loop.call_later(self._ping_interval, self._keepalive)
+
+    _pinged = False
