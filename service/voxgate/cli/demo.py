@@ -14,12 +14,6 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from voxgate.cli.stream import StreamError, printer, stream_file
-from voxgate.logs import configure_logging
-from voxgate.sandbox.server import SandboxConfig, serve_sandbox
-from voxgate.server import bind, build_server
-from voxgate.settings import Settings, UpstreamKey, parse_client_keys
-
 DEMO_UPSTREAM_KEY = "sandbox-upstream-key"
 DEMO_CLIENT_KEY = "demo-client-key"
 #: Deadline for the embedded gateway to start listening.
@@ -30,7 +24,10 @@ def sample_wav() -> Path:
     return Path(str(resources.files("voxgate") / "samples" / "hello.wav"))
 
 
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+HELP = "simulator + gateway + a sample stream, all on this machine, no key needed"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("wav", nargs="?", type=Path, help="WAV to stream (default: the sample)")
     parser.add_argument("--port", type=int, default=0, help="gateway port (default: any free)")
     parser.add_argument(
@@ -38,7 +35,18 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def run_demo(ns: argparse.Namespace) -> int:
+def run(ns: argparse.Namespace) -> int:
+    return asyncio.run(_demo(ns))
+
+
+async def _demo(ns: argparse.Namespace) -> int:
+    # The simulator and the server are imported by this command only.
+    from voxgate.cli.stream import StreamError, printer, stream_file
+    from voxgate.logs import configure_logging
+    from voxgate.sandbox.server import SandboxConfig, serve_sandbox
+    from voxgate.server import bind, build_server
+    from voxgate.settings import Settings, UpstreamKey, parse_client_keys
+
     configure_logging("console", "warning")
     wav: Path = ns.wav or sample_wav()
     sandbox = await serve_sandbox(SandboxConfig.open(), "127.0.0.1", 0)

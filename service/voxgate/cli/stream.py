@@ -158,7 +158,10 @@ async def stream_file(
 # --------------------------------------------------------------------------- CLI
 
 
-def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+HELP = "stream a WAV file at real-time pace"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("wav", type=Path, help="a 16-bit PCM WAV file")
     parser.add_argument("--url", default="ws://127.0.0.1:8080", help="the gateway")
     parser.add_argument("--key", help=f"a voxgate client key (default: env {KEY_ENV})")
@@ -173,7 +176,11 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-ms", type=int, default=DEFAULT_FRAME_MS, help="50-1000")
 
 
-async def run_stream_command(ns: argparse.Namespace) -> int:
+def run(ns: argparse.Namespace) -> int:
+    return asyncio.run(_stream_command(ns))
+
+
+async def _stream_command(ns: argparse.Namespace) -> int:
     key = ns.key or os.environ.get(KEY_ENV, "")
     if not key:
         print(f"voxgate stream: give --key or set {KEY_ENV}", file=sys.stderr)

@@ -21,7 +21,10 @@ STREAM_BLOCK_MS = 1000
 STREAM_COUNT = 200
 
 
-def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
+HELP = "follow transcripts published to Redis"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", help="Redis URL (default: env VOXGATE_REDIS_URL)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--session", help="only this session id")
@@ -128,7 +131,7 @@ async def _stream(client: aioredis.Redis, ns: argparse.Namespace) -> Any:
                 yield json.loads(fields[b"envelope"])
 
 
-def run_tail_command(ns: argparse.Namespace) -> int:
+def run(ns: argparse.Namespace) -> int:
     try:
         return asyncio.run(follow(ns))
     except KeyboardInterrupt:

@@ -45,7 +45,6 @@ import socket
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from voxgate.keys.layout import (
@@ -72,7 +71,7 @@ from voxgate.keys.pool import (
 )
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics
-from voxgate.transcripts.publisher import REDIS_TIMEOUT
+from voxgate.redis_client import REDIS_TIMEOUT, connect
 
 #: A replica's leases live this long after its last heartbeat (a killed process's
 #: capacity returns within it); long enough to ride out a few missed heartbeats.
@@ -145,9 +144,7 @@ class SharedPool:
         self._ttl_ms = int(lease_ttl * 1000)
         self._heartbeat = heartbeat
         self._timeout = timeout
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
-        )
+        self._redis = connect(url, timeout=timeout, decode_responses=True)
         self._acquire_script = self._redis.register_script(ACQUIRE_LUA)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_LUA)
         self._set_state_script = self._redis.register_script(SET_STATE_LUA)

@@ -103,6 +103,13 @@ def for_unavailable(reason: Unavailable) -> Close:
     return Close(code, text)
 
 
+def for_no_upstream(cause: Unavailable | UpstreamFailure) -> Close:
+    """The close for a session that got no upstream: no usable key, or upstream's failure."""
+    if isinstance(cause, Unavailable):
+        return for_unavailable(cause)
+    return for_connect_failure(cause)
+
+
 DRAINING = Close(
     CloseCode.SERVICE_RESTART,
     "Service restart: the gateway is shutting down; reconnect to continue",

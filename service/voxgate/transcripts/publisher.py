@@ -21,13 +21,14 @@ import json
 import socket
 import time
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics
+from voxgate.redis_client import connect
 from voxgate.transcripts.backlog import Backlog
 
 STREAM_KEY = "voxgate:transcripts"
@@ -49,35 +50,7 @@ BATCH_LINGER = 0.02
 #: when the envelope goes to the stream, L0 the byte length of the session id, L1
 #: (L2) those of its channels; then, with no separator, the session id, the
 #: channels, and the envelope's JSON (all the rest).
-PUBLISH_LUA = """
-local maxlen = ARGV[1]
-for i = 2, #ARGV do
-  local a = ARGV[i]
-  local nl = string.find(a, "\\n", 1, true)
-  local fields = {}
-  for f in string.gmatch(string.sub(a, 1, nl - 1), "%d+") do
-    fields[#fields + 1] = f
-  end
-  local pos = nl + 1
-  local parts = {}
-  for k = 3, #fields do
-    local n = tonumber(fields[k])
-    parts[#parts + 1] = string.sub(a, pos, pos + n - 1)
-    pos = pos + n
-  end
-  local text = string.sub(a, pos)
-  for k = 2, #parts do
-    redis.call('PUBLISH', parts[k], text)
-  end
-  if fields[1] == '1' then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      'session_id', parts[1], 'seq', fields[2], 'envelope', text)
-  end
-end
-return 1
-"""
-#: Deadline of one Redis command or connection attempt.
-REDIS_TIMEOUT = 2.0
+PUBLISH_LUA = (resources.files("voxgate.transcripts") / "lua" / "publish.lua").read_text()
 #: Wait between attempts while Redis is down: doubles up to the maximum.
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
@@ -206,9 +179,7 @@ class Publisher:
         self._backlog: Backlog[Envelope] = Backlog(backlog)
         metrics.redis_backlog.set_function(lambda: len(self._backlog))  # read when scraped
         self._wake = asyncio.Event()
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-        )
+        self._redis = connect(url)
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self.up: bool | None = None  # None: not tried yet
         self._task: asyncio.Task[None] | None = None

@@ -21,8 +21,6 @@ from voxgate.keys.shared import SharedPool
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics
 from voxgate.protocol import StreamParams
-from voxgate.relay import closes
-from voxgate.relay.closes import Close
 from voxgate.settings import Settings, UpstreamKey
 from voxgate.upstream.connect import USER_AGENT, UpstreamSession, open_session
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure
@@ -40,11 +38,13 @@ log = get_logger("voxgate.keys")
 
 
 class NoUpstream(Exception):
-    """No key could open a session; ``close`` says why, for the client."""
+    """No key could open a session. ``cause`` says why: the pool's reason when no key
+    was usable, else upstream's failure (what the client is told is decided in
+    :mod:`voxgate.relay.closes`)."""
 
-    def __init__(self, close: Close) -> None:
-        super().__init__(close.text)
-        self.close = close
+    def __init__(self, cause: Unavailable | UpstreamFailure) -> None:
+        super().__init__(str(cause.value if isinstance(cause, Unavailable) else cause))
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class Connector:
                 break
             lease = await self.acquire(frozenset(tried))
             if isinstance(lease, Unavailable):
-                raise NoUpstream(closes.for_unavailable(lease))
+                raise NoUpstream(lease)
             left = max(0.001, deadline - loop.time())
             try:
                 upstream = await open_session(
@@ -104,7 +104,7 @@ class Connector:
                 last = failure
                 self.failed(lease.alias, failure)
                 if failure.failure is FailureClass.CLIENT_FAULT:
-                    raise NoUpstream(closes.for_connect_failure(failure)) from None
+                    raise NoUpstream(failure) from None
                 tried.add(lease.alias)
                 self.metrics.failovers.labels("connect").inc()
                 continue
@@ -112,8 +112,8 @@ class Connector:
             return Opened(upstream, lease, attempt)
         reason = self.pool.why_unavailable(frozenset(tried))
         if last is not None and reason is Unavailable.UNREACHABLE:
-            raise NoUpstream(closes.for_connect_failure(last))
-        raise NoUpstream(closes.for_unavailable(reason))
+            raise NoUpstream(last)
+        raise NoUpstream(reason)
 
     async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
         """A lease from the shared pool when there is one, else from this replica's."""
@@ -208,3 +208,33 @@ class Connector:
             self.shared.publish(transition)
         if transition is not None:
             log.warning("key_state_changed", **transition.fields())
+
+
+class UpstreamHold:
+    """The upstream session a client session holds, and the key lease under it.
+
+    After a mid-session drop, :meth:`reopen` gives the lost upstream's slot back
+    first (on a key at its cap the replacement takes it), then opens a replacement
+    through the pool. :meth:`release` gives back whatever is held, once.
+    """
+
+    def __init__(
+        self, connector: Connector, params: StreamParams, api_version: str | None, opened: Opened
+    ) -> None:
+        self._connector = connector
+        self._params = params
+        self._api_version = api_version
+        self.opened = opened
+        self._held = True
+
+    async def reopen(self) -> tuple[UpstreamSession, str]:
+        """A replacement upstream and its key's alias (raises NoUpstream)."""
+        self.release()
+        self.opened = await self._connector.open(self._params, api_version=self._api_version)
+        self._held = True
+        return self.opened.upstream, self.opened.lease.alias
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._connector.release(self.opened.lease)

@@ -1,0 +1,138 @@
+"""``/v3/ws``: one client connection's whole life at the gateway.
+
+Refused while draining; admitted (origin, then token or client key) and its query
+checked before anything is spent upstream; an upstream session opened through the
+key pool (failover included); its :class:`~voxgate.relay.session.Session` run; and
+in every case the key lease and the registry entry given back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+
+import structlog
+
+from voxgate.access.admission import Gatekeeper
+from voxgate.logs import get_logger
+from voxgate.metrics.gateway import Metrics, Outcome
+from voxgate.protocol import ProtocolViolation, parse_stream_params
+from voxgate.relay import closes
+from voxgate.relay.closes import Close
+from voxgate.relay.session import Session
+from voxgate.relay.sessions import SessionRegistry
+from voxgate.relay.ticker import Ticker
+from voxgate.settings import Settings
+from voxgate.transcripts.publisher import Publisher
+from voxgate.upstream.connector import Connector, NoUpstream, UpstreamHold
+from voxgate.ws.connection import ConnectionClosed
+from voxgate.ws.server import ServerWebSocket
+
+log = get_logger("voxgate.app")
+
+
+class StreamHandler:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        metrics: Metrics,
+        gatekeeper: Gatekeeper,
+        connector: Connector,
+        registry: SessionRegistry,
+        ticker: Ticker,
+        publisher: Publisher | None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.gatekeeper = gatekeeper
+        self.connector = connector
+        self.registry = registry
+        self.ticker = ticker
+        self.publisher = publisher
+
+    async def __call__(self, websocket: ServerWebSocket) -> None:
+        # Every log line of this connection (pool, publisher, session) carries its id.
+        with structlog.contextvars.bound_contextvars(request_id=secrets.token_hex(8)):
+            await self._handle(websocket)
+
+    async def _handle(self, websocket: ServerWebSocket) -> None:
+        loop = asyncio.get_running_loop()
+        requested_at = loop.time()
+        if self.registry.draining:
+            await refuse(websocket, closes.DRAINING)
+            return
+        try:
+            admission = self.gatekeeper.admit(websocket.headers, websocket.query_params)
+            params = parse_stream_params(websocket.query_params.multi_items())
+        except ProtocolViolation as violation:
+            self.metrics.client_rejections.labels(violation.violation.value).inc()
+            log.info("client_refused", reason=violation.reason, code=violation.code)
+            await refuse(websocket, closes.for_violation(violation))
+            return
+        client_name = admission.client
+        api_version = websocket.headers.get("assemblyai-version")
+        await websocket.accept()
+        try:
+            opened = await self.connector.open(params, api_version=api_version)
+        except NoUpstream as refused:
+            close = closes.for_no_upstream(refused.cause)
+            self.metrics.sessions_ended.labels(Outcome.UPSTREAM_ERROR).inc()
+            log.warning("session_refused", client=client_name, reason=close.text)
+            await refuse(websocket, close)
+            return
+        hold = UpstreamHold(self.connector, params, api_version, opened)
+        try:
+            alias = opened.lease.alias
+            self.metrics.key_changed(self.connector.pool.record(alias))
+            self.metrics.upstream_connect_seconds.labels(alias).observe(
+                opened.upstream.connect_seconds
+            )
+            self.metrics.upstream_begin_seconds.labels(alias).observe(loop.time() - requested_at)
+            session_id = str(opened.upstream.begin.get("id", ""))
+            structlog.contextvars.bind_contextvars(session_id=session_id)
+            publisher = (
+                self.publisher.session(session_id, client_name, params.tag)
+                if self.publisher is not None
+                else None
+            )
+            if publisher is not None:
+                publisher.started(dict(params.forward))
+                publisher.message(opened.upstream.begin_text, dict(opened.upstream.begin))
+            session = Session(
+                client=websocket,
+                upstream=opened.upstream,
+                params=params,
+                key_alias=alias,
+                client_name=client_name,
+                settings=self.settings,
+                metrics=self.metrics,
+                on_upstream_failure=self.connector.dropped,
+                publisher=publisher,
+                reopen=hold.reopen,
+                max_seconds=admission.max_session_seconds,
+                failovers=opened.attempts - 1,
+                ticker=self.ticker,
+            )
+            self.metrics.sessions_started.inc()
+            self.metrics.sessions_active.inc()
+            self.registry.add(session)
+            try:
+                session.log.info(
+                    "session_started", params=dict(params.forward), attempts=opened.attempts
+                )
+                await session.run()
+            finally:
+                self.registry.discard(session)
+                self.metrics.sessions_active.dec()
+        finally:
+            hold.release()
+
+
+async def refuse(websocket: ServerWebSocket, close: Close) -> None:
+    """Accept only to say why: an Error frame, then the close (as AssemblyAI does)."""
+    with contextlib.suppress(ConnectionClosed, OSError):
+        await websocket.accept()  # nothing when already accepted
+        await websocket.send_text(close.error_frame())
+        await websocket.close(close.code, close.reason)
