@@ -162,7 +162,9 @@ class Row:
             and (side.server_cpu_percent or 0.0) < 100 * SIDE_BY_SIDE_SATURATED
         ):
             relay, gateway = side.cpu_us_per_frame_each
-            return gateway / relay if relay else None
+            if relay:
+                return gateway / relay
+        # Not run, saturated, or too short to charge the relay a clock tick.
         return self.sequential_cpu_ratio()
 
     def sequential_cpu_ratio(self) -> float | None:

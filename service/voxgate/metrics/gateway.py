@@ -137,7 +137,7 @@ class Metrics:
         # Observed for every relayed message: the lock-free histogram (see loophist).
         self.relay_overhead_seconds = LoopHistogram(
             f"{NAMESPACE}_relay_overhead_seconds",
-            "Time one message spends in the gateway, from its receipt to its send done",
+            "Time one message spends in the gateway, from its receipt to its write onward",
             ["direction"],
             buckets=RELAY_BUCKETS,
             registry=r,

@@ -5,9 +5,12 @@ calls every WATCHDOG_INTERVAL); the first to finish decides how the session ends
 and the others are cancelled. Each pump awaits its send before it
 reads again, so a slow side slows the other (backpressure end to end: each
 connection's queue is small and bounded, and reading pauses when it is full).
-The common case skips the pumps: while nothing is queued and the other side can
-take more, each connection hands a message to ``_fast_audio`` / ``_fast_message``
-as soon as it is parsed, which relay it with no task switch (README: Performance).
+Each direction's per-message work is written once (``_audio`` up, ``_downstream``
+down). The pumps call it after each ``recv``; in the common case the connections
+call it sooner, from their callbacks, as each message is parsed (``_fast_audio`` /
+``_fast_message``, while nothing is queued and the other side can take more), so
+a relayed frame costs no task switch (docs/performance.md). Either way, a write
+that leaves the other side's buffer over its high mark makes the pump wait for it.
 The watchdog holds the deadlines that are not on the per-frame path:
 a send that does not finish, Terminate without Termination, a token's session cap,
 and adds the session's use to the per-key counters every second. When upstream
@@ -144,9 +147,9 @@ class Session:
         # A temporary token's session cap (AssemblyAI ends such a session with 3008).
         self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
         self.upstream_close: tuple[int, str] | None = None
-        # A violation found by _fast_audio, raised by the pump when the frame reaches it.
-        self._fast_violation: ProtocolViolation | None = None
-        # The last frame size _fast_audio checked, and its audio seconds.
+        # Upstream's Error, held back until it is known whether a replacement carries on.
+        self._held_error: tuple[str, dict[str, Any]] | None = None
+        # The last frame size _audio checked, and its audio seconds.
         self._frame_size = -1
         self._frame_seconds = 0.0
         # The watchdog: checked by the shared ticker, ends the relay through _watch.
@@ -208,6 +211,7 @@ class Session:
 
     async def _relay(self) -> End:
         """Run both pumps and the watchdog on the current upstream until one ends."""
+        self._held_error = None  # an Error of the upstream before is not this one's
         up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
         down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         self._watch = watch = self._loop.create_future()
@@ -288,101 +292,125 @@ class Session:
 
     async def _client_to_upstream(self) -> End:
         receive = self.client.recv
-        send_up = self.upstream.connection.send
-        params = self.params
-        feed = self._pace.feed
-        keep = self.seam.sent
-        clock = self._loop.time
-        # loop.time() is uvloop's cached millisecond clock: overhead needs perf_counter.
-        perf = time.perf_counter
-        observe = self._relay_up
+        upstream = self.upstream.connection
         while True:
             try:
                 data = await receive()
             except ConnectionClosed as gone:
                 return self._client_gone(gone)
-            received = perf()
             if isinstance(data, bytes):
-                if self._fast_violation is not None:
-                    raise self._fast_violation
-                seconds = check_audio_frame(len(data), params)
-                now = clock()
-                feed(seconds, now)
-                if self._terminate_sent:
-                    continue  # after Terminate (or a drain) audio has nowhere to go
-                self.bytes_up += len(data)
-                keep(data)
-                self._up_send_started = now
-                await send_up(data)
+                self._audio(data)
+            else:
+                await self._control(data)
+            if not upstream.writable:  # over its high mark: wait (the watchdog's deadline)
+                self._up_send_started = self._loop.time()
+                await upstream.drained()
                 self._up_send_started = 0.0
-                observe(perf() - received)
-                continue
-            kind, _ = parse_control(data)
-            if kind is ControlType.TERMINATE:
-                await self._send_terminate()
-            elif not self._terminate_sent:
-                self._up_send_started = clock()
-                await send_up(data)
-                self._up_send_started = 0.0
-                observe(perf() - received)
+
+    async def _upstream_to_client(self) -> End:
+        receive = self.upstream.connection.recv
+        client = self.client
+        while True:
+            try:
+                raw = await receive()
+            except ConnectionClosed as exc:
+                return self._upstream_closed(exc, self._held_error)
+            try:
+                self._downstream(raw)
+                if not client.writable:  # a slow client: wait (the watchdog's deadline)
+                    self._down_send_started = self._loop.time()
+                    await client.drained()
+                    self._down_send_started = 0.0
+            except ConnectionClosed as gone:
+                return self._client_gone(gone)
 
     def _fast_audio(self, data: bytes | str) -> bool:
         """The client's connection calls this with each message as it is parsed, when
-        none is queued. Audio is checked and written upstream at once, with no task
-        switch (the common case). Anything else (text,
-        an upstream that is not ready for more, a frame breaking a rule) is left to the
-        pump: False, and the message is queued for it."""
-        upstream = self.upstream.connection
-        if (
-            not isinstance(data, bytes)
-            or self._terminate_sent
-            or self._fast_violation is not None
-            or not upstream.writable
-        ):
+        none is queued: audio goes through ``_audio`` at once. Text, and audio while
+        upstream cannot take more, are left to the pump (False: queued for it)."""
+        if not isinstance(data, bytes) or not self.upstream.connection.writable:
             return False
-        received = _perf()
-        size = len(data)
-        try:
-            if size == self._frame_size:  # clients send frames of one size: checked once
-                seconds = self._frame_seconds
-            else:
-                seconds = check_audio_frame(size, self.params)
-                self._frame_size, self._frame_seconds = size, seconds
-            self._pace.feed(seconds, self._loop.time())
-        except ProtocolViolation as violation:
-            self._fast_violation = violation
-            return False
-        self.bytes_up += size
-        self.seam.sent(data)
-        upstream.write(data)
-        self._relay_up(_perf() - received)
-        return True
+        return self._now(self._audio, data)
 
     def _fast_message(self, raw: bytes | str) -> bool:
-        """Upstream's messages, relayed to the client as they are parsed (as
-        ``_fast_audio`` does the other way). Left to the pump: binary messages, an
-        Error (held back there), a session whose turns are being renumbered after a
-        reconnect, a client not ready for more, and anything while the pump is still
-        in a send (it counts and publishes after its send: order in Redis holds)."""
-        client = self.client
-        if (
-            not isinstance(raw, str)
-            or self.seam.rewriting
-            or self._down_send_started  # the pump has not finished the one before
-            or not client.writable
-        ):
+        """Upstream's connection calls this with each message as it is parsed, when none
+        is queued: it goes through ``_downstream`` at once. Left to the pump: anything
+        while the client cannot take more, or while the pump waits for it (so the
+        order on the wire, in Redis and in the seam is upstream's)."""
+        if self._down_send_started or not self.client.writable:
             return False
-        received = _perf()
-        message = _parse(raw)
-        if message is not None and message.get("type") == "Error":
-            return False
-        client.write(raw)
-        self.bytes_down += len(raw)
-        if message is not None:
-            self.seam.delivered(message)
-            self._observe(raw, message)
-        self._relay_down(_perf() - received)
+        return self._now(self._downstream, raw)
+
+    def _now(self, work: Callable[[Any], None], message: bytes | str) -> bool:
+        """Do one message's work in a connection's callback. What it raises ends the
+        relay as it would in a pump (through the watchdog's future, see ``_end_of``):
+        a violation closes the client with its code, anything else is a gateway bug."""
+        try:
+            work(message)
+        except Exception as exc:
+            watch = self._watch
+            if watch is not None and not watch.done():
+                watch.set_exception(exc)
         return True
+
+    # ------------------------------------------------------------------ per message
+
+    def _audio(self, data: bytes) -> None:
+        """One audio frame from the client: checked against the session's format and
+        real-time pace, kept for a replay, written upstream (after Terminate, or a
+        drain, it has nowhere to go). Raises ProtocolViolation (the client's fault), or
+        ConnectionClosed when upstream is closing (the frame is kept for the replay)."""
+        received = _perf()
+        size = len(data)
+        if size == self._frame_size:  # clients send frames of one size: checked once
+            seconds = self._frame_seconds
+        else:
+            seconds = check_audio_frame(size, self.params)
+            self._frame_size, self._frame_seconds = size, seconds
+        self._pace.feed(seconds, self._loop.time())
+        if self._terminate_sent:
+            return
+        self.bytes_up += size
+        self.seam.sent(data)
+        self.upstream.connection.write(data)
+        self._relay_up(_perf() - received)
+
+    async def _control(self, text: str) -> None:
+        """A text message from the client: Terminate ends upstream cleanly; the others
+        go up as they are, until Terminate. Raises ProtocolViolation for a bad one."""
+        received = _perf()
+        kind, _ = parse_control(text)
+        if kind is ControlType.TERMINATE:
+            await self._send_terminate()
+        elif not self._terminate_sent:
+            self.upstream.connection.write(text)
+            self._relay_up(_perf() - received)
+
+    def _downstream(self, raw: bytes | str) -> None:
+        """One message from upstream: after a reconnect, renumbered onto the client's
+        session (see ``continuity``); an Error held back (upstream closes right after
+        it; if a replacement carries on, the client never sees it); anything else
+        written to the client, then counted and published. ConnectionClosed when the
+        client is gone."""
+        received = _perf()
+        message = _parse(raw) if isinstance(raw, str) else None
+        if message is not None:
+            if self.seam.rewriting:
+                message = self.seam.rewrite(message)
+                if message is None:
+                    return
+                raw = json.dumps(message)
+            if message.get("type") == "Error":
+                assert isinstance(raw, str)  # only text parses to a message
+                self._held_error = (raw, message)
+                return
+        self.client.write(raw)
+        if isinstance(raw, str):
+            self.bytes_down += len(raw)
+            if message is not None:
+                self.seam.delivered(message)
+                self._observe(raw, message)
+        self._relay_down(_perf() - received)
 
     def _client_gone(self, gone: ConnectionClosed) -> End:
         """The client closed, vanished, or broke the framing rules (then the
@@ -392,49 +420,6 @@ class Session:
             self.metrics.client_rejections.labels(violation.value).inc()
             self.log.info("client_violation", reason=gone.sent.reason, code=gone.sent.code)
         return End(Outcome.CLIENT_GONE, None)
-
-    async def _upstream_to_client(self) -> End:
-        recv = self.upstream.connection.recv
-        send = self.client.send
-        gone: ConnectionClosed | None = None
-        clock = self._loop.time
-        perf = time.perf_counter
-        observe = self._relay_down
-        held_error: tuple[str, dict[str, Any]] | None = None
-        seam = self.seam
-        try:
-            while True:
-                raw = await recv()
-                received = perf()
-                message = _parse(raw) if isinstance(raw, str) else None
-                if message is not None and seam.rewriting:
-                    message = seam.rewrite(message)
-                    if message is None:
-                        continue
-                    raw = json.dumps(message)
-                if message is not None and message.get("type") == "Error":
-                    # Upstream closes right after its Error. Held back: if a
-                    # replacement upstream carries on, the client never sees it.
-                    assert isinstance(raw, str)  # only text parses to a message
-                    held_error = (raw, message)
-                    continue
-                self._down_send_started = clock()
-                try:
-                    await send(raw)
-                except ConnectionClosed as exc:
-                    gone = exc
-                    break
-                if isinstance(raw, str):
-                    self.bytes_down += len(raw)
-                    if message is not None:
-                        seam.delivered(message)
-                        self._observe(raw, message)
-                self._down_send_started = 0.0
-                observe(perf() - received)
-        except ConnectionClosed as exc:
-            return self._upstream_closed(exc, held_error)
-        assert gone is not None  # the loop ends only when a send to the client failed
-        return self._client_gone(gone)
 
     def _upstream_closed(
         self, exc: ConnectionClosed, held_error: tuple[str, dict[str, Any]] | None = None

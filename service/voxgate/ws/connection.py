@@ -237,8 +237,6 @@ class WebSocket(asyncio.Protocol):
 
     async def send(self, message: bytes | str) -> None:
         """Send one message; waits only while the write buffer is over its high mark."""
-        if self.state is not State.OPEN:
-            raise self.closed
         self.write(message)
         if self._writing_paused:
             await self._drain()
@@ -246,14 +244,23 @@ class WebSocket(asyncio.Protocol):
     @property
     def writable(self) -> bool:
         """Open, and the write buffer under its high mark: ``write`` will not pile up."""
-        return self.state is State.OPEN and not self._writing_paused
+        return self.state is _OPEN and not self._writing_paused
 
     def write(self, message: bytes | str) -> None:
-        """Send one message now, without waiting (check ``writable`` first)."""
+        """Send one message now, without waiting; ConnectionClosed once the connection is
+        closing. Check ``writable`` first, or await ``drained`` after."""
+        if self.state is not _OPEN:
+            raise self.closed
         if isinstance(message, str):
             self.transport.write(encode_frame(TEXT, message.encode(), mask=self.is_client))
         else:
             self.transport.write(encode_frame(BINARY, message, mask=self.is_client))
+
+    async def drained(self) -> None:
+        """Until the write buffer is under its low mark (at once when it is already);
+        ConnectionClosed if the connection is lost meanwhile."""
+        if self._writing_paused:
+            await self._drain()
 
     async def _drain(self) -> None:
         """Until the write buffer is under its low mark (no deadline of its own: the
