@@ -26,13 +26,11 @@ class Admission:
     max_session_seconds: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
 class Gatekeeper:
-    def __init__(
-        self, auth: ClientAuthenticator, tokens: TokenAuthority, origins: OriginPolicy
-    ) -> None:
-        self.auth = auth
-        self.tokens = tokens
-        self.origins = origins
+    auth: ClientAuthenticator
+    tokens: TokenAuthority
+    origins: OriginPolicy
 
     def admit(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Admission:
         """Check the origin, then the token or client key; raise a ProtocolViolation."""

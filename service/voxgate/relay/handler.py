@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from dataclasses import dataclass
 
 import structlog
 
@@ -32,25 +33,15 @@ from voxgate.ws.server import ServerWebSocket
 log = get_logger("voxgate.app")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamHandler:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        metrics: Metrics,
-        gatekeeper: Gatekeeper,
-        connector: Connector,
-        registry: SessionRegistry,
-        ticker: Ticker,
-        publisher: Publisher | None,
-    ) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.gatekeeper = gatekeeper
-        self.connector = connector
-        self.registry = registry
-        self.ticker = ticker
-        self.publisher = publisher
+    settings: Settings
+    metrics: Metrics
+    gatekeeper: Gatekeeper
+    connector: Connector
+    registry: SessionRegistry
+    ticker: Ticker
+    publisher: Publisher | None
 
     async def __call__(self, websocket: ServerWebSocket) -> None:
         # Every log line of this connection (pool, publisher, session) carries its id.

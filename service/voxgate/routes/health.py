@@ -3,6 +3,8 @@ Redis and key pool are) and ``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,18 +15,12 @@ from voxgate.relay.sessions import SessionRegistry
 from voxgate.transcripts.publisher import Publisher
 
 
+@dataclass(frozen=True, slots=True)
 class HealthRoutes:
-    def __init__(
-        self,
-        registry: SessionRegistry,
-        metrics: Metrics,
-        publisher: Publisher | None,
-        shared: SharedPool | None,
-    ) -> None:
-        self.registry = registry
-        self.metrics = metrics
-        self.publisher = publisher
-        self.shared = shared
+    registry: SessionRegistry
+    metrics: Metrics
+    publisher: Publisher | None
+    shared: SharedPool | None
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -210,6 +210,7 @@ class Connector:
             log.warning("key_state_changed", **transition.fields())
 
 
+@dataclass(slots=True)
 class UpstreamHold:
     """The upstream session a client session holds, and the key lease under it.
 
@@ -218,23 +219,20 @@ class UpstreamHold:
     through the pool. :meth:`release` gives back whatever is held, once.
     """
 
-    def __init__(
-        self, connector: Connector, params: StreamParams, api_version: str | None, opened: Opened
-    ) -> None:
-        self._connector = connector
-        self._params = params
-        self._api_version = api_version
-        self.opened = opened
-        self._held = True
+    connector: Connector
+    params: StreamParams
+    api_version: str | None
+    opened: Opened
+    held: bool = True
 
     async def reopen(self) -> tuple[UpstreamSession, str]:
         """A replacement upstream and its key's alias (raises NoUpstream)."""
         self.release()
-        self.opened = await self._connector.open(self._params, api_version=self._api_version)
-        self._held = True
+        self.opened = await self.connector.open(self.params, api_version=self.api_version)
+        self.held = True
         return self.opened.upstream, self.opened.lease.alias
 
     def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._connector.release(self.opened.lease)
+        if self.held:
+            self.held = False
+            self.connector.release(self.opened.lease)
