@@ -130,5 +130,5 @@ def render(
         "",
         f"Redis envelopes published by the gateways: {report['redis_envelopes_published']:.0f}",
     ]
-    parts += ["", "targets (issue 8):", targets_table(report["targets"])]
+    parts += ["", "targets:", targets_table(report["targets"])]
     return "\n".join(parts)

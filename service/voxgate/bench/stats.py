@@ -1,4 +1,4 @@
-"""Figures from a bench run, and the issue's targets, as pure functions (no I/O)."""
+"""Figures from a bench run, and the performance targets, as pure functions (no I/O)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SIDE_BY_SIDE_SATURATED = 0.85
 #: is saturated and the figures measure it, not the relay.
 HARNESS_SATURATED = 0.85
 
-# Targets of issue 8.
+# The performance targets (docs/performance.md).
 TARGET_CPU_RATIO = 1.5
 TARGET_ADDED_P50_MS = 1.0
 TARGET_ADDED_P99_MS = 3.0
@@ -189,7 +189,7 @@ class Row:
 
 
 def targets(rows: Sequence[Row], replay_buffer_bytes: int = 0) -> list[dict[str, Any]]:
-    """Each target of issue 8 with what was measured and whether it was met."""
+    """Each performance target with what was measured and whether it was met."""
     checks: list[dict[str, Any]] = []
     for row in rows:
         gateway = row.phases["gateway"]
