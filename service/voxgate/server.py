@@ -92,7 +92,7 @@ class DrainingServer(uvicorn.Server):
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """uvicorn serves HTTP; its WebSocket upgrades go to the gateway's own lean
-    WebSocket (``voxgate.ws``), not through ASGI (see the README, "Performance")."""
+    WebSocket (``voxgate.ws``), not through ASGI (see docs/performance.md)."""
     gateway: Gateway = app.state.gateway
     websocket = protocol_factory(
         gateway.websocket,

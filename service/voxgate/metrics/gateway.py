@@ -134,7 +134,7 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
-        # Observed for every relayed message: the lock-free histogram (see loophist).
+        # Observed for every relayed message: the lock-free histogram (voxgate.metrics.histogram).
         self.relay_overhead_seconds = LoopHistogram(
             f"{NAMESPACE}_relay_overhead_seconds",
             "Time one message spends in the gateway, from its receipt to its write onward",

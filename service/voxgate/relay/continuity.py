@@ -7,7 +7,7 @@ must see neither. This module keeps:
 
 * the replay buffer: frames sent upstream since the last completed turn, capped
   at ``max_replay_bytes`` (the oldest go first: a turn longer than the cap loses
-  its beginning, which is said in the README);
+  its beginning, as docs/operations.md says);
 * the cut point: the client-visible turn count and the audio time where the last
   completed turn ended;
 * the rewrite for messages of a replacement upstream: ``turn_order`` plus the turns

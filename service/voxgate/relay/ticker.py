@@ -2,7 +2,7 @@
 
 A task that sleeps and wakes four times a second costs a future, a timer and a task
 step each time; with hundreds of sessions that was 2-3 % of the gateway's CPU
-(README: Performance). Here one ``call_later`` timer calls each registered function
+(docs/performance.md). Here one ``call_later`` timer calls each registered function
 with the loop's time, and re-arms itself while any is registered.
 """
 

@@ -45,7 +45,7 @@ BATCH_LINGER = 0.02
 #: One batch is one script call, with one argument per envelope: a pipeline of
 #: PUBLISH and XADD cost redis-py about 60 us of CPU per envelope (packing, then one
 #: reply read per command), a script with six arguments per envelope 40 us, this
-#: one about half that (README: Performance). ARGV[1] is the stream's MAXLEN; each
+#: one about half that (docs/performance.md). ARGV[1] is the stream's MAXLEN; each
 #: further argument is a header line of decimal fields, "S SEQ L0 L1 [L2]": S is 1
 #: when the envelope goes to the stream, L0 the byte length of the session id, L1
 #: (L2) those of its channels; then, with no separator, the session id, the

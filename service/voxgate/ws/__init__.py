@@ -2,8 +2,8 @@
 
 The gateway spends its time moving small frames: 50 ms of audio up, a JSON message
 down. General-purpose stacks (uvicorn's ASGI WebSocket, the ``websockets`` client)
-cost several times what the relay itself does per frame (see the README,
-"Performance"), so both hops use this package instead:
+cost several times what the relay itself does per frame (see docs/performance.md),
+so both hops use this package instead:
 
 * ``frames``: pure frame codec (parse, mask, build, close payloads);
 * ``handshake``: pure HTTP upgrade, both roles;
