@@ -2,9 +2,10 @@
 
 Two pumps run as tasks, beside a watchdog (a function the process's one ``Ticker``
 calls every WATCHDOG_INTERVAL); the first to finish decides how the session ends
-and the others are cancelled. Each pump awaits its send before it
-reads again, so a slow side slows the other (backpressure end to end: each
-connection's queue is small and bounded, and reading pauses when it is full).
+and the others are cancelled. A pump does not read again while the other side's
+write buffer is over its high mark, so a slow side slows the other (backpressure end
+to end: each connection's queue is small and bounded, and reading pauses when it is
+full).
 Each direction's per-message work is written once (``_audio`` up, ``_downstream``
 down). The pumps call it after each ``recv``; in the common case the connections
 call it sooner, from their callbacks, as each message is parsed (``_fast_audio`` /
@@ -15,7 +16,7 @@ The watchdog holds the deadlines that are not on the per-frame path:
 a send that does not finish, Terminate without Termination, a token's session cap,
 and adds the session's use to the per-key counters every second. When upstream
 drops with a transient failure, the same loop goes on with a replacement upstream
-(see ``seam.py``), at most MAX_RECONNECTS times.
+(see ``continuity.py``), at most MAX_RECONNECTS times.
 """
 
 from __future__ import annotations
