@@ -4,6 +4,8 @@ Each server is ``python -m ...`` printing one ``listening on ws://HOST:PORT`` li
 it is pinned with ``os.sched_setaffinity`` right after it starts (its threads
 inherit the mask). CPU is ``utime + stime`` from ``/proc/PID/stat``, memory
 ``VmRSS`` from ``/proc/PID/status``: what the kernel charged, not what we guess.
+The integration tests start their servers and redis-server with these helpers too
+(tests/support/procs.py), unpinned.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from pathlib import Path
 #: Time a server may take to say it listens.
 START_TIMEOUT = 20.0
 #: Time a server gets to exit after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
+STOP_TIMEOUT = 15.0
 _LISTENING = re.compile(r"listening on (ws://\S+)")
 _TICKS = os.sysconf("SC_CLK_TCK")
-#: No snapshots, no append-only file: a throwaway server (then ``--dir``'s value).
-_REDIS_EPHEMERAL = ("--save", "", "--appendonly", "no", "--dir")
+#: Redis options: no snapshots, no append-only file (a throwaway server).
+REDIS_EPHEMERAL = ("--save", "", "--appendonly", "no")
+#: Redis options: persistent like production (compose runs it so), a restart keeps the data.
+REDIS_APPEND_ONLY = ("--save", "", "--appendonly", "yes")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -76,6 +80,7 @@ class Server:
     name: str
     popen: subprocess.Popen[bytes]
     url: str
+    log_path: Path
 
     @property
     def pid(self) -> int:
@@ -90,6 +95,17 @@ class Server:
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
+
+    def stderr(self) -> str:
+        """What the server has written to its stderr (the log file) so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def send_signal(self, sig: int = signal.SIGTERM) -> None:
+        self.popen.send_signal(sig)
+
+    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Its exit status, once it has exited."""
+        return self.popen.wait(timeout=timeout)
 
     def stop(self) -> None:
         stop_process(self.popen)
@@ -112,18 +128,22 @@ def start_server(
     argv: Sequence[str],
     env: Mapping[str, str],
     log_path: Path,
-    cpus: Iterable[int] | None,
+    cpus: Iterable[int] | None = None,
+    *,
+    cwd: Path | None = None,
+    timeout: float = START_TIMEOUT,
 ) -> Server:
-    """Run ``python ARGV`` with ``env`` added, pin it, wait for its listening line."""
+    """Run ``python ARGV`` in ``cwd`` with ``env`` added (and this process's VOXGATE_*
+    variables left out), pin it, wait for its listening line; stderr goes to ``log_path``."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")}
     full_env.update(env)
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, *argv], env=full_env, stdout=subprocess.PIPE, stderr=log
+            [sys.executable, *argv], cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=log
         )
     pin(popen.pid, cpus)
     assert popen.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     seen: list[str] = []
     with selectors.DefaultSelector() as selector:
         selector.register(popen.stdout, selectors.EVENT_READ)
@@ -140,37 +160,29 @@ def start_server(
                 seen.append(line)
                 match = _LISTENING.search(line)
                 if match:
-                    return Server(name, popen, match.group(1))
+                    return Server(name, popen, match.group(1), log_path)
 
 
-class Redis:
-    """A throwaway ``redis-server`` (no persistence) on a free port."""
+class RedisServer:
+    """A ``redis-server`` on a free port, started at once with ``options``
+    (REDIS_EPHEMERAL: a throwaway; REDIS_APPEND_ONLY: its data survives a restart).
+    ``stop()`` then ``start()`` bring it back on the same port and directory."""
 
-    def __init__(self, workdir: Path, cpus: Iterable[int] | None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        cpus: Iterable[int] | None = None,
+        options: Sequence[str] = REDIS_EPHEMERAL,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
-        self.popen = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                *_REDIS_EPHEMERAL,
-                str(workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        pin(self.popen.pid, cpus)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._ping():
-            if time.monotonic() > deadline or self.popen.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"redis-server did not answer on port {self.port}")
-            time.sleep(0.05)
+        self.argv = [binary, *options, "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.argv += ["--dir", str(workdir)]
+        self.cpus = None if cpus is None else list(cpus)
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.start()
 
     @property
     def url(self) -> str:
@@ -178,9 +190,25 @@ class Redis:
 
     @property
     def pid(self) -> int:
+        assert self.popen is not None, "redis-server is stopped"
         return self.popen.pid
 
-    def _ping(self) -> bool:
+    def start(self) -> None:
+        """Start the server (again, if stopped) and wait until it answers PING."""
+        if self.popen is not None and self.popen.poll() is None:
+            return
+        popen = self.popen = subprocess.Popen(
+            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        pin(popen.pid, self.cpus)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.ping():
+            if time.monotonic() > deadline or popen.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer on port {self.port}")
+            time.sleep(0.05)
+
+    def ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
@@ -189,6 +217,7 @@ class Redis:
             return False
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
+        if self.popen is not None and self.popen.poll() is None:
             self.popen.terminate()
             self.popen.wait(timeout=STOP_TIMEOUT)
+        self.popen = None

@@ -26,7 +26,7 @@ from typing import Any
 
 from voxgate.bench import load, stats
 from voxgate.bench.procs import (
-    Redis,
+    RedisServer,
     Server,
     cpu_seconds,
     machine_busy_seconds,
@@ -93,7 +93,7 @@ class Bench:
         if plan.pin and len(cpus) >= 2:
             self.harness_cpus, self.relay_cpus = [cpus[0]], [cpus[1]]
             os.sched_setaffinity(0, self.harness_cpus)
-        self.redis = Redis(plan.workdir, self.harness_cpus)
+        self.redis = RedisServer(plan.workdir, self.harness_cpus)
         keys = f"{SIM_ECHO_KEY}=echo,{SIM_OK_KEY}=ok"
         self.sim = start_server(
             "simulator",

@@ -1,0 +1,77 @@
+"""A smoke run of ``voxgate bench``: the harness works end to end (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from voxgate.bench.report import targets_table
+
+from tests.support import ROOT
+
+#: The whole smoke run: 6 phases of 1 s plus the start of each process.
+BENCH_TIMEOUT = 100.0
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("bench")
+    small = ["--streams", "2", "--realistic", "2", "--seconds", "1.5", "--warmup", "0.5"]
+    files = ["--json", str(out / "bench.json"), "--keep-logs", str(out / "logs")]
+    result = subprocess.run(
+        [sys.executable, "-m", "voxgate", "bench", *small, *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data: dict[str, object] = json.loads((out / "bench.json").read_text())
+    # The report's targets: a heading that starts "targets", then a line per target.
+    table = targets_table(data["targets"])  # type: ignore[arg-type]
+    assert re.search(rf"^targets\b.*:\n{re.escape(table)}$", result.stdout, re.M), result.stdout
+    return data
+
+
+def test_echo_row_measures_round_trips_through_every_target(report: dict[str, object]) -> None:
+    """Each phase opened its streams, kept pace and got every frame back from the echo
+    upstream; the relay and the gateway were charged CPU and memory from /proc."""
+    (row,) = report["echo"]  # type: ignore[misc]
+    assert row["streams"] == 2
+    for kind in ("direct", "relay", "gateway"):
+        phase = row["phases"][kind]
+        assert phase["opened"] == 2 and phase["failed_open"] == 0, phase
+        assert phase["round_trips_per_second"] > 0, phase
+        assert phase["echoed_share"] > 0.9, phase
+        assert 0 < phase["rtt_p50_ms"] <= phase["rtt_p99_ms"], phase
+        assert phase["setup_per_second"] > 0, phase
+        assert phase["closed_early"] == 0, phase
+        assert set(phase["harness_cpu_percent"]) == {"load", "simulator", "redis"}
+    for kind in ("relay", "gateway"):
+        phase = row["phases"][kind]
+        assert phase["server_cpu_us_per_frame"] > 0, phase
+        assert phase["rss_idle_mb"] > 1, phase
+        assert phase["rss_per_session_kb"] is not None, phase
+    assert row["phases"]["direct"]["server_cpu_us_per_frame"] is None
+    assert row["gateway_cpu_ratio_to_relay"] > 0
+    assert set(row["gateway_added_ms"]) == {"p50", "p90", "p99"}
+
+
+def test_realistic_row_and_report_fields(report: dict[str, object]) -> None:
+    """The realistic profile gets simulated turns through the gateway and estimates
+    streams per core; the gateway published to Redis; targets name what they measured."""
+    (row,) = report["realistic"]  # type: ignore[misc]
+    gateway = row["phases"]["gateway"]
+    assert gateway["opened"] == 2
+    assert gateway["turns_per_stream_second"] > 0, gateway
+    assert gateway["streams_per_core"] > 0, gateway
+    assert report["redis_envelopes_published"] > 0  # type: ignore[operator]
+    assert report["gateway_defaults"]["loop"] in ("uvloop", "asyncio")  # type: ignore[index]
+    targets = report["targets"]
+    assert isinstance(targets, list) and targets
+    assert all({"target", "measured", "met"} <= set(t) for t in targets)
+    assert Path(str(report["logs"])).is_dir()
