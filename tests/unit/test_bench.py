@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from voxgate.bench import stats
 
 
@@ -39,3 +41,17 @@ def test_capacity_target_is_judged_on_the_most_streams_that_held_pace() -> None:
     assert "300 streams" in name and not met
     ((name, _, met),) = capacity([_realistic(150, 900.0, held=False)])
     assert "150 streams" in name and not met
+
+
+def test_cpu_ratio_is_side_by_side_unless_the_relay_was_charged_nothing() -> None:
+    """The gateway-to-relay CPU ratio comes from the side-by-side phase; when that phase
+    charged the relay no clock tick (a short, light run), the ratio measured in turn
+    stands in instead of no ratio at all."""
+    phases = {k: _phase(k, per_core=600.0, held=True) for k in ("direct", "relay", "gateway")}
+    phases["gateway"] = dataclasses.replace(phases["gateway"], server_cpu_us_per_frame=120.0)
+    side = _phase("side_by_side", per_core=600.0, held=True)
+    row = stats.Row("echo", 2, {**phases, "side_by_side": side})
+    side.cpu_us_per_frame_each = [80.0, 72.0]
+    assert row.cpu_ratio() == 0.9
+    side.cpu_us_per_frame_each = [0.0, 40.0]
+    assert row.cpu_ratio() == 1.5  # 120 / 80, in turn

@@ -1,4 +1,4 @@
-"""The pieces of the per-frame fast path (README: Performance): the one-frame parse
+"""The pieces of the per-frame fast path (docs/performance.md): the one-frame parse
 ``FrameReader.whole``, the shared watchdog ticker, envelopes of odd session ids.
 (The masking keys across a fork: integration/test_fastpath.py.)"""
 

@@ -13,52 +13,14 @@ from voxgate.metrics.gateway import Metrics
 from voxgate.protocol import PaceGuard
 from voxgate.relay.continuity import Seam
 from voxgate.relay.session import Session
-from voxgate.ws.connection import State, WebSocket
 from voxgate.ws.frames import BINARY, PING, PONG, TEXT, FrameReader, encode
 from voxgate.ws.handshake import HandshakeError, dechunk
 
+from tests.support.sansio import ClientSide, ServerSide, frames_of, opened
 from tests.support.wsclient import run
 
 #: Deadline for a whole async scenario (each await in it is bounded by it).
 WAIT = 5.0
-
-
-class RecordingTransport:
-    """The transport's side of the contract: writes are recorded, nothing is sent."""
-
-    def __init__(self, name: str, wire: list[tuple[str, bytes]]) -> None:
-        self.name, self.wire = name, wire
-
-    def write(self, data: bytes) -> None:
-        self.wire.append((self.name, data))
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-class ServerSide(WebSocket):
-    is_client = False
-
-
-class ClientSide(WebSocket):
-    is_client = True
-
-
-def opened(kind: type[WebSocket], name: str, wire: list[tuple[str, bytes]]) -> WebSocket:
-    ws = kind(max_size=1 << 20, ping_interval=None)
-    ws.connection_made(RecordingTransport(name, wire))  # type: ignore[arg-type]
-    ws.state = State.OPEN
-    return ws
-
-
-def frames_of(wire: list[tuple[str, bytes]], name: str, *, masked: bool) -> list[Any]:
-    reader = FrameReader(masked=masked, max_size=1 << 20)
-    return reader.feed(b"".join(data for who, data in wire if who == name))
 
 
 def test_every_sender_waiting_for_the_write_buffer_wakes_when_it_drains() -> None:

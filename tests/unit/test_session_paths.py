@@ -1,0 +1,121 @@
+"""A session's per-message work is the same whichever path a message takes: handed over
+by the connection's callback as it is parsed, or taken by the pump after ``recv``
+(sans-I/O: recording transports, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from voxgate.metrics.gateway import Metrics
+from voxgate.protocol import parse_stream_params
+from voxgate.relay.session import WATCHDOG_INTERVAL, End, Session
+from voxgate.relay.ticker import Ticker
+from voxgate.settings import Settings
+from voxgate.upstream.connect import UpstreamSession
+from voxgate.ws.frames import BINARY, encode
+
+from tests.support.sansio import ClientSide, ServerSide, frames_of, opened
+from tests.support.wsclient import run
+
+#: Deadline for one scenario.
+WAIT = 5.0
+#: 16 kHz 16-bit mono: 50 ms is 1600 bytes.
+FRAME = bytes(range(256)) * 8
+SETTINGS = Settings.from_env(
+    {
+        "VOXGATE_UPSTREAM_KEYS": "main=secret",
+        "VOXGATE_CLIENT_KEYS": "tester=client-secret",
+        "VOXGATE_PACE_BURST_SECONDS": "30",
+    }
+)
+
+
+def relay(frames: list[bytes], *, upstream_ready: bool) -> dict[str, Any]:
+    """Feed ``frames`` from the client while the relay runs; with ``upstream_ready``
+    False, upstream's write buffer is over its high mark, so the frames queue and
+    the pump takes them (and waits for upstream after each write)."""
+
+    async def scenario() -> dict[str, Any]:
+        wire: list[tuple[str, bytes]] = []
+        client = opened(ServerSide, "client", wire)
+        upstream = opened(ClientSide, "upstream", wire)
+        metrics = Metrics()
+        session = Session(
+            client=client,  # type: ignore[arg-type]
+            upstream=UpstreamSession(upstream, '{"type":"Begin"}', {"id": "s1"}, 0.01),  # type: ignore[arg-type]
+            params=parse_stream_params([("sample_rate", "16000")]),
+            key_alias="main",
+            client_name="tester",
+            settings=SETTINGS,
+            metrics=metrics,
+            on_upstream_failure=lambda alias, failure: None,
+            ticker=Ticker(WATCHDOG_INTERVAL),
+        )
+        if not upstream_ready:
+            upstream.pause_writing()
+        relaying = asyncio.create_task(session._relay())
+        await asyncio.sleep(0)
+        for frame in frames:
+            client.data_received(encode(BINARY, frame, mask=True))
+        await asyncio.sleep(0.01)
+        queued = len(client._messages)
+        upstream.resume_writing()
+        await asyncio.sleep(0.01)
+        ended: End | None = None
+        if relaying.done():
+            ended = relaying.result()
+        else:
+            relaying.cancel()
+        sent = [payload for _, payload in frames_of(wire, "upstream", masked=True)]
+        family = metrics.relay_overhead_seconds
+        (up_count,) = [
+            s.value
+            for m in family.collect()
+            for s in m.samples
+            if s.name.endswith("_count") and s.labels["direction"] == "up"
+        ]
+        client_frames = frames_of(wire, "client", masked=False)
+        return {
+            "queued_while_paused": queued,
+            "sent_upstream": sent,
+            "bytes_up": session.bytes_up,
+            "replay": session.seam.replay(),
+            "audio_seconds": round(session.audio_seconds, 6),
+            "relay_up_observations": up_count,
+            "ended": (ended.outcome, ended.close.code if ended.close else None) if ended else None,
+            "to_client": [p for _, p in client_frames],
+        }
+
+    result: dict[str, Any] = run(scenario(), WAIT)
+    return result
+
+
+def test_audio_gets_the_same_work_through_the_callback_and_through_the_pump() -> None:
+    """Four frames relayed at once (the callback) and the same four queued behind a
+    paused upstream (the pump): both write them upstream in order, count their bytes,
+    keep them for a replay, add their audio to the pace, and time each once."""
+    frames = [FRAME[:1600], FRAME[1:1601], FRAME[2:1602], FRAME[3:1603]]
+    fast = relay(frames, upstream_ready=True)
+    pumped = relay(frames, upstream_ready=False)
+    assert fast["queued_while_paused"] == 0
+    # The pump took the first, wrote it and waits for upstream; the rest wait for it.
+    assert pumped["queued_while_paused"] == 3
+    for result in (fast, pumped):
+        assert result["sent_upstream"] == frames
+        assert result["bytes_up"] == 4 * 1600
+        assert result["replay"] == frames
+        assert result["audio_seconds"] == 0.2
+        assert result["relay_up_observations"] == 4
+        assert result["ended"] is None
+
+
+def test_a_frame_breaking_the_rules_ends_the_session_alike_on_either_path() -> None:
+    """A 10 ms frame (under the 50 ms minimum) after a good one: on either path the
+    good one goes upstream, the bad one does not, and the session ends as the
+    client's error with 3007."""
+    frames = [FRAME[:1600], FRAME[:320]]
+    for ready in (True, False):
+        result = relay(frames, upstream_ready=ready)
+        assert result["sent_upstream"] == frames[:1], ready
+        assert result["ended"] == ("client_error", 3007), ready
