@@ -2,6 +2,7 @@
 
 The transcript publisher and the shared key pool both talk to the Redis of
 ``VOXGATE_REDIS_URL``; each opens its own client here, with the same deadlines.
+(``voxgate tail`` opens its own client: its reads block on purpose.)
 """
 
 from __future__ import annotations

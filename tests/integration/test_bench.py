@@ -13,7 +13,7 @@ from voxgate.bench.report import targets_table
 
 from tests.support import ROOT
 
-#: The whole smoke run: 6 phases of 1 s plus the start of each process.
+#: The whole smoke run: 7 phases of 2 s plus the start of each process.
 BENCH_TIMEOUT = 100.0
 
 
@@ -21,6 +21,8 @@ BENCH_TIMEOUT = 100.0
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("bench")
     small = ["--streams", "2", "--realistic", "2", "--seconds", "1.5", "--warmup", "0.5"]
+    # One other uvicorn set-up: the session over uvicorn's ASGI WebSocket (bench/asgiws.py).
+    small += ["--variants", "uvloop/httptools/websockets-sansio", "--variant-streams", "4"]
     files = ["--json", str(out / "bench.json"), "--keep-logs", str(out / "logs")]
     result = subprocess.run(
         [sys.executable, "-m", "voxgate", "bench", *small, *files],
@@ -75,3 +77,14 @@ def test_realistic_row_and_report_fields(report: dict[str, object]) -> None:
     assert isinstance(targets, list) and targets
     assert all({"target", "measured", "met"} <= set(t) for t in targets)
     assert Path(str(report["logs"])).is_dir()
+
+
+def test_the_gateway_relays_over_another_uvicorn_websocket_stack(report: dict[str, object]) -> None:
+    """``--variants`` runs the same session code behind uvicorn's own WebSocket (through
+    the ASGI adapter): every stream opens, gets its frames echoed, and none is closed
+    early, beside the minimal relay on the same core."""
+    (variant,) = report["variants"]  # type: ignore[misc]
+    assert variant["variant"] == "uvloop/httptools/websockets-sansio"
+    assert variant["echoed_share"] > 0.9, variant
+    assert variant["closed_early"] == 0, variant
+    assert variant["cpu_us_per_frame"] > 0, variant

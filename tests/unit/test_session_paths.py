@@ -13,7 +13,8 @@ from voxgate.relay.session import WATCHDOG_INTERVAL, End, Session
 from voxgate.relay.ticker import Ticker
 from voxgate.settings import Settings
 from voxgate.upstream.connect import UpstreamSession
-from voxgate.ws.frames import BINARY, encode
+from voxgate.ws.connection import WebSocket
+from voxgate.ws.frames import BINARY, CLOSE, TEXT, close_payload, encode
 
 from tests.support.sansio import ClientSide, ServerSide, frames_of, opened
 from tests.support.wsclient import run
@@ -31,33 +32,47 @@ SETTINGS = Settings.from_env(
 )
 
 
-def relay(frames: list[bytes], *, upstream_ready: bool) -> dict[str, Any]:
-    """Feed ``frames`` from the client while the relay runs; with ``upstream_ready``
-    False, upstream's write buffer is over its high mark, so the frames queue and
-    the pump takes them (and waits for upstream after each write)."""
+def make_session(wire: list[tuple[str, bytes]]) -> tuple[Session, WebSocket, WebSocket]:
+    """A session between two recording connections, as the handler would start it
+    (after Begin), with a replacement upstream allowed after a drop."""
+    client = opened(ServerSide, "client", wire)
+    upstream = opened(ClientSide, "upstream", wire)
+
+    async def no_replacement() -> tuple[UpstreamSession, str]:
+        raise AssertionError("the relay itself never opens a replacement")
+
+    session = Session(
+        client=client,  # type: ignore[arg-type]
+        upstream=UpstreamSession(upstream, '{"type":"Begin"}', {"id": "s1"}, 0.01),  # type: ignore[arg-type]
+        params=parse_stream_params([("sample_rate", "16000")]),
+        key_alias="main",
+        client_name="tester",
+        settings=SETTINGS,
+        metrics=Metrics(),
+        on_upstream_failure=lambda alias, failure: None,
+        reopen=no_replacement,
+        ticker=Ticker(WATCHDOG_INTERVAL),
+    )
+    return session, client, upstream
+
+
+def relay(frames: list[bytes], *, upstream_ready: bool, one_read: bool = False) -> dict[str, Any]:
+    """Feed ``frames`` from the client while the relay runs (``one_read``: all in one
+    read); with ``upstream_ready`` False, upstream's write buffer is over its high
+    mark, so the frames queue and the pump takes them (and waits for upstream after
+    each write)."""
 
     async def scenario() -> dict[str, Any]:
         wire: list[tuple[str, bytes]] = []
-        client = opened(ServerSide, "client", wire)
-        upstream = opened(ClientSide, "upstream", wire)
-        metrics = Metrics()
-        session = Session(
-            client=client,  # type: ignore[arg-type]
-            upstream=UpstreamSession(upstream, '{"type":"Begin"}', {"id": "s1"}, 0.01),  # type: ignore[arg-type]
-            params=parse_stream_params([("sample_rate", "16000")]),
-            key_alias="main",
-            client_name="tester",
-            settings=SETTINGS,
-            metrics=metrics,
-            on_upstream_failure=lambda alias, failure: None,
-            ticker=Ticker(WATCHDOG_INTERVAL),
-        )
+        session, client, upstream = make_session(wire)
+        metrics = session.metrics
         if not upstream_ready:
             upstream.pause_writing()
         relaying = asyncio.create_task(session._relay())
         await asyncio.sleep(0)
-        for frame in frames:
-            client.data_received(encode(BINARY, frame, mask=True))
+        reads = [encode(BINARY, frame, mask=True) for frame in frames]
+        for read in [b"".join(reads)] if one_read else reads:
+            client.data_received(read)
         await asyncio.sleep(0.01)
         queued = len(client._messages)
         upstream.resume_writing()
@@ -119,3 +134,37 @@ def test_a_frame_breaking_the_rules_ends_the_session_alike_on_either_path() -> N
         result = relay(frames, upstream_ready=ready)
         assert result["sent_upstream"] == frames[:1], ready
         assert result["ended"] == ("client_error", 3007), ready
+
+
+def test_nothing_after_a_rule_breaking_frame_is_relayed_in_the_same_read() -> None:
+    """A good frame, a 10 ms one, then five good ones, all in one read (the
+    connection hands each to the session's callback in turn): only the first goes
+    upstream or counts, and the session ends with 3007."""
+    frames = [FRAME[:1600], FRAME[:320], *[FRAME[:1600]] * 5]
+    result = relay(frames, upstream_ready=True, one_read=True)
+    assert result["sent_upstream"] == frames[:1]
+    assert result["bytes_up"] == 1600
+    assert result["ended"] == ("client_error", 3007)
+
+
+def test_upstreams_error_is_held_without_waiting_for_a_slow_client() -> None:
+    """Upstream sends an Error and closes with 1011 while the client is not reading
+    (its buffer over the high mark): nothing was written to the client, so nothing
+    waits for it; the relay ends at once, asking for a replacement upstream, with
+    upstream's Error held for the client (not after the send deadline as "client gone")."""
+
+    async def scenario() -> End:
+        wire: list[tuple[str, bytes]] = []
+        session, client, upstream = make_session(wire)
+        client.pause_writing()  # a slow client
+        relaying = asyncio.create_task(session._relay())
+        await asyncio.sleep(0)
+        error = '{"type": "Error", "error_code": 1011, "error": "upstream hiccup"}'
+        upstream.data_received(encode(TEXT, error.encode(), mask=False))
+        upstream.data_received(encode(CLOSE, close_payload(1011, "hiccup"), mask=False))
+        # Well under the send deadline (10 s) the watchdog would otherwise end it on.
+        return await asyncio.wait_for(relaying, 3.0)
+
+    end: End = run(scenario(), WAIT)
+    assert end.reconnect
+    assert end.upstream_error is not None and "upstream hiccup" in end.upstream_error

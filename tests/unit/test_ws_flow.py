@@ -107,6 +107,8 @@ def test_upstream_messages_reach_redis_in_the_order_they_reach_the_client() -> N
         session.publisher = Publisher()  # type: ignore[assignment]
         session.turns = session.bytes_down = 0
         session._down_send_started = 0.0
+        session._held_error = None
+        session._watch = asyncio.get_running_loop().create_future()  # a relay running
         to_upstream.on_message = session._fast_message
         pump = asyncio.create_task(session._upstream_to_client())
         await asyncio.sleep(0)

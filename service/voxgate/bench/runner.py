@@ -298,6 +298,8 @@ class Bench:
                     "rtt_p50_ms": phase.rtt_p50_ms,
                     "rtt_p99_ms": phase.rtt_p99_ms,
                     "setup_per_second": phase.setup_per_second,
+                    "echoed_share": phase.echoed_share,
+                    "closed_early": phase.closed_early,
                     "pace_held": phase.pace_held,
                     "others_cpu_percent": phase.others_cpu_percent,
                     "core_saturated": (phase.server_cpu_percent or 0.0)

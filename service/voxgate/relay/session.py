@@ -10,8 +10,9 @@ Each direction's per-message work is written once (``_audio`` up, ``_downstream`
 down). The pumps call it after each ``recv``; in the common case the connections
 call it sooner, from their callbacks, as each message is parsed (``_fast_audio`` /
 ``_fast_message``, while nothing is queued and the other side can take more), so
-a relayed frame costs no task switch (docs/performance.md). Either way, a write
-that leaves the other side's buffer over its high mark makes the pump wait for it.
+a relayed frame costs no task switch (docs/performance.md). A callback runs only
+while the other side can take more; a pump that wrote and left the other side over
+its high mark waits for it before it reads again.
 The watchdog holds the deadlines that are not on the per-frame path:
 a send that does not finish, Terminate without Termination, a token's session cap,
 and adds the session's use to the per-key counters every second. When upstream
@@ -213,9 +214,9 @@ class Session:
     async def _relay(self) -> End:
         """Run both pumps and the watchdog on the current upstream until one ends."""
         self._held_error = None  # an Error of the upstream before is not this one's
-        up = asyncio.create_task(self._client_to_upstream(), name="client->upstream")
-        down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         self._watch = watch = self._loop.create_future()
+        up = asyncio.create_task(self._client_to_upstream(watch), name="client->upstream")
+        down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         tasks: list[asyncio.Future[End]] = [up, down, watch]
         self._ticker.add(self._tick)
         # Only while this upstream relays (after, messages wait in the queues).
@@ -223,14 +224,21 @@ class Session:
         self.upstream.connection.on_message = self._fast_message
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            first = down if down in done else done.pop()
+            # What a callback raised (a rule broken, a bug) comes first: it happened
+            # before whatever ended beside it. Else upstream's end says most.
+            if watch in done and watch.exception() is not None:
+                first = watch
+            else:
+                first = down if down in done else done.pop()
             lost = up.exception() if first is up else None
             if isinstance(lost, ConnectionClosed):
                 # Upstream went away under a send: the downstream pump says how (it
                 # may have held upstream's Error); if it is stuck on the client, the
                 # send's own exception does.
                 await asyncio.wait([down], timeout=CLEANUP_TIMEOUT)
-                return self._end_of(down) if down.done() else self._upstream_closed(lost)
+                if down.done():
+                    return self._end_of(down)
+                return self._upstream_closed(lost, self._held_error)
             return self._end_of(first)
         finally:
             self._ticker.discard(self._tick)
@@ -291,7 +299,7 @@ class Session:
 
     # ------------------------------------------------------------------ pumps
 
-    async def _client_to_upstream(self) -> End:
+    async def _client_to_upstream(self, watch: asyncio.Future[End]) -> End:
         receive = self.client.recv
         upstream = self.upstream.connection
         while True:
@@ -299,11 +307,10 @@ class Session:
                 data = await receive()
             except ConnectionClosed as gone:
                 return self._client_gone(gone)
-            if isinstance(data, bytes):
-                self._audio(data)
-            else:
-                await self._control(data)
-            if not upstream.writable:  # over its high mark: wait (the watchdog's deadline)
+            if watch.done():  # the relay is ending (a rule broken in a callback, a deadline):
+                return await watch  # no audio after that goes upstream
+            wrote = self._audio(data) if isinstance(data, bytes) else await self._control(data)
+            if wrote and not upstream.writable:  # over its high mark: wait (watchdog deadline)
                 self._up_send_started = self._loop.time()
                 await upstream.drained()
                 self._up_send_started = 0.0
@@ -317,8 +324,7 @@ class Session:
             except ConnectionClosed as exc:
                 return self._upstream_closed(exc, self._held_error)
             try:
-                self._downstream(raw)
-                if not client.writable:  # a slow client: wait (the watchdog's deadline)
+                if self._downstream(raw) and not client.writable:  # a slow client: wait
                     self._down_send_started = self._loop.time()
                     await client.drained()
                     self._down_send_started = 0.0
@@ -342,25 +348,29 @@ class Session:
             return False
         return self._now(self._downstream, raw)
 
-    def _now(self, work: Callable[[Any], None], message: bytes | str) -> bool:
+    def _now(self, work: Callable[[Any], object], message: bytes | str) -> bool:
         """Do one message's work in a connection's callback. What it raises ends the
         relay as it would in a pump (through the watchdog's future, see ``_end_of``):
-        a violation closes the client with its code, anything else is a gateway bug."""
+        a violation closes the client with its code, anything else is a gateway bug.
+        Once the relay is ending, nothing more is done here: messages wait in the
+        queue (for a replacement upstream's relay, or for nobody)."""
+        watch = self._watch
+        if watch is None or watch.done():
+            return False
         try:
             work(message)
         except Exception as exc:
-            watch = self._watch
-            if watch is not None and not watch.done():
-                watch.set_exception(exc)
+            watch.set_exception(exc)
         return True
 
     # ------------------------------------------------------------------ per message
 
-    def _audio(self, data: bytes) -> None:
+    def _audio(self, data: bytes) -> bool:
         """One audio frame from the client: checked against the session's format and
         real-time pace, kept for a replay, written upstream (after Terminate, or a
-        drain, it has nowhere to go). Raises ProtocolViolation (the client's fault), or
-        ConnectionClosed when upstream is closing (the frame is kept for the replay)."""
+        drain, it has nowhere to go). Whether it was written; raises ProtocolViolation (the
+        client's fault), or ConnectionClosed when upstream is closing (the frame is kept
+        for the replay)."""
         received = _perf()
         size = len(data)
         if size == self._frame_size:  # clients send frames of one size: checked once
@@ -370,41 +380,46 @@ class Session:
             self._frame_size, self._frame_seconds = size, seconds
         self._pace.feed(seconds, self._loop.time())
         if self._terminate_sent:
-            return
+            return False
         self.bytes_up += size
         self.seam.sent(data)
         self.upstream.connection.write(data)
         self._relay_up(_perf() - received)
+        return True
 
-    async def _control(self, text: str) -> None:
+    async def _control(self, text: str) -> bool:
         """A text message from the client: Terminate ends upstream cleanly; the others
-        go up as they are, until Terminate. Raises ProtocolViolation for a bad one."""
+        go up as they are, until Terminate. Whether it was written (Terminate waits for
+        its own send); raises ProtocolViolation for a bad one."""
         received = _perf()
         kind, _ = parse_control(text)
         if kind is ControlType.TERMINATE:
             await self._send_terminate()
-        elif not self._terminate_sent:
-            self.upstream.connection.write(text)
-            self._relay_up(_perf() - received)
+            return False
+        if self._terminate_sent:
+            return False
+        self.upstream.connection.write(text)
+        self._relay_up(_perf() - received)
+        return True
 
-    def _downstream(self, raw: bytes | str) -> None:
+    def _downstream(self, raw: bytes | str) -> bool:
         """One message from upstream: after a reconnect, renumbered onto the client's
         session (see ``continuity``); an Error held back (upstream closes right after
         it; if a replacement carries on, the client never sees it); anything else
-        written to the client, then counted and published. ConnectionClosed when the
-        client is gone."""
+        written to the client, then counted and published. Whether it was written;
+        ConnectionClosed when the client is gone."""
         received = _perf()
         message = _parse(raw) if isinstance(raw, str) else None
         if message is not None:
             if self.seam.rewriting:
                 message = self.seam.rewrite(message)
                 if message is None:
-                    return
+                    return False
                 raw = json.dumps(message)
             if message.get("type") == "Error":
                 assert isinstance(raw, str)  # only text parses to a message
                 self._held_error = (raw, message)
-                return
+                return False
         self.client.write(raw)
         if isinstance(raw, str):
             self.bytes_down += len(raw)
@@ -412,6 +427,7 @@ class Session:
                 self.seam.delivered(message)
                 self._observe(raw, message)
         self._relay_down(_perf() - received)
+        return True
 
     def _client_gone(self, gone: ConnectionClosed) -> End:
         """The client closed, vanished, or broke the framing rules (then the
