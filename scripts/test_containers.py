@@ -510,6 +510,28 @@ def with_podman_compose(env: dict[str, str], image: str, workdir: Path) -> None:
         sh([*base, "down", "-v"], env=compose_env, timeout=180, ok=False)
 
 
+def without_the_sandbox_profile(env: dict[str, str], image: str, workdir: Path) -> None:
+    """The production form, `up` without the profile: every other service starts
+    (podman-compose used to crash on the optional dependency on the sandbox)."""
+    project = f"vgnp{os.getpid()}"
+    envfile, _key, _password = env_file(workdir)
+    base = [podman_compose(), "-p", project, "--env-file", str(envfile), "-f", "docker-compose.yml"]
+    compose_env = {**env, "VOXGATE_IMAGE": image}
+    stack = Stack(env, project)
+    try:
+        started = time.monotonic()
+        sh([*base, "up", "-d"], env=compose_env, timeout=120)
+        services = ("voxgate-1", "voxgate-2", "redis", "prometheus", "grafana")
+        running = {s: stack.inspect(s, "{{.State.Status}}") for s in services}
+        check(set(running.values()) == {"running"}, f"without the profile: {running}")
+        figure(
+            "podman-compose up -d without the sandbox profile",
+            f"{time.monotonic() - started:.1f} s, {len(services)} services running",
+        )
+    finally:
+        sh([*base, "down", "-v"], env=compose_env, timeout=180, ok=False)
+
+
 def with_docker_compose(env: dict[str, str], image: str, workdir: Path, binary: str) -> None:
     """Docker Compose v2 over podman's Docker-compatible API."""
     project = f"vgdc{os.getpid()}"
@@ -662,6 +684,7 @@ def main() -> int:
             build(env, image)
         with tempfile.TemporaryDirectory(prefix="voxgate-containers-") as tmp:
             with_podman_compose(env, image, Path(tmp))
+            without_the_sandbox_profile(env, image, Path(tmp))
             binary = docker_compose()
             if ns.podman_compose_only:
                 say("Docker Compose v2: skipped (--podman-compose-only)")
