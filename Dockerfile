@@ -30,23 +30,27 @@ ENV PATH=/opt/voxgate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VOXGATE_HOST=0.0.0.0 \
     VOXGATE_PORT=8080 \
-    VOXGATE_LOG_FORMAT=json
+    VOXGATE_LOG_FORMAT=json \
+    VOXGATE_STOP_TIMEOUT=10
 
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8080
 
 # Liveness: /healthz answers while the process serves (it stops during a drain,
-# when the listening socket is closed on purpose).
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VOXGATE_PORT', '8080'), timeout=2)"]
+# when the listening socket is closed on purpose). Exec form, and no argument holds
+# whitespace: podman's Docker API splits arguments on it.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "__import__('urllib.request').request.urlopen('http://127.0.0.1:%s/healthz'%__import__('os').environ.get('VOXGATE_PORT','8080'),timeout=2)"]
 
-# On SIGTERM the gateway drains itself: no new sessions, running ones go on for
-# VOXGATE_DRAIN_TIMEOUT (30 s), then each is ended cleanly (final turns,
-# Termination, close 1012). It exits within voxgate.server.stop_budget_seconds:
-# drain + 2 x VOXGATE_TERMINATE_TIMEOUT + 7 s = 57 s by default. Docker's own stop
-# timeout is 10 s: use `docker run --stop-timeout 60` (compose: stop_grace_period,
-# Kubernetes: terminationGracePeriodSeconds), or final transcripts may be cut.
+# On SIGTERM the gateway drains itself: no new sessions, running ones may end by
+# themselves, then each is ended cleanly (final turns, Termination, close 1012).
+# VOXGATE_STOP_TIMEOUT (above) is what the runtime gives before SIGKILL: 10 s, the
+# default of `docker stop` and `podman stop`, which an image cannot change. The gateway
+# fits its drain into it (voxgate.shutdown: the sessions are ended at once) and warns at
+# start that the 30 s VOXGATE_DRAIN_TIMEOUT was cut. For the whole drain give it more:
+# `docker run --stop-timeout 60 -e VOXGATE_STOP_TIMEOUT=60` (compose: stop_grace_period,
+# Kubernetes: terminationGracePeriodSeconds; docs/deployment.md has every runtime).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["voxgate"]
 CMD ["serve"]

@@ -28,6 +28,7 @@ from voxgate.routes.demo import DemoRoutes, static_files
 from voxgate.routes.health import HealthRoutes
 from voxgate.routes.tokens import TokenMinter, TokenRoutes
 from voxgate.settings import Settings
+from voxgate.shutdown import drain_seconds, stop_budget_seconds, stop_warning
 from voxgate.transcripts.publisher import Publisher
 from voxgate.upstream.connector import Connector
 
@@ -97,7 +98,7 @@ class Gateway:
             self.metrics.key_changed(self.pool.record(key.alias))
 
     async def drain(self) -> None:
-        await self.registry.drain(self.settings.drain_timeout, self.settings.terminate_timeout)
+        await self.registry.drain(drain_seconds(self.settings), self.settings.terminate_timeout)
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
@@ -110,7 +111,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             upstream=settings.upstream_url,
             keys=[k.alias for k in settings.upstream_keys],
             clients=[k.name for k in settings.client_keys],
+            drain_seconds=drain_seconds(settings),
+            stop_budget_seconds=stop_budget_seconds(settings),
         )
+        if (warning := stop_warning(settings)) is not None:
+            log.warning("drain_exceeds_stop_timeout", problem=warning)
         probes = asyncio.create_task(gateway.connector.run_probes(), name="key-probes")
         if gateway.publisher is not None:
             gateway.publisher.start()

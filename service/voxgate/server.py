@@ -21,8 +21,8 @@ import uvicorn
 
 from voxgate.app import Gateway, create_app
 from voxgate.protocol import MAX_MESSAGE_BYTES, Violation
-from voxgate.relay.sessions import DRAIN_CLOSE_MARGIN
 from voxgate.settings import Settings
+from voxgate.shutdown import graceful_shutdown_seconds
 from voxgate.ws.server import protocol_factory
 
 #: The connection refuses larger messages itself (1009); below it the gateway's own
@@ -39,8 +39,6 @@ WS_MAX_QUEUE = 16
 WS_CLOSE_TIMEOUT = 1.0
 #: The one WebSocket path served.
 WS_PATH = "/v3/ws"
-#: After the drain, how long uvicorn waits for what is left before cancelling it.
-GRACEFUL_MARGIN = 5.0
 
 
 def best_loop() -> str:
@@ -114,24 +112,6 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
-    )
-
-
-def graceful_shutdown_seconds(settings: Settings) -> int:
-    """uvicorn's own deadline, once the drain is over, for connections still open."""
-    return int(settings.terminate_timeout + GRACEFUL_MARGIN)
-
-
-def stop_budget_seconds(settings: Settings) -> float:
-    """The longest a SIGTERM'd gateway takes to exit: the drain, the Terminate
-    deadline and its margin, then uvicorn's graceful shutdown. A supervisor's kill
-    deadline (compose ``stop_grace_period``, Kubernetes ``terminationGracePeriodSeconds``
-    minus the preStop) should be at least this, or final transcripts may be cut."""
-    return (
-        settings.drain_timeout
-        + settings.terminate_timeout
-        + DRAIN_CLOSE_MARGIN
-        + graceful_shutdown_seconds(settings)
     )
 
 

@@ -101,6 +101,9 @@ class Settings:
     terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    #: Seconds between SIGTERM and SIGKILL that the runtime gives (voxgate.shutdown fits
+    #: the drain into them). None: not declared, the drain takes drain_timeout.
+    stop_timeout: float | None = None
     failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT
     key_max_sessions: int = DEFAULT_KEY_MAX_SESSIONS
     key_sessions_per_minute: int = DEFAULT_KEY_SESSIONS_PER_MINUTE
@@ -145,6 +148,9 @@ class Settings:
             ),
             send_timeout=reader.seconds("VOXGATE_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
             drain_timeout=reader.seconds("VOXGATE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT),
+            stop_timeout=reader.seconds("VOXGATE_STOP_TIMEOUT", 1.0)
+            if reader.text("VOXGATE_STOP_TIMEOUT", "")
+            else None,
             failover_timeout=reader.seconds("VOXGATE_FAILOVER_TIMEOUT", DEFAULT_FAILOVER_TIMEOUT),
             key_max_sessions=reader.integer(
                 "VOXGATE_KEY_MAX_SESSIONS", DEFAULT_KEY_MAX_SESSIONS, 1, 100_000

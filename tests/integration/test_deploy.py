@@ -7,6 +7,7 @@ scripts/bootstrap."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,19 +17,22 @@ from pathlib import Path
 
 import yaml
 from voxgate.bench.procs import Server
-from voxgate.server import stop_budget_seconds
 from voxgate.settings import Settings
+from voxgate.shutdown import stop_budget_seconds
 
-from tests.support import ROOT
+from tests.support import ROOT, audio
 from tests.support.deploy import (
     K8S,
     TEST_KEYS,
     compose_config,
     config_with_example,
+    gateway_services,
     k8s_documents,
     run_tool,
     tool,
 )
+from tests.support.gateway import GatewayFactory
+from tests.support.wsclient import Outcome, collect, open_client, run
 
 
 def duration_seconds(text: str) -> float:
@@ -75,11 +79,14 @@ def test_compose_file_is_valid_and_describes_the_stack() -> None:
     fills it: two gateway replicas on Redis with an append-only volume, Prometheus with its
     config and rules, Grafana with provisioning; the simulator only with its profile."""
     config = config_with_example()
-    assert set(config["services"]) == {"voxgate", "redis", "prometheus", "grafana"}
-    gateway = config["services"]["voxgate"]
-    assert gateway["deploy"]["replicas"] == 2
-    assert gateway["environment"]["VOXGATE_REDIS_URL"] == "redis://redis:6379/0"
-    assert gateway["stop_signal"] == "SIGTERM"
+    gateways = gateway_services(config)
+    assert set(config["services"]) == {*gateways, "redis", "prometheus", "grafana"}
+    assert len(gateways) == 2
+    for gateway in gateways.values():
+        assert gateway["environment"]["VOXGATE_REDIS_URL"] == "redis://redis:6379/0"
+        assert gateway["stop_signal"] == "SIGTERM"
+        (port,) = gateway["ports"]
+        assert port["target"] == 8080 and "-" not in port["published"]
     redis = config["services"]["redis"]
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
     assert any(v["type"] == "volume" and v["target"] == "/data" for v in redis["volumes"])
@@ -98,8 +105,9 @@ def test_compose_file_is_valid_and_describes_the_stack() -> None:
     sandbox = with_sandbox["services"]["sandbox"]
     assert sandbox["command"] == ["sandbox", "--host", "0.0.0.0", "--port", "8081"]
     # .env.example runs the stack against the simulator: no AssemblyAI key needed.
-    env = with_sandbox["services"]["voxgate"]["environment"]
-    assert env["VOXGATE_UPSTREAM_URL"] == "ws://sandbox:8081/v3/ws"
+    for gateway in gateway_services(with_sandbox).values():
+        env = gateway["environment"]
+        assert env["VOXGATE_UPSTREAM_URL"] == "ws://sandbox:8081/v3/ws"
 
 
 def test_compose_without_env_defaults_to_assemblyai_and_demands_the_secrets(
@@ -122,8 +130,9 @@ def test_compose_without_env_defaults_to_assemblyai_and_demands_the_secrets(
     )
     result = compose_config(secrets)
     assert result.returncode == 0, result.stderr
-    env = json.loads(result.stdout)["services"]["voxgate"]["environment"]
-    assert env["VOXGATE_UPSTREAM_URL"] == "wss://streaming.assemblyai.com/v3/ws"
+    for gateway in gateway_services(json.loads(result.stdout)).values():
+        upstream = gateway["environment"]["VOXGATE_UPSTREAM_URL"]
+        assert upstream == "wss://streaming.assemblyai.com/v3/ws"
 
 
 def test_every_file_the_compose_file_mounts_or_builds_exists_in_the_repo() -> None:
@@ -145,12 +154,20 @@ def test_every_file_the_compose_file_mounts_or_builds_exists_in_the_repo() -> No
 
 def test_compose_stop_grace_covers_the_gateway_drain() -> None:
     """The gateway gets at least its whole stop budget (drain, Terminate deadline,
-    uvicorn's shutdown) between SIGTERM and SIGKILL, for the settings compose gives it."""
+    uvicorn's shutdown) between SIGTERM and SIGKILL, for the settings compose gives it,
+    and at least the stop timeout it declares; every other service gets Docker's 10 s at
+    least (podman's Docker API would give 0 s)."""
     for profiles in ((), ("sandbox",)):
-        gateway = config_with_example(*profiles)["services"]["voxgate"]
-        settings = Settings.from_env({**gateway["environment"], **TEST_KEYS})
-        grace = duration_seconds(gateway["stop_grace_period"])
-        assert grace >= stop_budget_seconds(settings), (grace, stop_budget_seconds(settings))
+        config = config_with_example(*profiles)
+        gateways = gateway_services(config)
+        assert gateways
+        for gateway in gateways.values():
+            settings = Settings.from_env({**gateway["environment"], **TEST_KEYS})
+            grace = duration_seconds(gateway["stop_grace_period"])
+            assert grace >= stop_budget_seconds(settings), (grace, stop_budget_seconds(settings))
+            assert settings.stop_timeout is not None and grace >= settings.stop_timeout
+        for name, service in config["services"].items():
+            assert duration_seconds(service["stop_grace_period"]) >= 10, name
 
 
 def test_prometheus_config_and_rules_load() -> None:
@@ -180,3 +197,45 @@ def test_kubernetes_manifests_validate_against_the_api_schemas() -> None:
         "ConfigMap",
         "Secret",
     } <= kinds
+
+
+# ---------------------------------------------------------------- the stop budget
+
+
+def test_a_gateway_told_its_stop_timeout_warns_at_start_and_drains_within_it(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """With VOXGATE_STOP_TIMEOUT=10 (the image's: podman's and Docker's default) and the
+    default 30 s drain, the gateway says at start that the drain is cut; on SIGTERM it
+    ends the running session at once and cleanly (final turn, Termination, 1012) rather
+    than waiting out a drain that SIGKILL would cut, and exits 0."""
+    gw = gateway_factory(VOXGATE_STOP_TIMEOUT="10", VOXGATE_DRAIN_TIMEOUT="30")
+
+    async def scenario() -> Outcome:
+        out = Outcome()
+        ws = await open_client(gw.url)
+        reader = asyncio.create_task(collect(ws, out))
+        for i, frame in enumerate(audio.frames(audio.tone(4.0))):
+            if i == 10:
+                gw.send_signal()
+            if reader.done():
+                break
+            try:
+                await ws.send(frame)
+            except Exception:
+                break
+            await asyncio.sleep(0.05)
+        await reader
+        return out
+
+    out = run(scenario())
+    assert out.code == 1012, out
+    assert out.finals, "final transcript lost in the drain"
+    assert out.messages[-1]["type"] == "Termination"
+    assert gw.wait() == 0
+    log = [json.loads(line) for line in gw.stderr().splitlines() if line.startswith("{")]
+    warnings = [e for e in log if e.get("event") == "drain_exceeds_stop_timeout"]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning", log
+    assert "0 s to end by themselves" in warnings[0]["problem"]
+    drain = [e for e in log if e.get("event") == "drain_started"]
+    assert drain and drain[0]["drain_timeout"] == 0.0, drain

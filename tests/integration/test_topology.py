@@ -9,7 +9,7 @@ targets (compose DNS there, the replicas' local ports here) and the intervals (1
 quick test) rewritten. What differs from the containers, and why:
 
 * host names become 127.0.0.1 and ports are picked free (parallel test runs never collide);
-* VOXGATE_INSTANCE is set per replica (a container's host name does that in compose);
+* each replica is a compose service of its own (voxgate-1, voxgate-2), as in the file;
 * VOXGATE_DRAIN_TIMEOUT is 2 s instead of 30 s, so the drain test ends sessions for them
   without waiting half a minute.
 """
@@ -32,7 +32,7 @@ from voxgate.transcripts.publisher import STREAM_KEY
 from websockets.exceptions import ConnectionClosed
 
 from tests.support import audio
-from tests.support.deploy import config_with_example
+from tests.support.deploy import config_with_example, gateway_services
 from tests.support.http import get_json
 from tests.support.procs import PrometheusServer, start
 from tests.support.wsclient import Outcome, collect, open_client, session
@@ -86,19 +86,20 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         redis_server = RedisServer(workdir, options=redis_command[1:])
         redis_url = redis_server.url
 
-        env = dict(services["voxgate"]["environment"])
+        gateways = gateway_services({"services": services})
+        env = dict(gateways["voxgate-1"]["environment"])
         upstream = urllib.parse.urlsplit(env["VOXGATE_UPSTREAM_URL"])
         assert upstream.hostname == "sandbox", "compose + .env.example should use the simulator"
         env["VOXGATE_UPSTREAM_URL"] = sandbox.url + upstream.path
         assert urllib.parse.urlsplit(env["VOXGATE_REDIS_URL"]).hostname == "redis"
         env["VOXGATE_REDIS_URL"] = redis_url
         env.update(VOXGATE_HOST="127.0.0.1", VOXGATE_PORT="0", VOXGATE_DRAIN_TIMEOUT=DRAIN_SECONDS)
-        count = services["voxgate"]["deploy"]["replicas"]
-        assert count >= 2, "the compose stack should run several replicas"
+        assert len(gateways) >= 2, "the compose stack should run several replicas"
         replicas = []
-        for n in range(1, count + 1):
-            replica_env = {**env, "VOXGATE_INSTANCE": f"voxgate-{n}"}
-            replica = start(["serve"], replica_env, workdir / f"voxgate-{n}.log")
+        for name, gateway in gateways.items():
+            assert gateway["environment"]["VOXGATE_INSTANCE"] == name
+            replica_env = {**env, "VOXGATE_INSTANCE": name}
+            replica = start(["serve"], replica_env, workdir / f"{name}.log")
             started.append(replica)
             replicas.append(replica)
 
@@ -266,7 +267,7 @@ def test_env_example_without_the_sandbox_profile_fails_loudly(tmp_path: Path) ->
     """.env.example's upstream is the simulator's compose name: a gateway started with it
     but without the `sandbox` profile (the name does not resolve) refuses each session
     with 1013 "Upstream unavailable", never serving anything in the simulator's place."""
-    env = dict(config_with_example()["services"]["voxgate"]["environment"])
+    env = dict(gateway_services(config_with_example())["voxgate-1"]["environment"])
     assert urllib.parse.urlsplit(env["VOXGATE_UPSTREAM_URL"]).hostname == "sandbox"
     env.update(VOXGATE_HOST="127.0.0.1", VOXGATE_PORT="0")
     env.pop("VOXGATE_REDIS_URL")  # publishing is beside the point here

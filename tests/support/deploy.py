@@ -85,6 +85,12 @@ def compose_config(env_file: Path, *profiles: str) -> subprocess.CompletedProces
     return run_tool([*args, "config", "--format", "json"], env)
 
 
+def gateway_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The gateway replicas of a compose configuration (voxgate-1, voxgate-2, ...)."""
+    services: dict[str, dict[str, Any]] = config["services"]
+    return {name: s for name, s in services.items() if re.fullmatch(r"voxgate-\d+", name)}
+
+
 def config_with_example(*profiles: str) -> dict[str, Any]:
     """The compose configuration as .env.example fills it, with ``profiles`` on."""
     result = compose_config(ROOT / ".env.example", *profiles)

@@ -1,22 +1,77 @@
 """The deployment files read as data, no tool run: the Dockerfile's pins, user and
 health check, constraints.txt against what is installed, the compose file's secrets,
-the Kubernetes manifests' probes, drain and selectors, image versions. (The files
-checked by their tools, hadolint, Docker Compose, kubernetes-validate and promtool:
-integration/test_deploy.py.)"""
+what the compose file must be to run on both Docker Compose v2 and podman-compose
+(health checks in exec form with no whitespace inside an argument, no port range, no
+dependency on an optional service, a stop grace on every service), the stop budget fitted
+into each runtime's stop timeout, the Kubernetes manifests' probes, drain and selectors,
+image versions, and /readyz's documented states. (The files checked by their tools,
+hadolint, Docker Compose, kubernetes-validate and promtool: integration/test_deploy.py;
+the whole stack run with podman: scripts/test-containers.)"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from importlib import metadata
+from typing import Any
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
-from voxgate.server import stop_budget_seconds
-from voxgate.settings import Settings
+from voxgate.app import create_app
+from voxgate.settings import Settings, SettingsError
+from voxgate.shutdown import (
+    DEFAULT_STOP_TIMEOUTS,
+    clean_end_seconds,
+    drain_seconds,
+    stop_budget_seconds,
+    stop_warning,
+)
 
 from tests.support import ROOT
 from tests.support.deploy import K8S, TEST_KEYS, k8s_object
+
+#: Docker's and podman's stop timeout when nobody sets it: what the image must live with.
+SHORTEST_STOP_TIMEOUT = min(DEFAULT_STOP_TIMEOUTS.values())
+
+
+def dockerfile_instructions() -> list[list[str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    return [ln.split(None, 1) for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for op, rest in dockerfile_instructions():
+        if op == "ENV":
+            env.update(pair.split("=", 1) for pair in rest.split())
+    return env
+
+
+def compose() -> dict[str, Any]:
+    raw: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return raw
+
+
+def default_of(value: str) -> str:
+    """``${NAME:-default}`` as compose reads it with NAME unset (values as written)."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
+    return match.group(1) if match else value
+
+
+def gateway_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = compose()["services"]
+    return {n: s for n, s in services.items() if re.fullmatch(r"voxgate-\d+", n)}
+
+
+def check_exec_form(where: str, test: Any) -> None:
+    """A health check a runtime runs as written: a list starting with CMD (no shell),
+    and no argument with whitespace in it (podman's Docker API splits them)."""
+    assert isinstance(test, list) and test[0] == "CMD", f"{where}: not exec form: {test!r}"
+    split = [arg for arg in test if re.search(r"\s", arg)]
+    assert not split, f"{where}: arguments with whitespace {split}"
+
 
 # ---------------------------------------------------------------- Dockerfile
 
@@ -163,3 +218,183 @@ def test_deploy_files_name_images_by_version(path: str) -> None:
         if image == "voxgate":  # kustomization.yaml sets its tag
             continue
         assert re.search(r":v?\d+\.\d+\.\d+", image), f"{path}: image {image} has no version"
+
+
+# ---------------------------------------------------------------- both compose runtimes
+
+
+def test_every_health_check_is_exec_form_with_no_argument_a_runtime_could_split() -> None:
+    """The Dockerfile's HEALTHCHECK and every compose health check: CMD and a list, each
+    argument free of whitespace."""
+    (health,) = [rest for op, rest in dockerfile_instructions() if op == "HEALTHCHECK"]
+    check_exec_form("Dockerfile", ["CMD", *json.loads(health.split(" CMD ", 1)[1])])
+    checked = []
+    for name, service in compose()["services"].items():
+        if "healthcheck" in service:
+            check_exec_form(f"compose {name}", service["healthcheck"]["test"])
+            checked.append(name)
+    assert set(gateway_services()) | {"redis", "sandbox"} <= set(checked)
+
+
+def test_compose_runs_replicas_without_a_port_range_and_needs_no_optional_service() -> None:
+    """At least two gateway services, each publishing one port of its own (no host port
+    range: podman refuses one, podman-compose then hangs); prometheus scrapes them under
+    one alias; nothing depends on a service of a profile (podman-compose crashes when the
+    profile is off), and nothing relies on deploy.replicas (podman-compose needs a mode)."""
+    services = compose()["services"]
+    gateways = gateway_services()
+    assert len(gateways) >= 2
+    published = []
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            host = default_of(str(port).rpartition(":")[0])
+            assert "-" not in host.rpartition(":")[2], f"{name}: port range {port}"
+            published.append(host)
+        assert "replicas" not in service.get("deploy", {}), name
+        deps = service.get("depends_on", [])
+        for dep in deps:
+            assert "profiles" not in services[dep], f"{name} depends on optional {dep}"
+            assert not (isinstance(deps, dict) and deps[dep].get("required") is False), name
+    assert len(set(published)) == len(published), published
+    for name, service in gateways.items():
+        assert "voxgate" in service["networks"]["default"]["aliases"], name
+        assert service["environment"]["VOXGATE_INSTANCE"] == name
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    assert job["dns_sd_configs"][0]["names"] == ["voxgate"]
+    assert set(gateways) <= set(services["prometheus"]["depends_on"])
+
+
+def test_every_compose_service_has_a_stop_grace_period() -> None:
+    """Written out, Docker's 10 s at least: podman's Docker API otherwise stops a
+    container with 0 s (SIGKILL at once)."""
+    for name, service in compose()["services"].items():
+        assert "stop_grace_period" in service, name
+
+
+# ---------------------------------------------------------------- the stop budget
+
+
+def settings_with(**env: str) -> Settings:
+    return Settings.from_env({**TEST_KEYS, **{f"VOXGATE_{k.upper()}": v for k, v in env.items()}})
+
+
+def test_a_declared_stop_timeout_cuts_the_drain_so_that_the_clean_end_fits() -> None:
+    """The drain proper shrinks to what the stop timeout leaves after the clean end
+    (never below 0); undeclared, the drain is whole and nothing is said."""
+    whole = settings_with()
+    assert whole.stop_timeout is None and stop_warning(whole) is None
+    assert drain_seconds(whole) == whole.drain_timeout == 30
+    roomy = settings_with(stop_timeout="60")
+    assert drain_seconds(roomy) == 30 and stop_budget_seconds(roomy) <= 60
+    assert stop_warning(roomy) is None
+    tight = settings_with(stop_timeout="40")
+    assert drain_seconds(tight) == 40 - clean_end_seconds(tight)
+    assert stop_budget_seconds(tight) == 40
+    warning = stop_warning(tight)
+    assert warning is not None and "13 s to end by themselves" in warning
+    short = settings_with(stop_timeout="10", terminate_timeout="1", drain_timeout="30")
+    assert stop_budget_seconds(short) <= 10  # a short Terminate deadline fits 10 s
+    podman = settings_with(stop_timeout="10")
+    assert drain_seconds(podman) == 0
+    warning = stop_warning(podman)
+    assert warning is not None and "0 s to end by themselves" in warning
+    assert "past SIGKILL" in warning and "\n" not in warning
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "ten"])
+def test_a_bad_stop_timeout_fails_fast_naming_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="VOXGATE_STOP_TIMEOUT"):
+        settings_with(stop_timeout=value)
+
+
+def test_the_image_declares_the_stop_timeout_it_cannot_change() -> None:
+    """The image's VOXGATE_STOP_TIMEOUT is at most Docker's and podman's default stop
+    timeout (an image cannot set its own): a plain `podman stop` ends the drain cleanly."""
+    env = dockerfile_env()
+    assert float(env["VOXGATE_STOP_TIMEOUT"]) <= SHORTEST_STOP_TIMEOUT
+    assert [rest.strip() for op, rest in dockerfile_instructions() if op == "STOPSIGNAL"] == [
+        "SIGTERM"
+    ]
+
+
+def test_compose_grace_covers_the_stop_budget_and_the_declared_stop_timeout() -> None:
+    """Each gateway: SIGTERM as stop signal; VOXGATE_STOP_TIMEOUT at most podman's 10 s
+    (podman-compose does not pass stop_grace_period on, so a plain `podman stop` gives
+    10 s); stop_grace_period at least the stop budget and the declared stop timeout."""
+    assert gateway_services()
+    for name, service in gateway_services().items():
+        env = {k: default_of(str(v)) for k, v in service["environment"].items()}
+        settings = Settings.from_env({**env, **TEST_KEYS})
+        assert settings.stop_timeout is not None
+        assert settings.stop_timeout <= SHORTEST_STOP_TIMEOUT, name
+        grace = default_of(service["stop_grace_period"])
+        assert grace.endswith("s") and grace[:-1].isdigit(), grace
+        assert float(grace[:-1]) >= max(stop_budget_seconds(settings), settings.stop_timeout)
+        assert service["stop_signal"] == "SIGTERM"
+
+
+def test_kubernetes_gives_the_whole_drain_and_declares_the_time_it_gives() -> None:
+    """VOXGATE_STOP_TIMEOUT in the ConfigMap is what the pod gets after its preStop
+    pause (terminationGracePeriodSeconds minus the pause), and the whole drain fits."""
+    pod = k8s_object("Deployment", "voxgate")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pause = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    config = k8s_object("ConfigMap", "voxgate-config")["data"]
+    settings = Settings.from_env({**config, **TEST_KEYS})
+    assert settings.stop_timeout == pod["terminationGracePeriodSeconds"] - pause
+    assert drain_seconds(settings) == settings.drain_timeout
+    assert stop_budget_seconds(settings) <= settings.stop_timeout
+
+
+def test_the_image_carries_only_what_voxgate_uses() -> None:
+    """constraints.txt (what the image installs) has none of uvicorn[standard]'s extras
+    that voxgate never imports."""
+    pins = {
+        _normal(line.split("==")[0])
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert not pins & {"watchfiles", "python-dotenv", "pyyaml", "websockets-proxy"}
+
+
+# ---------------------------------------------------------------- /readyz
+
+
+def test_readyz_reports_only_states_the_operations_guide_documents() -> None:
+    """Every value /readyz can report for status, redis and pool (driven through the
+    real route with each state set) is in docs/operations.md's /readyz row."""
+    row = next(
+        ln
+        for ln in (ROOT / "docs/operations.md").read_text().splitlines()
+        if ln.startswith("| `GET /readyz`")
+    )
+    documented = set(re.findall(r"`(\w+)`", row)) | set(re.findall(r'"(\w+)"', row))
+    seen: set[str] = set()
+
+    def ready(settings: Settings, setup: Any) -> dict[str, Any]:
+        gateway = create_app(settings).state.gateway
+        setup(gateway)
+        response = asyncio.run(gateway.health.ready(None))
+        body: dict[str, Any] = json.loads(response.body)
+        for field in ("status", "redis", "pool"):
+            if field in body:
+                seen.add(body[field])
+        return body
+
+    with_redis = settings_with(redis_url="redis://127.0.0.1:1/0")
+    for up in (None, True, False):
+        for shared in (True, False):
+
+            def setup(gw: Any, up: bool | None = up, shared: bool = shared) -> None:
+                gw.publisher.up = up
+                gw.shared.shared = shared
+
+            ready(with_redis, setup)
+    ready(settings_with(), lambda gw: None)
+    assert ready(settings_with(), lambda gw: setattr(gw.registry, "draining", True)) == {
+        "status": "draining"
+    }
+    assert seen == {"ready", "draining", "up", "down", "unknown", "disabled", "shared", "local"}
+    assert seen <= documented, seen - documented

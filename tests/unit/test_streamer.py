@@ -6,8 +6,9 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
+import pytest
 from voxgate.cli.demo import sample_wav
-from voxgate.cli.stream import frames, read_wav, render_message
+from voxgate.cli.stream import frames, gateway_url, read_wav, render_message
 
 
 def test_the_sample_is_16_khz_mono_speech_of_several_seconds() -> None:
@@ -46,3 +47,27 @@ def test_render_shows_finals_always_and_partials_only_on_a_terminal() -> None:
     unformatted = {**final, "turn_is_formatted": False}
     assert render_message(unformatted, tty=False) is None
     assert render_message(unformatted, tty=False, formatted=False) == "[turn 0] Hi."
+
+
+@pytest.mark.parametrize(
+    ("typed", "url"),
+    [
+        ("127.0.0.1:8080", "ws://127.0.0.1:8080"),
+        ("gateway.example", "ws://gateway.example"),
+        ("[::1]:8080", "ws://[::1]:8080"),
+        ("ws://127.0.0.1:8080/", "ws://127.0.0.1:8080"),
+        ("wss://gw.example/base", "wss://gw.example/base"),
+        ("http://127.0.0.1:8080", "ws://127.0.0.1:8080"),
+        ("https://gw.example", "wss://gw.example"),
+    ],
+)
+def test_stream_takes_a_bare_host_port_or_an_http_url_as_the_gateway(typed: str, url: str) -> None:
+    """`--url 127.0.0.1:8080` (no scheme) means ws://; http(s) means ws(s)."""
+    assert gateway_url(typed) == url
+
+
+@pytest.mark.parametrize("typed", ["ftp://h:21", "h:99999", "h:port", "ws://", ":8080", "h:0"])
+def test_stream_refuses_what_is_no_gateway_url_in_one_line(typed: str) -> None:
+    """Anything else is a ValueError whose text is one line (the command prints it)."""
+    with pytest.raises(ValueError, match=r"^[^\n]+$"):
+        gateway_url(typed)

@@ -17,10 +17,10 @@ from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 #: Milliseconds of audio per frame (AssemblyAI takes 50-1000; 50 is its advice).
 DEFAULT_FRAME_MS = 50
@@ -32,6 +32,26 @@ KEY_ENV = "VOXGATE_CLIENT_KEY"
 _CLEAR = "\r\x1b[2K"
 
 OnMessage = Callable[[dict[str, Any]], None]
+
+
+def gateway_url(text: str) -> str:
+    """The gateway's WebSocket base URL from what a user types: ``ws://`` and ``wss://``
+    as given, ``http(s)://`` as ``ws(s)://``, a bare ``host:port`` (or ``host``) as
+    ``ws://``. Raise :class:`ValueError`, in one line, for anything else."""
+    text = text.strip()
+    if "://" not in text:
+        text = f"ws://{text}"
+    parts = urlsplit(text)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"{parts.scheme}:// is not a gateway URL (ws://, wss:// or HOST:PORT)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port is not a number from 0 to 65535") from None
+    if not parts.hostname or parts.query or parts.fragment or port == 0:
+        raise ValueError("give ws://HOST:PORT, wss://HOST:PORT or HOST:PORT")
+    return parts._replace(scheme=scheme).geturl().rstrip("/")
 
 
 class StreamError(Exception):
@@ -163,7 +183,11 @@ HELP = "stream a WAV file at real-time pace"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("wav", type=Path, help="a 16-bit PCM WAV file")
-    parser.add_argument("--url", default="ws://127.0.0.1:8080", help="the gateway")
+    parser.add_argument(
+        "--url",
+        default="ws://127.0.0.1:8080",
+        help="the gateway: ws://HOST:PORT, wss://HOST:PORT or HOST:PORT",
+    )
     parser.add_argument("--key", help=f"a voxgate client key (default: env {KEY_ENV})")
     parser.add_argument("--tag", help="voxgate_tag, to find the transcripts in Redis")
     parser.add_argument(
@@ -194,9 +218,14 @@ async def _stream_command(ns: argparse.Namespace) -> int:
         params.append((name, value))
     if ns.tag:
         params.append(("voxgate_tag", ns.tag))
+    try:
+        url = gateway_url(ns.url)
+    except ValueError as exc:
+        print(f"voxgate stream: --url {ns.url!r}: {exc}", file=sys.stderr)
+        return 2
     show = printer(sys.stdout.isatty())
     try:
-        await stream_file(ns.url, key, ns.wav, on_message=show, frame_ms=ns.frame_ms, params=params)
+        await stream_file(url, key, ns.wav, on_message=show, frame_ms=ns.frame_ms, params=params)
     except StreamError as exc:
         print(f"voxgate stream: {exc}", file=sys.stderr)
         return 1
@@ -204,6 +233,9 @@ async def _stream_command(ns: argparse.Namespace) -> int:
         print(f"voxgate stream: cannot stream {ns.wav}: {exc}", file=sys.stderr)
         return 2
     except TimeoutError:
-        print(f"voxgate stream: {ns.url} did not answer in time", file=sys.stderr)
+        print(f"voxgate stream: {url} did not answer in time", file=sys.stderr)
+        return 1
+    except WebSocketException as exc:  # e.g. not a WebSocket server, a refused upgrade
+        print(f"voxgate stream: {url}: {exc}", file=sys.stderr)
         return 1
     return 0
