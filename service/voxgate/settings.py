@@ -103,7 +103,7 @@ class Settings:
     terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     ws_message_timeout: float = DEFAULT_WS_MESSAGE_TIMEOUT
-    #: Frames one client message may come in; None: one per 256 bytes of its size limit.
+    #: Frames one client message may come in; None: one per 128 bytes of its size limit.
     ws_max_fragments: int | None = None
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT

@@ -367,12 +367,12 @@ def test_a_message_of_exactly_max_fragments_frames_is_accepted() -> None:
 
 
 def test_the_default_fragment_bound_scales_with_max_size() -> None:
-    """One frame per 256 bytes of max_size: 4096 for 1 MiB, 65536 for 16 MiB (so a
+    """One frame per 128 bytes of max_size: 8192 for 1 MiB, 131072 for 16 MiB (so a
     4 MiB message in 64-byte fragments fits a 16 MiB hop); never under 16."""
-    assert default_max_fragments(1 << 20) == 4096
-    assert default_max_fragments(16 << 20) == 65536
+    assert default_max_fragments(1 << 20) == 8192
+    assert default_max_fragments(16 << 20) == 131072
     assert default_max_fragments(100) == 16
-    reader = FrameReader(masked=True, max_size=4096)  # so 16 frames
+    reader = FrameReader(masked=True, max_size=2048)  # so 16 frames
     reader.feed(first_fragment(BINARY, b"x") + frame(CONTINUATION, b"x", fin=False) * 15)
     assert code_of(reader, frame(CONTINUATION, b"x", fin=False)) == 1009
 
