@@ -333,8 +333,12 @@ class WebSocket(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
-        if transport.can_write_eof():
-            transport.write_eof()
+        if not self._eof_written and transport.can_write_eof():
+            self._eof_written = True
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):  # already closing: nothing more to say
+                self.abort()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -429,3 +433,4 @@ class WebSocket(asyncio.Protocol):
         self._timer = self._loop.call_later(self._ping_interval, self._keepalive)
 
     _pinged = False
+    _eof_written = False
