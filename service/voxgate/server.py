@@ -102,6 +102,9 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         on_refused=lambda status: gateway.metrics.client_rejections.labels(
             Violation.BAD_HANDSHAKE.value
         ).inc(),
+        message_timeout=settings.ws_message_timeout,
+        max_fragments=settings.ws_max_fragments,
+        on_limit=lambda limit: gateway.metrics.ws_limits.labels("client", limit).inc(),
     )
     return uvicorn.Config(
         app,

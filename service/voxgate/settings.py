@@ -27,6 +27,8 @@ DEFAULT_BEGIN_TIMEOUT = 10.0
 DEFAULT_TERMINATE_TIMEOUT = 10.0
 #: Deadline for one send to either side before the peer is declared stuck.
 DEFAULT_SEND_TIMEOUT = 10.0
+#: Seconds a client's fragmented WebSocket message may take from first to last frame.
+DEFAULT_WS_MESSAGE_TIMEOUT = 10.0
 #: Failover at connect: the whole search for a working key must end by then.
 DEFAULT_FAILOVER_TIMEOUT = 15.0
 #: Per-key caps. AssemblyAI limits new sessions per minute per account (free: 5).
@@ -100,6 +102,9 @@ class Settings:
     begin_timeout: float = DEFAULT_BEGIN_TIMEOUT
     terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
     send_timeout: float = DEFAULT_SEND_TIMEOUT
+    ws_message_timeout: float = DEFAULT_WS_MESSAGE_TIMEOUT
+    #: Frames one client message may come in; None: one per 128 bytes of its size limit.
+    ws_max_fragments: int | None = None
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     #: Seconds between SIGTERM and SIGKILL that the runtime gives (voxgate.shutdown fits
     #: the drain into them). None: not declared, the drain takes drain_timeout.
@@ -147,6 +152,10 @@ class Settings:
                 "VOXGATE_TERMINATE_TIMEOUT", DEFAULT_TERMINATE_TIMEOUT
             ),
             send_timeout=reader.seconds("VOXGATE_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
+            ws_message_timeout=reader.seconds(
+                "VOXGATE_WS_MESSAGE_TIMEOUT", DEFAULT_WS_MESSAGE_TIMEOUT
+            ),
+            ws_max_fragments=reader.integer("VOXGATE_WS_MAX_FRAGMENTS", 0, 0, 10_000_000) or None,
             drain_timeout=reader.seconds("VOXGATE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT),
             stop_timeout=reader.seconds("VOXGATE_STOP_TIMEOUT", 1.0)
             if reader.text("VOXGATE_STOP_TIMEOUT", "")

@@ -82,3 +82,17 @@ def test_shared_pool_is_on_by_default_and_can_be_turned_off() -> None:
     assert Settings.from_env({**BASE, "VOXGATE_SHARED_POOL": "False"}).shared_pool is False
     with pytest.raises(SettingsError, match="VOXGATE_SHARED_POOL"):
         Settings.from_env({**BASE, "VOXGATE_SHARED_POOL": "maybe"})
+
+
+def test_websocket_message_bounds_settings() -> None:
+    """VOXGATE_WS_MESSAGE_TIMEOUT (10 s) and VOXGATE_WS_MAX_FRAGMENTS (unset or 0: the
+    codec's default for the size limit) are read; a negative count names its variable."""
+    s = Settings.from_env(BASE)
+    assert s.ws_message_timeout == 10.0 and s.ws_max_fragments is None
+    s = Settings.from_env(
+        {**BASE, "VOXGATE_WS_MESSAGE_TIMEOUT": "2.5", "VOXGATE_WS_MAX_FRAGMENTS": "64"}
+    )
+    assert s.ws_message_timeout == 2.5 and s.ws_max_fragments == 64
+    assert Settings.from_env({**BASE, "VOXGATE_WS_MAX_FRAGMENTS": "0"}).ws_max_fragments is None
+    with pytest.raises(SettingsError, match="VOXGATE_WS_MAX_FRAGMENTS"):
+        Settings.from_env({**BASE, "VOXGATE_WS_MAX_FRAGMENTS": "-1"})

@@ -83,6 +83,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.ws_limits = Counter(
+            "ws_messages_refused",
+            "WebSocket messages over a bound (1009: size, fragments; 1008: deadline), by hop",
+            ["hop", "limit"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "upstream_errors",
             "Upstream refusals and error closes, by key alias and failure class",
@@ -222,6 +229,9 @@ class Metrics:
             self.client_rejections.labels(violation.value)
         for direction in ("up", "down"):
             self.bytes_relayed.labels(direction)
+        for hop in ("client", "upstream"):
+            for limit in ("size", "fragments", "deadline"):
+                self.ws_limits.labels(hop, limit)
         # Children bound once: the per-frame path never calls .labels().
         self.bytes_up = self.bytes_relayed.labels("up")
         self.bytes_down = self.bytes_relayed.labels("down")
