@@ -27,6 +27,10 @@ DEFAULT_BEGIN_TIMEOUT = 10.0
 DEFAULT_TERMINATE_TIMEOUT = 10.0
 #: Deadline for one send to either side before the peer is declared stuck.
 DEFAULT_SEND_TIMEOUT = 10.0
+#: A session whose client sends no audio (nor any other message) for this long is
+#: ended cleanly (Terminate upstream, its final turns and Termination relayed, then
+#: close 3006): an abandoned connection must not hold a key slot nor be billed.
+DEFAULT_IDLE_TIMEOUT = 60.0
 #: Failover at connect: the whole search for a working key must end by then.
 DEFAULT_FAILOVER_TIMEOUT = 15.0
 #: Per-key caps. AssemblyAI limits new sessions per minute per account (free: 5).
@@ -100,6 +104,7 @@ class Settings:
     begin_timeout: float = DEFAULT_BEGIN_TIMEOUT
     terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
     send_timeout: float = DEFAULT_SEND_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT
     key_max_sessions: int = DEFAULT_KEY_MAX_SESSIONS
@@ -144,6 +149,7 @@ class Settings:
                 "VOXGATE_TERMINATE_TIMEOUT", DEFAULT_TERMINATE_TIMEOUT
             ),
             send_timeout=reader.seconds("VOXGATE_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
+            idle_timeout=reader.seconds("VOXGATE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT),
             drain_timeout=reader.seconds("VOXGATE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT),
             failover_timeout=reader.seconds("VOXGATE_FAILOVER_TIMEOUT", DEFAULT_FAILOVER_TIMEOUT),
             key_max_sessions=reader.integer(
