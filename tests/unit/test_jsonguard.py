@@ -41,7 +41,7 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-@pytest.mark.parametrize("words", [0, 5, 63, 64, 65, 300])
+@pytest.mark.parametrize("words", [0, 5, 60, MAX_JSON_DEPTH - 2, MAX_JSON_DEPTH, 600])
 def test_a_turn_parses_as_json_loads_does_on_both_paths(words: int) -> None:
     """Few brackets: parsed at once; many (a long Turn): parsed, then its depth
     measured. Either way the result is json.loads's."""
@@ -51,12 +51,12 @@ def test_a_turn_parses_as_json_loads_does_on_both_paths(words: int) -> None:
 
 
 def test_depth_is_bounded_at_max_json_depth_whatever_the_path() -> None:
-    """64 levels parse; 65 do not, neither with few brackets in all nor hidden among
-    many (a long list of flat objects, then one deep branch)."""
+    """MAX_JSON_DEPTH levels parse; one more does not, neither with few brackets in
+    all nor hidden among many (a long list of flat objects, then one deep branch)."""
     assert loads_bounded(nested(MAX_JSON_DEPTH)) == json.loads(nested(MAX_JSON_DEPTH))
     for text in (
         nested(MAX_JSON_DEPTH + 1),
-        "[" + "{}," * 100 + nested(MAX_JSON_DEPTH) + "]",
+        "[" + "{}," * 300 + nested(MAX_JSON_DEPTH) + "]",
         '{"a": ' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1),
     ):
         with pytest.raises(UnsafeJson) as refused:
@@ -105,7 +105,7 @@ def test_a_deep_control_message_is_3006_not_a_gateway_bug() -> None:
         parse_control(nested(100_000))
     assert refused.value.code == CloseCode.INVALID_MESSAGE
     assert refused.value.violation is Violation.BAD_JSON
-    assert "deeper than 64" in refused.value.reason
+    assert f"deeper than {MAX_JSON_DEPTH}" in refused.value.reason
 
 
 def test_a_deep_http_error_body_from_upstream_is_classified_not_raised() -> None:
