@@ -29,6 +29,10 @@ DEFAULT_TERMINATE_TIMEOUT = 10.0
 DEFAULT_SEND_TIMEOUT = 10.0
 #: Seconds a client's fragmented WebSocket message may take from first to last frame.
 DEFAULT_WS_MESSAGE_TIMEOUT = 10.0
+#: A session whose client sends no audio (nor any other message) for this long is
+#: ended cleanly (Terminate upstream, its final turns and Termination relayed, then
+#: close 3006): an abandoned connection must not hold a key slot nor be billed.
+DEFAULT_IDLE_TIMEOUT = 60.0
 #: Failover at connect: the whole search for a working key must end by then.
 DEFAULT_FAILOVER_TIMEOUT = 15.0
 #: Per-key caps. AssemblyAI limits new sessions per minute per account (free: 5).
@@ -105,6 +109,7 @@ class Settings:
     ws_message_timeout: float = DEFAULT_WS_MESSAGE_TIMEOUT
     #: Frames one client message may come in; None: one per 128 bytes of its size limit.
     ws_max_fragments: int | None = None
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     #: Seconds between SIGTERM and SIGKILL that the runtime gives (voxgate.shutdown fits
     #: the drain into them). None: not declared, the drain takes drain_timeout.
@@ -156,6 +161,7 @@ class Settings:
                 "VOXGATE_WS_MESSAGE_TIMEOUT", DEFAULT_WS_MESSAGE_TIMEOUT
             ),
             ws_max_fragments=reader.integer("VOXGATE_WS_MAX_FRAGMENTS", 0, 0, 10_000_000) or None,
+            idle_timeout=reader.seconds("VOXGATE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT),
             drain_timeout=reader.seconds("VOXGATE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT),
             stop_timeout=reader.seconds("VOXGATE_STOP_TIMEOUT", 1.0)
             if reader.text("VOXGATE_STOP_TIMEOUT", "")

@@ -39,8 +39,9 @@ class Outcome:
     DRAINED = "drained"  # ended by a gateway shutdown
     INTERNAL = "internal"  # a gateway bug
     EXPIRED = "expired"  # reached its temporary token's session cap (3008)
+    IDLE = "idle"  # the client sent nothing for VOXGATE_IDLE_TIMEOUT (3006)
 
-    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED)
+    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED, IDLE)
 
 
 def transcript_lag(turn: Mapping[str, object], audio_seconds: float) -> float | None:
@@ -156,6 +157,13 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.idle_sessions = Counter(
+            "idle_sessions",
+            "Sessions ended by the gateway because the client sent nothing for "
+            "VOXGATE_IDLE_TIMEOUT (Terminate upstream, then close 3006)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.reconnects = Counter(
             "reconnects",
             "Connections re-established after a loss, by target (upstream mid-session, redis)",
@@ -236,6 +244,7 @@ class Metrics:
         self.bytes_up = self.bytes_relayed.labels("up")
         self.bytes_down = self.bytes_relayed.labels("down")
         self._usage: dict[str, tuple[Counter, Counter]] = {}
+        self._watched_keys: set[str] = set()
         self.relay_up = self.relay_overhead_seconds.labels("up")
         self.relay_down = self.relay_overhead_seconds.labels("down")
         self.lag_partial = self.transcript_lag_seconds.labels("partial")
@@ -253,12 +262,16 @@ class Metrics:
                 self.upstream_errors.labels(alias, failure.value)
 
     def key_changed(self, record: KeyRecord) -> None:
-        """Mirror a key's state and load into the gauges."""
+        """Mirror a key's state into the gauges. Its sessions gauge reads the pool's
+        record itself at each scrape (bound here the first time), so it is the pool's
+        truth whatever path took or gave back a lease."""
         for state in KeyState:
             self.key_state.labels(record.alias, state.value).set(
                 1.0 if record.state is state else 0.0
             )
-        self.key_sessions_active.labels(record.alias).set(record.active)
+        if record.alias not in self._watched_keys:
+            self._watched_keys.add(record.alias)
+            self.key_sessions_active.labels(record.alias).set_function(lambda: record.active)
 
     def usage(self, alias: str) -> tuple[Counter, Counter]:
         """Key ``alias``'s audio seconds and session seconds counters (looked up once:

@@ -41,6 +41,7 @@ from voxgate.protocol import (
     check_audio_frame,
     parse_control,
 )
+from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.relay import closes
 from voxgate.relay.closes import Close
 from voxgate.relay.continuity import Seam
@@ -142,6 +143,11 @@ class Session:
         self.bytes_up = 0
         self.bytes_down = 0
         self.opened_at = self._loop.time()
+        # When the client last sent something (audio or a text message): the watchdog
+        # ends the session after VOXGATE_IDLE_TIMEOUT without (one store per frame).
+        self._active_at = self.opened_at
+        self._idle = False
+        self._idle_task: asyncio.Task[None] | None = None
         # What _account has added to the counters so far.
         self._counted_at = self.opened_at
         self._counted_audio = 0.0
@@ -378,7 +384,9 @@ class Session:
         else:
             seconds = check_audio_frame(size, self.params)
             self._frame_size, self._frame_seconds = size, seconds
-        self._pace.feed(seconds, self._loop.time())
+        now = self._loop.time()
+        self._pace.feed(seconds, now)
+        self._active_at = now
         if self._terminate_sent:
             return False
         self.bytes_up += size
@@ -393,6 +401,7 @@ class Session:
         its own send); raises ProtocolViolation for a bad one."""
         received = _perf()
         kind, _ = parse_control(text)
+        self._active_at = self._loop.time()
         if kind is ControlType.TERMINATE:
             await self._send_terminate()
             return False
@@ -448,6 +457,8 @@ class Session:
         if code == 1000:
             if self._draining:
                 return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
+            if self._idle:
+                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
         failure = close_failure(code, reason)
         self._on_upstream_failure(self.key_alias, failure)
@@ -503,8 +514,25 @@ class Session:
             return End(Outcome.EXPIRED, closes.SESSION_CAP)
         if self._terminate_deadline is not None and now > self._terminate_deadline:
             self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
+            if self._idle:
+                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
             return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
+        if (
+            not self._terminate_sent
+            and not self._idle
+            and now - self._active_at > self.settings.idle_timeout
+        ):
+            self._end_idle(now)
         return None
+
+    def _end_idle(self, now: float) -> None:
+        """The client sent nothing for VOXGATE_IDLE_TIMEOUT: end upstream as Terminate
+        would. Its final turns and Termination are relayed as they come, then the
+        client gets 3006 (see ``_upstream_closed``)."""
+        self._idle = True
+        self.metrics.idle_sessions.inc()
+        self.log.info("session_idle", idle_seconds=round(now - self._active_at, 3))
+        self._idle_task = self._loop.create_task(self._send_terminate())
 
     # ------------------------------------------------------------------ endings
 
@@ -591,7 +619,7 @@ class Session:
 def _parse(raw: str) -> dict[str, Any] | None:
     """An upstream text message as a dict (None when it is not a JSON object)."""
     try:
-        message = json.loads(raw)
-    except ValueError:
+        message = loads_bounded(raw)
+    except ValueError:  # not JSON, or nested too deep (relayed as it came, not parsed)
         return None
     return message if isinstance(message, dict) else None

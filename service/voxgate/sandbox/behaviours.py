@@ -19,6 +19,11 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
                           audio (``drop-1006@S`` drops the TCP connection with no close)
 ``hang``                  the upgrade is never answered
 ``no-begin``              handshake, but no ``Begin`` ever comes
+``junk-deep``             handshake, then instead of ``Begin`` JSON nested 100,000 deep
+``junk-json``             ... text that is not JSON
+``junk-array``            ... a JSON value that is not an object
+``junk-binary``           ... a binary message
+``junk-huge``             ... a 600 KB text message (over the gateway's upstream limit)
 ========================  ================================================================
 """
 
@@ -40,6 +45,7 @@ class Kind(StrEnum):
     DROP = "drop"  # a normal session that fails mid-way
     HANG = "hang"
     NO_BEGIN = "no_begin"
+    JUNK = "junk"  # accept the upgrade, send junk instead of Begin, then read and ignore
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,15 @@ DROP_REASONS: dict[int, str] = {
     3008: "Session Expired: maximum session duration reached",
 }
 
+#: What a ``junk-*`` key sends instead of ``Begin``.
+JUNK: dict[str, str | bytes] = {
+    "junk-deep": "[" * 100_000 + "]" * 100_000,
+    "junk-json": '{"type": "Begin", "id": ',
+    "junk-array": '[{"type": "Begin"}]',
+    "junk-binary": b"\x00\x01\x02\x03",
+    "junk-huge": '{"type": "Begin", "pad": "' + "x" * 600_000 + '"}',
+}
+
 OK = Behaviour(Kind.OK, name="ok")
 #: What a key not named in the spec gets when the spec names keys at all.
 UNKNOWN_KEY = Behaviour(Kind.CLOSE, CloseCode.POLICY, "Unauthorized Connection: Invalid API key")
@@ -114,6 +129,8 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.HANG, name=name)
     if name == "no-begin":
         return Behaviour(Kind.NO_BEGIN, name=name)
+    if name in JUNK:
+        return Behaviour(Kind.JUNK, name=name)
     if name.isdigit() and int(name) in _HTTP:
         return Behaviour(Kind.HTTP, int(name), _HTTP[int(name)], name=name)
     if name in _CLOSES:
@@ -126,7 +143,9 @@ def parse_behaviour(text: str) -> Behaviour:
             raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
         return Behaviour(Kind.DROP, code, reason, float(match.group(2)), name=name)
-    known = ", ".join(["ok", "echo", "hang", "no-begin", *map(str, _HTTP), *_CLOSES, "drop-CODE@S"])
+    known = ", ".join(
+        ["ok", "echo", "hang", "no-begin", *JUNK, *map(str, _HTTP), *_CLOSES, "drop-CODE@S"]
+    )
     raise ValueError(f"unknown behaviour {name[:40]!r} (known: {known})")
 
 

@@ -35,7 +35,7 @@ from voxgate.protocol import (
     parse_stream_params,
     truncate_reason,
 )
-from voxgate.sandbox.behaviours import OK, UNKNOWN_KEY, Behaviour, Kind, parse_behaviour
+from voxgate.sandbox.behaviours import JUNK, OK, UNKNOWN_KEY, Behaviour, Kind, parse_behaviour
 from voxgate.sandbox.session import Admission, SandboxSession, SessionRecord, send_error
 
 #: AssemblyAI caps a session at 3 hours (close 3008).
@@ -260,6 +260,10 @@ class Sandbox:
                 await self._refuse(connection, record, v.code, v.reason)
             elif behaviour.kind is Kind.NO_BEGIN:
                 await self._idle(connection, record, admission.max_session_seconds)
+            elif behaviour.kind is Kind.JUNK:
+                await connection.send(JUNK[behaviour.name])
+                await self._idle(connection, record, admission.max_session_seconds)
+                record.end = "junk"
             else:
                 assert admission.params is not None
                 await SandboxSession(

@@ -4,8 +4,9 @@ Sessions hand envelopes to :meth:`Publisher.publish`, which never blocks and nev
 touches the network: the envelope joins a bounded in-memory backlog. One task
 drains the backlog to Redis in order, in batches (one Lua script call each):
 
-* pub/sub: every envelope on ``voxgate:session:<id>``, and on ``voxgate:tag:<tag>``
-  when the client tagged its session;
+* pub/sub: every envelope on ``voxgate:session:<id>``, and on
+  ``voxgate:tag:<client>:<tag>`` when the client tagged its session (the tag is the
+  authenticated client's own: no client can publish into another's channel);
 * stream ``voxgate:transcripts`` (XADD, approximate MAXLEN): lifecycle events and
   final turns (partials too when ``VOXGATE_STREAM_PARTIALS=true``).
 
@@ -35,7 +36,10 @@ STREAM_KEY = "voxgate:transcripts"
 #: Upstream message types that go to the stream like final turns (others are live only).
 _KEPT_TYPES = frozenset({"Begin", "Termination", "Error"})
 SESSION_CHANNEL = "voxgate:session:{}"
-TAG_CHANNEL = "voxgate:tag:{}"
+#: A tagged session's channel: ``.format(client, tag)``. The client is the name of the
+#: client key that opened the session (for a temporary token, the one that minted it);
+#: names have no ``:``, so the client part is unambiguous.
+TAG_CHANNEL = "voxgate:tag:{}:{}"
 #: Envelopes sent to Redis in one script call.
 BATCH = 100
 #: After the backlog wakes from empty, how long more envelopes may gather before the
@@ -101,7 +105,7 @@ class SessionPublisher:
         self._stream_seq = 0
         channels = [SESSION_CHANNEL.format(session_id)]
         if tag:
-            channels.append(TAG_CHANNEL.format(tag))
+            channels.append(TAG_CHANNEL.format(client, tag))
         self._channels = tuple(channels)
         lengths = " ".join(str(_utf8_len(x)) for x in (session_id, *channels))
         self._header_tail = f" {lengths}\n{session_id}{''.join(channels)}"

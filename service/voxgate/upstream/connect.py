@@ -7,12 +7,12 @@ Every way this can fail is raised as a classified
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from voxgate import __version__
 from voxgate.protocol import MAX_MESSAGE_BYTES, StreamParams
+from voxgate.protocol.jsonguard import UnsafeJson, loads_bounded
 from voxgate.settings import UpstreamKey
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, close_failure, http_failure
 from voxgate.ws.client import ClientWebSocket, InvalidStatus, connect
@@ -28,6 +28,9 @@ UPSTREAM_QUEUE_FRAMES = 32
 #: Seconds a closing handshake may take before the TCP connection is dropped.
 UPSTREAM_CLOSE_TIMEOUT = 1.0
 USER_AGENT = f"voxgate/{__version__}"
+#: Close codes our side sends when upstream breaks the WebSocket rules (bad framing,
+#: bad UTF-8, a message over the size limit).
+_UPSTREAM_BROKE_FRAMING = frozenset({1002, 1007, 1009})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,20 +91,33 @@ async def open_session(
 async def _await_begin(
     connection: ClientWebSocket, timeout: float
 ) -> tuple[str, dict[str, object]]:
+    """Read up to ``Begin``. Whatever upstream sends instead (an Error and a close,
+    bad or hostile JSON, a message that is not a JSON object, a binary frame, a
+    frame over ``MAX_UPSTREAM_MESSAGE_BYTES``, nothing in time) is raised as an
+    UpstreamFailure, so the caller releases the key's lease and counts it."""
     error_text = ""
     try:
         async with asyncio.timeout(timeout):
             while True:
                 raw = await connection.recv()
                 if not isinstance(raw, str):
-                    continue
-                message = json.loads(raw)
-                kind = message.get("type") if isinstance(message, dict) else None
+                    raise _broken("a binary message before Begin")
+                message = loads_bounded(raw)
+                if not isinstance(message, dict):
+                    raise _broken("a message before Begin that is not a JSON object")
+                kind = message.get("type")
                 if kind == "Begin":
                     return raw, message
-                if kind == "Error" or (isinstance(message, dict) and "error" in message):
-                    error_text = str(message.get("error", ""))
+                if kind == "Error" or "error" in message:
+                    error_text = str(message.get("error", ""))[:200]
     except ConnectionClosed as exc:
+        sent = exc.sent
+        if sent is not None and sent.code in _UPSTREAM_BROKE_FRAMING:
+            # Our side closed: upstream broke the framing rules or sent a message over
+            # the size limit. That is upstream's fault, whatever it answered.
+            raise _broken(
+                f"close {sent.code} sent to upstream before Begin: {sent.reason}"
+            ) from None
         code = exc.code
         reason = error_text or (exc.rcvd.reason if exc.rcvd is not None else "")
         raise close_failure(code, reason) from None
@@ -109,8 +125,16 @@ async def _await_begin(
         raise UpstreamFailure(
             FailureClass.TRANSIENT, 1006, f"no Begin within {timeout:g} s"
         ) from None
+    except UnsafeJson as exc:
+        raise _broken(f"Begin refused: {exc}") from None
     except ValueError:
-        raise UpstreamFailure(FailureClass.TRANSIENT, 1006, "Begin was not JSON") from None
+        raise _broken("Begin was not JSON") from None
+
+
+def _broken(detail: str) -> UpstreamFailure:
+    """Upstream broke the protocol before Begin: a transient failure of its key (the
+    key cools down; the session tries another)."""
+    return UpstreamFailure(FailureClass.TRANSIENT, 1006, detail)
 
 
 async def _abort(connection: ClientWebSocket) -> None:

@@ -10,7 +10,6 @@ background through ``/v3/token`` (no billed session) and come back by themselves
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from voxgate.keys.shared import SharedPool
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics
 from voxgate.protocol import StreamParams
+from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.settings import Settings, UpstreamKey
 from voxgate.upstream.connect import USER_AGENT, UpstreamSession, open_session
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure
@@ -99,8 +99,17 @@ class Connector:
                     begin_timeout=min(self.settings.begin_timeout, left),
                     api_version=api_version,
                 )
-            except UpstreamFailure as failure:
+            except BaseException as exc:
+                # Whatever went wrong, the lease goes back (else the key's slot leaks
+                # for good); a failure that is not classified counts as transient.
                 self.release(lease)
+                if isinstance(exc, UpstreamFailure):
+                    failure = exc
+                elif isinstance(exc, Exception):
+                    log.exception("upstream_open_failed", key=lease.alias)
+                    failure = UpstreamFailure(FailureClass.TRANSIENT, 1006, type(exc).__name__)
+                else:
+                    raise  # cancelled: the client went away
                 last = failure
                 self.failed(lease.alias, failure)
                 if failure.failure is FailureClass.CLIENT_FAULT:
@@ -118,8 +127,12 @@ class Connector:
     async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
         """A lease from the shared pool when there is one, else from this replica's."""
         if self.shared is not None:
-            return await self.shared.acquire(exclude)
-        return self.pool.acquire(exclude)
+            lease = await self.shared.acquire(exclude)
+        else:
+            lease = self.pool.acquire(exclude)
+        if not isinstance(lease, Unavailable):
+            self.metrics.key_changed(self.pool.record(lease.alias))
+        return lease
 
     def release(self, lease: Lease) -> None:
         if self.shared is not None:
@@ -170,7 +183,7 @@ class Connector:
         def fetch() -> UpstreamFailure | None:
             try:
                 with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
-                    json.loads(response.read(65536))
+                    loads_bounded(response.read(65536))
                     return None
             except urllib.error.HTTPError as exc:
                 return http_failure(exc.code, exc.read(4096))

@@ -7,10 +7,11 @@ all follow from it. See PROTOCOL.md, "Close codes" and "The 402".
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+
+from voxgate.protocol.jsonguard import loads_bounded
 
 
 class FailureClass(StrEnum):
@@ -103,7 +104,7 @@ def close_failure(code: int, reason: str) -> UpstreamFailure:
 def _decode(body: bytes | str) -> object:
     text = body.decode(errors="replace") if isinstance(body, bytes) else body
     try:
-        return json.loads(text[:4096])
+        return loads_bounded(text[:4096])
     except ValueError:
         return text[:200]
 
