@@ -247,8 +247,14 @@ def test_after_a_reconnect_every_message_is_on_the_session_s_clock_and_numbering
     assert out.code == 1000, out
     assert pairs(out) == continuous(3)
     formatted = {t["turn_order"]: t for t in out.finals if t["turn_is_formatted"]}
-    llm = out.of_type("LLMGatewayResponse")
-    assert llm and all(formatted[m["turn_order"]]["transcript"] == m["transcript"] for m in llm)
+    # Each LLMGatewayResponse follows the final of the turn it is about.
+    last_final, about = None, []
+    for message in out.messages:
+        if message["type"] == "Turn" and message["turn_is_formatted"]:
+            last_final = message["turn_order"]
+        elif message["type"] == "LLMGatewayResponse":
+            about.append((message["turn_order"], last_final))
+    assert about and all(said == final for said, final in about), about
     (revision,) = out.of_type("SpeakerRevision")
     revised = revision["revisions"]
     assert [r["turn_order"] for r in revised] == sorted(formatted)[-len(revised) :]
