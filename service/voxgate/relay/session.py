@@ -351,8 +351,9 @@ class Session:
         """A replacement upstream catching up: wait until ``size`` more bytes of audio
         keep it within real time plus the pace burst since its Begin. Once it has had
         no more than real time, audio goes the fast way again."""
-        assert self._catch_up is not None
         per_second = self.params.bytes_per_second
+        if self._catch_up is None:
+            return  # caught up already (the replay went slower than real time)
         started, sent = self._catch_up
         if not per_second:
             self._catch_up = None  # compressed audio: nothing was replayed
