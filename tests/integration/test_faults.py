@@ -237,11 +237,12 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
 def test_after_a_reconnect_every_message_is_on_the_session_s_clock_and_numbering(
     gateway_factory: GatewayFactory,
 ) -> None:
-    """Upstream drops 3.5 s in; the replacement (another key) sends an
-    LLMGatewayResponse after each final and a SpeakerRevision at the end: they name
-    the client's turns (not the replacement's 0), their word times are the finals'
-    times, and Termination counts the whole session's audio (4.5 s, not the 2-odd s
-    the replacement heard)."""
+    """Upstream drops 3.5 s in; the replacement (another key) sends SpeechStarted,
+    an LLMGatewayResponse after each final and a SpeakerRevision at the end: they
+    name the client's turns (not the replacement's 0), their times are on the
+    session's clock (a SpeechStarted where its turn's first word starts, revised
+    words where the finals' were), and Termination counts the whole session's audio
+    (4.5 s, not the 2-odd s the replacement heard)."""
     gw = gateway(gateway_factory, "first=late-drop,second=revise")
     out = run(talk(gw.url, 3))
     assert out.code == 1000, out
@@ -261,6 +262,14 @@ def test_after_a_reconnect_every_message_is_on_the_session_s_clock_and_numbering
     for r in revised:
         times = [(w["start"], w["end"]) for w in formatted[r["turn_order"]]["words"]]
         assert [(w["start"], w["end"]) for w in r["words"]] == times
+    # Each SpeechStarted is where the next turn's first word starts.
+    started = [
+        (message["timestamp"], after["words"][0]["start"])
+        for i, message in enumerate(out.messages)
+        if message["type"] == "SpeechStarted"
+        for after in [next(m for m in out.messages[i:] if m["type"] == "Turn")]
+    ]
+    assert started and all(said == first for said, first in started), started
     (termination,) = out.of_type("Termination")
     sent = len(audio.frames(audio.utterance(0.8, 0.7) * 3)) * FRAME_SECONDS
     assert abs(termination["audio_duration_seconds"] - sent) <= 1, termination

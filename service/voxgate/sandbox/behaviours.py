@@ -25,7 +25,8 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
 ``402-after-M``           M sessions served as ``ok`` (counted from the simulator's start or
                           the key's last change), then HTTP 402 at the upgrade and at
                           ``/v3/token``, like an account whose credit ran out
-``revise@BYTES``          a normal session that also sends, after each final turn, an
+``revise@BYTES``          a normal session that also sends ``SpeechStarted`` when a turn's
+                          sound begins, after each final turn an
                           ``LLMGatewayResponse`` for it, and at ``Terminate`` one
                           ``SpeakerRevision`` over every turn, its words repeated to about
                           BYTES bytes (``turn_order`` and word times on this connection's

@@ -167,7 +167,13 @@ class SandboxSession:
                     await connection.send('{"type":"Echo","n":"' + message[:8].hex() + '"}')
                     continue
                 frames += 1
-                await self._send_turns(self.transcriber.feed(message))
+                turns = self.transcriber.feed(message)
+                started = self.transcriber.speech_started()
+                if started is not None and self.behaviour.kind is Kind.REVISE:
+                    await self.send(
+                        {"type": "SpeechStarted", "timestamp": started, "confidence": 0.9}
+                    )
+                await self._send_turns(turns)
                 if drop_after_frames:
                     if frames >= drop_after_frames:
                         await self._drop()
