@@ -165,6 +165,8 @@ class Session:
         # After a reconnect, until the replacement has caught up with real time: when
         # its audio started (its Begin) and how many seconds of audio it has been sent.
         self._catch_up: tuple[float, float] | None = None
+        # The frame the pump holds while it waits for the replacement (see _reconnect).
+        self._pacing: bytes | None = None
         self._relay_up = metrics.relay_up.observe
         self._relay_down = metrics.relay_down.observe
 
@@ -273,6 +275,9 @@ class Session:
         self.log = self.log.bind(key=alias)
         self.metrics.reconnects.labels("upstream").inc()
         self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
+        if self._pacing is not None:  # the pump was cancelled holding it: replay it too
+            self.seam.sent(self._pacing)
+            self._pacing = None
         frames = self.seam.replay(elapsed_ms=(self._loop.time() - self.opened_at) * 1000)
         self._catch_up = (self._loop.time(), 0.0)
         try:
@@ -322,7 +327,9 @@ class Session:
                 return await watch  # no audio after that goes upstream
             if isinstance(data, bytes):
                 if self._catch_up is not None:
+                    self._pacing = data  # if the relay ends meanwhile, it is replayed
                     await self._keep_pace(len(data))
+                    self._pacing = None
                 wrote = self._audio(data)
             else:
                 wrote = await self._control(data)
