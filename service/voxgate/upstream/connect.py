@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from voxgate import __version__
 from voxgate.protocol import StreamParams
-from voxgate.settings import UpstreamKey
+from voxgate.settings import DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES, UpstreamKey
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, close_failure, http_failure
 from voxgate.ws.client import ClientWebSocket, InvalidStatus, connect
 from voxgate.ws.connection import ConnectionClosed
@@ -49,7 +49,7 @@ async def open_session(
     connect_timeout: float,
     begin_timeout: float,
     api_version: str | None = None,
-    max_message_bytes: int,
+    max_message_bytes: int = DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
 ) -> UpstreamSession:
     """Connect with ``key`` and wait for ``Begin``; raise UpstreamFailure otherwise.
     Messages from upstream up to ``max_message_bytes`` are taken (the setting
