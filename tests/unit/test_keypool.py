@@ -213,3 +213,14 @@ def test_an_unexplained_refusal_cools_a_key_briefly_without_disabling_it() -> No
     assert record.state is KeyState.COOLING and record.next_probe_at is None
     clock.now += 1.1
     assert isinstance(p.acquire(), Lease)
+
+
+def test_drops_leave_a_disabled_key_as_it_is() -> None:
+    """Sessions that were running when the key turned 402 drop: the key stays
+    disabled for payment, and the pool still says payment is what is missing."""
+    p, _ = pool(1)
+    p.report_failure("k0", FailureClass.PAYMENT_REQUIRED, "402")
+    for _ in range(4):
+        assert p.report_drop("k0", "1011") is None
+    assert p.record("k0").state is KeyState.PAYMENT_REQUIRED
+    assert p.acquire() is Unavailable.PAYMENT_REQUIRED

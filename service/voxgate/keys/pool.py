@@ -245,11 +245,9 @@ class KeyPool:
             drops.popleft()
         if len(drops) > DROP_LIMIT * 8:
             drops.popleft()  # bounded: only the count up to the ceiling matters
-        if len(drops) < DROP_LIMIT:
-            return None
+        if len(drops) < DROP_LIMIT or record.state in DISABLED:
+            return None  # (a disabled key keeps its state and the failure that caused it)
         record.last_failure = FailureClass.TRANSIENT
-        if record.state in DISABLED:
-            return None
         cooldown = min(MAX_BACKOFF, DROP_COOLDOWN * 2 ** (len(drops) - DROP_LIMIT))
         record.cooling_until = max(record.cooling_until, now + cooldown)
         return self._move(
