@@ -98,6 +98,13 @@ def test_a_refusal_of_what_the_client_asked_is_the_client_s(code: int, reason: s
         assert classify_close(code, reason, asked=["sample_rate"]) is PAY
 
 
+def test_a_client_can_not_make_the_account_s_refusal_its_own() -> None:
+    """Unknown parameters are forwarded, so a client may send ``balance=1``: a 1008
+    about the balance is still the account's (only multi-word names count)."""
+    reason = "Unauthorized Connection: Insufficient account balance"
+    assert classify_close(1008, reason, asked=["balance", "account", "insufficient"]) is PAY
+
+
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [

@@ -115,9 +115,11 @@ def classify_close(code: int, reason: str = "", asked: Iterable[str] = ()) -> Fa
 
 
 def _names_any(reason: str, names: Iterable[str]) -> bool:
-    """Whether ``reason`` names one of ``names`` as a word (``speaker_labels``)."""
-    words = set(re.findall(r"[A-Za-z0-9_]+", reason.lower()))
-    return any(name.lower() in words for name in names if len(name) > 3)
+    """Whether ``reason`` names one of ``names`` as a word. Only names in AssemblyAI's
+    multi-word style count (``speaker_labels``): a client can not make upstream's
+    "Insufficient account balance" its own by sending a parameter ``balance``."""
+    words = set(re.findall(r"[a-z0-9_]+", reason.lower()))
+    return any("_" in name and name.lower() in words for name in names)
 
 
 def classify_http(status: int, body: bytes | str = b"") -> FailureClass:
