@@ -52,6 +52,11 @@ DEFAULT_REPLAY_SECONDS = 2.0
 #: 1-2 minutes to reach upstream), then every PROBE_INTERVAL until it works.
 DEFAULT_PROBE_DELAY = 30.0
 DEFAULT_PROBE_INTERVAL = 60.0
+#: Largest message taken from upstream. The official SDKs take 1 MiB (Python) and
+#: 100 MiB (Node); a long diarized call's final SpeakerRevision can pass 512 KB. A
+#: session holds at most ``UPSTREAM_QUEUE_FRAMES`` messages from upstream, so this
+#: times that bounds its memory from upstream (docs/operations.md).
+DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 #: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
 MIN_TOKEN_SECRET_CHARS = 32
@@ -121,6 +126,7 @@ class Settings:
     replay_seconds: float = DEFAULT_REPLAY_SECONDS
     probe_delay: float = DEFAULT_PROBE_DELAY
     probe_interval: float = DEFAULT_PROBE_INTERVAL
+    upstream_max_message_bytes: int = DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES
     log_format: str = "auto"
     log_level: str = "info"
     #: Signs temporary tokens. Unset: random per process, so tokens work only on the
@@ -179,6 +185,12 @@ class Settings:
             replay_seconds=reader.seconds("VOXGATE_REPLAY_SECONDS", DEFAULT_REPLAY_SECONDS),
             probe_delay=reader.seconds("VOXGATE_PROBE_DELAY", DEFAULT_PROBE_DELAY),
             probe_interval=reader.seconds("VOXGATE_PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL),
+            upstream_max_message_bytes=reader.integer(
+                "VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES",
+                DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
+                1024 * 1024,
+                1024 * 1024 * 1024,
+            ),
             log_format=reader.choice("VOXGATE_LOG_FORMAT", "auto", ("auto", "json", "console")),
             log_level=reader.choice(
                 "VOXGATE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")

@@ -214,6 +214,7 @@ def test_upstream_junk_before_begin_frees_the_slot_and_counts_against_the_key(
         VOXGATE_KEY_MAX_SESSIONS="1",
         VOXGATE_BEGIN_TIMEOUT="8",
         VOXGATE_ADMIN_KEY=ADMIN_KEY,
+        VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES=str(1024 * 1024),  # junk-huge is over it
     )
     try:
         for count, junk in enumerate(JUNK, start=1):

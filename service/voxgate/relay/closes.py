@@ -119,6 +119,10 @@ UPSTREAM_SILENT = Close(
 )
 UPSTREAM_STUCK = Close(CloseCode.TRY_AGAIN_LATER, "Upstream stopped taking audio")
 INTERNAL = Close(CloseCode.INTERNAL, "Internal gateway error")
+UPSTREAM_TOO_BIG = Close(
+    CloseCode.INTERNAL,
+    "Upstream sent a message larger than this gateway relays (VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES)",
+)
 
 
 def idle(seconds: float) -> Close:

@@ -18,6 +18,7 @@ tells duplicates). When the backlog is full, partials are shed before finals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -58,8 +59,10 @@ PUBLISH_LUA = (resources.files("voxgate.transcripts") / "lua" / "publish.lua").r
 #: Wait between attempts while Redis is down: doubles up to the maximum.
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
-#: On shutdown, how long the backlog may take to reach Redis.
+#: On shutdown, how long the backlog may take to reach Redis (part of the stop budget,
+#: ``server.stop_budget_seconds``), and the wait between two tries within it.
 FLUSH_TIMEOUT = 5.0
+FLUSH_RETRY = 0.1
 
 log = get_logger("voxgate.redis")
 
@@ -209,18 +212,23 @@ class Publisher:
         self._task = asyncio.create_task(self._run(), name="redis-publisher")
 
     async def close(self) -> None:
-        """Stop the sending task, flush what is waiting (bounded by FLUSH_TIMEOUT).
-        The task goes first so that two senders never pop the same batch; a batch it
-        had sent but not yet popped goes again (at least once: ``seq`` tells)."""
+        """Stop the sending task, then flush what is waiting within FLUSH_TIMEOUT,
+        whatever the task last saw: Redis may have come back while the task waited
+        out its retry delay, so every batch is tried, and tried again after a failure,
+        until the backlog is empty or the time is up. The task goes first so that two
+        senders never pop the same batch; a batch it had sent but not yet popped goes
+        again (at least once: ``seq`` tells)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(FLUSH_TIMEOUT):
-                while len(self._backlog) and self.up is not False:
-                    await self._send_batch()
-        except (TimeoutError, RedisError, OSError):
-            pass
+                while len(self._backlog):
+                    try:
+                        await self._send_batch()
+                    except (RedisError, OSError) as exc:
+                        self._set_up(False, type(exc).__name__)
+                        await asyncio.sleep(FLUSH_RETRY)
         if len(self._backlog):
             log.warning("redis_backlog_lost_on_shutdown", envelopes=len(self._backlog))
         await self._redis.aclose()

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from voxgate import __version__
-from voxgate.protocol import MAX_MESSAGE_BYTES, StreamParams
+from voxgate.protocol import StreamParams
 from voxgate.protocol.jsonguard import UnsafeJson, loads_bounded
-from voxgate.settings import UpstreamKey
+from voxgate.settings import DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES, UpstreamKey
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, close_failure, http_failure
 from voxgate.ws.client import ClientWebSocket, InvalidStatus, connect
 from voxgate.ws.connection import ConnectionClosed
@@ -21,8 +21,6 @@ from voxgate.ws.handshake import HandshakeError
 
 #: The version header the official SDK sends; forwarded when a client sends its own.
 ASSEMBLYAI_VERSION = "2025-05-12"
-#: Upstream messages are JSON text of a few KB; leave ample room.
-MAX_UPSTREAM_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
 #: Messages queued from upstream before reading from it pauses (backpressure).
 UPSTREAM_QUEUE_FRAMES = 32
 #: Seconds a closing handshake may take before the TCP connection is dropped.
@@ -54,8 +52,11 @@ async def open_session(
     connect_timeout: float,
     begin_timeout: float,
     api_version: str | None = None,
+    max_message_bytes: int = DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
 ) -> UpstreamSession:
-    """Connect with ``key`` and wait for ``Begin``; raise UpstreamFailure otherwise."""
+    """Connect with ``key`` and wait for ``Begin``; raise UpstreamFailure otherwise.
+    Messages from upstream up to ``max_message_bytes`` are taken (the setting
+    ``VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES``); a larger one closes the connection."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     headers = {
@@ -67,7 +68,7 @@ async def open_session(
             connection = await connect(
                 upstream_uri(base_url, params),
                 headers={**headers, "User-Agent": USER_AGENT},
-                max_size=MAX_UPSTREAM_MESSAGE_BYTES,
+                max_size=max_message_bytes,
                 max_queue=UPSTREAM_QUEUE_FRAMES,
                 close_timeout=UPSTREAM_CLOSE_TIMEOUT,
             )
@@ -81,7 +82,8 @@ async def open_session(
         raise UpstreamFailure(FailureClass.TRANSIENT, 1006, type(exc).__name__) from None
     connect_seconds = loop.time() - started
     try:
-        begin_text, begin = await _await_begin(connection, begin_timeout)
+        asked = [name for name, _ in params.forward]
+        begin_text, begin = await _await_begin(connection, begin_timeout, asked)
     except BaseException:
         await _abort(connection)
         raise
@@ -89,11 +91,11 @@ async def open_session(
 
 
 async def _await_begin(
-    connection: ClientWebSocket, timeout: float
+    connection: ClientWebSocket, timeout: float, asked: list[str]
 ) -> tuple[str, dict[str, object]]:
     """Read up to ``Begin``. Whatever upstream sends instead (an Error and a close,
     bad or hostile JSON, a message that is not a JSON object, a binary frame, a
-    frame over ``MAX_UPSTREAM_MESSAGE_BYTES``, nothing in time) is raised as an
+    message over ``max_message_bytes``, nothing in time) is raised as an
     UpstreamFailure, so the caller releases the key's lease and counts it."""
     error_text = ""
     try:
@@ -120,7 +122,7 @@ async def _await_begin(
             ) from None
         code = exc.code
         reason = error_text or (exc.rcvd.reason if exc.rcvd is not None else "")
-        raise close_failure(code, reason) from None
+        raise close_failure(code, reason, asked) from None
     except TimeoutError:
         raise UpstreamFailure(
             FailureClass.TRANSIENT, 1006, f"no Begin within {timeout:g} s"

@@ -78,7 +78,12 @@ class Connector:
         self._token_url = token_url(settings.upstream_url)
         self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
 
-    async def open(self, params: StreamParams, api_version: str | None) -> Opened:
+    async def open(
+        self, params: StreamParams, api_version: str | None, avoid: frozenset[str] = frozenset()
+    ) -> Opened:
+        """An upstream session through the first key that opens one. Keys in ``avoid``
+        (the key that just dropped this client's session) are used only when no other
+        key can take the session."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.failover_timeout
         tried: set[str] = set()
@@ -86,7 +91,7 @@ class Connector:
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
             if deadline - loop.time() <= 0:
                 break
-            lease = await self.acquire(frozenset(tried))
+            lease = await self._acquire_preferring(frozenset(tried), avoid)
             if isinstance(lease, Unavailable):
                 raise NoUpstream(lease)
             left = max(0.001, deadline - loop.time())
@@ -98,6 +103,7 @@ class Connector:
                     connect_timeout=min(self.settings.connect_timeout, left),
                     begin_timeout=min(self.settings.begin_timeout, left),
                     api_version=api_version,
+                    max_message_bytes=self.settings.upstream_max_message_bytes,
                 )
             except BaseException as exc:
                 # Whatever went wrong, the lease goes back (else the key's slot leaks
@@ -123,6 +129,16 @@ class Connector:
         if last is not None and reason is Unavailable.UNREACHABLE:
             raise NoUpstream(last)
         raise NoUpstream(reason)
+
+    async def _acquire_preferring(
+        self, tried: frozenset[str], avoid: frozenset[str]
+    ) -> Lease | Unavailable:
+        """A lease on a key not in ``avoid`` when one is usable, else on any key."""
+        if avoid - tried:
+            lease = await self.acquire(tried | avoid)
+            if not isinstance(lease, Unavailable):
+                return lease
+        return await self.acquire(tried)
 
     async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
         """A lease from the shared pool when there is one, else from this replica's."""
@@ -163,13 +179,16 @@ class Connector:
 
     def dropped(self, alias: str, failure: UpstreamFailure) -> None:
         """A running session's upstream ended with an error. A transient drop is
-        counted and logged but not held against the key (one lost connection says
-        little about a key, and the session's replacement may well use it again)."""
+        counted and logged; one says little about a key, but a key that keeps
+        dropping sessions cools down (the pool decides, see ``KeyPool.report_drop``),
+        and the session's replacement prefers another key (``UpstreamHold.reopen``)."""
         if failure.failure is not FailureClass.TRANSIENT:
             self.failed(alias, failure)
             return
         self.metrics.upstream_failure(alias, failure)
         log.warning("upstream_dropped", key=alias, code=failure.code, detail=failure.detail)
+        self._log(self.pool.report_drop(alias, failure.detail))
+        self.metrics.key_changed(self.pool.record(alias))
 
     # ------------------------------------------------------------------ probes
 
@@ -229,7 +248,8 @@ class UpstreamHold:
 
     After a mid-session drop, :meth:`reopen` gives the lost upstream's slot back
     first (on a key at its cap the replacement takes it), then opens a replacement
-    through the pool. :meth:`release` gives back whatever is held, once.
+    through the pool on another key when one can take it, else on the same key.
+    :meth:`release` gives back whatever is held, once.
     """
 
     connector: Connector
@@ -240,8 +260,11 @@ class UpstreamHold:
 
     async def reopen(self) -> tuple[UpstreamSession, str]:
         """A replacement upstream and its key's alias (raises NoUpstream)."""
+        lost = self.opened.lease.alias
         self.release()
-        self.opened = await self.connector.open(self.params, api_version=self.api_version)
+        self.opened = await self.connector.open(
+            self.params, api_version=self.api_version, avoid=frozenset({lost})
+        )
         self.held = True
         return self.opened.upstream, self.opened.lease.alias
 
