@@ -208,7 +208,7 @@ def test_idle_and_slowloris_connections_are_bounded_and_health_answers(
         def collect() -> None:
             for i, sock in enumerate(slow + idle):
                 left = M1_CLOSE_WITHIN - (time.monotonic() - started)
-                answers[i] = _answer(sock, max(left, 0.1))
+                answers[i] = _answer(sock, max(left, 0.05))
 
         collector = threading.Thread(target=collect, daemon=True)
         collector.start()
@@ -223,14 +223,14 @@ def test_idle_and_slowloris_connections_are_bounded_and_health_answers(
         collector.join(M1_CLOSE_WITHIN + 5)
     for sock in slow + idle:
         sock.close()
-    open_after = [i for i, (_, closed) in answers.items() if closed is None]
+    everyone = len(slow) + len(idle)
+    open_after = [i for i in range(everyone) if answers.get(i, (b"", None))[1] is None]
     statuses = sorted({_status(data) for data, _ in answers.values()}, key=str)
     late_health = [ok for t, ok in health if t >= M1_HEALTH_FROM]
     print(
         f"M1: {len(idle)} idle + {len(slow)} slowloris, RSS growth {rss.growth / MIB:.1f} MiB, "
         f"still open {len(open_after)}, statuses {statuses}, /healthz {health}"
     )
-    assert len(answers) == len(slow) + len(idle)
     assert not open_after, f"{len(open_after)} attackers still held after {M1_CLOSE_WITHIN} s"
     assert all(late_health), f"/healthz failed during the flood: {health}"
     assert rss.growth < M1_MAX_RSS_GROWTH

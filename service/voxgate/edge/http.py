@@ -239,10 +239,14 @@ class EdgeHttpProtocol(HttpToolsProtocol):
                 raise HeadRefused(Refusal.CONNECTION_CAP)
         self._end_head()
         super().on_headers_complete()
+        if self._probe_only and self.cycle is not None:
+            self.cycle.keep_alive = False  # a probe slot serves one request
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._cancel_deadline()
+        if self._in_head:  # a pipelined request's head began meanwhile: its own deadline
+            self._arm_deadline()
 
     # ------------------------------------------------------------- head and deadline
 
@@ -252,8 +256,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._edge.handshakes += 1
         if self._deadline is None:
-            timeout = PROBE_TIMEOUT if self._probe_only else self._limits.handshake_timeout
-            self._deadline = self.loop.call_later(timeout, self._expired)
+            self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        timeout = PROBE_TIMEOUT if self._probe_only else self._limits.handshake_timeout
+        self._deadline = self.loop.call_later(timeout, self._expired)
 
     def _end_head(self) -> None:
         if self._in_head:
@@ -295,6 +302,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         edge.refused(refusal, **context)
         transport = self.transport
         if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # a pipelined head: closed after the answer in progress
             return
         transport.write(refusal_response(refusal))
         if linger and edge.lingering < LINGER_SLOTS and transport.can_write_eof():
