@@ -12,18 +12,19 @@ string in a log line cut to 200 characters and a line to 8 KB.
 from __future__ import annotations
 
 import contextlib
-import resource
 import select
 import socket
 import threading
 import time
 import urllib.error
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from voxgate.bench.procs import Server
+from voxgate.bench.procs import Server, start_server
 
+from tests.support import ROOT
 from tests.support.adversary import Bystander, RssWatch
-from tests.support.gateway import CLIENT_KEY, GatewayFactory, metric
+from tests.support.gateway import CLIENT_KEY, CLIENT_KEYS, TEST_PACE_BURST, GatewayFactory, metric
 from tests.support.http import get_text
 
 MIB = 1024 * 1024
@@ -160,10 +161,13 @@ def test_trickled_header_is_refused_early_at_little_cpu(gateway_factory: Gateway
 
 # ----------------------------------------------------------------------------- M1
 
-#: M1: under a descriptor limit of 256, far more idle and slowloris connections than
-#: that. Before the fix every one was held and nothing was served, nothing logged.
-M1_FD_LIMIT = 256
-M1_MAX_CONNECTIONS = 64
+#: M1: a gateway started under a descriptor limit of 128 (soft) / 256 (hard), and far
+#: more idle and slowloris connections than that. Before the fix every one was held and
+#: nothing was served, nothing logged. Now the soft limit is raised to 256 and the cap
+#: is (256 - 64) / 2 = 96 connections.
+M1_FD_SOFT = 128
+M1_FD_HARD = 256
+M1_CAP = (M1_FD_HARD - 64) // 2
 M1_HANDSHAKE_TIMEOUT = 2.0
 M1_SLOWLORIS = 10
 M1_IDLE = 300
@@ -183,14 +187,42 @@ def _healthz_ok(gw: Server) -> bool:
         return False
 
 
+def _gateway_under_fd_limit(sandbox: Server, log: Path, soft: int, hard: int, **env: str) -> Server:
+    """A gateway as ``gateway_factory`` starts it, under RLIMIT_NOFILE (soft, hard)."""
+    code = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+        "sys.argv = ['voxgate', 'serve']; runpy.run_module('voxgate', run_name='__main__')"
+    )
+    full = {
+        "VOXGATE_UPSTREAM_URL": sandbox.url + "/v3/ws",
+        "VOXGATE_UPSTREAM_KEYS": "main=good-key",
+        "VOXGATE_CLIENT_KEYS": CLIENT_KEYS,
+        "VOXGATE_PORT": "0",
+        "VOXGATE_PACE_BURST_SECONDS": str(TEST_PACE_BURST),
+        "VOXGATE_LOG_FORMAT": "json",
+        **env,
+    }
+    return start_server("gateway", ["-c", code], full, log, cwd=ROOT)
+
+
 def test_idle_and_slowloris_connections_are_bounded_and_health_answers(
-    gateway_factory: GatewayFactory,
+    sandbox: Server, tmp_path: Path
 ) -> None:
-    gw = gateway_factory(
-        VOXGATE_MAX_CONNECTIONS=str(M1_MAX_CONNECTIONS),
+    gw = _gateway_under_fd_limit(
+        sandbox,
+        tmp_path / "gateway.log",
+        M1_FD_SOFT,
+        M1_FD_HARD,
         VOXGATE_HANDSHAKE_TIMEOUT=str(M1_HANDSHAKE_TIMEOUT),
     )
-    resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (M1_FD_LIMIT, M1_FD_LIMIT))
+    try:
+        _m1_attack(gw)
+    finally:
+        gw.stop()
+
+
+def _m1_attack(gw: Server) -> None:
     health: list[tuple[float, bool]] = []
     with Bystander(gw.url, CLIENT_KEY, max_sessions=3) as bystander, RssWatch(gw.pid) as rss:
         time.sleep(1.0)  # the bystander's first session is streaming
@@ -218,7 +250,7 @@ def test_idle_and_slowloris_connections_are_bounded_and_health_answers(
                 with contextlib.suppress(OSError):
                     sock.send(head[sent : sent + 1])
             sent += 1
-            health.append((time.monotonic() - started, _healthz_ok(gw)))
+            health.append((round(time.monotonic() - started, 2), _healthz_ok(gw)))
             time.sleep(0.25)
         collector.join(M1_CLOSE_WITHIN + 5)
     for sock in slow + idle:
@@ -227,6 +259,7 @@ def test_idle_and_slowloris_connections_are_bounded_and_health_answers(
     open_after = [i for i in range(everyone) if answers.get(i, (b"", None))[1] is None]
     statuses = sorted({_status(data) for data, _ in answers.values()}, key=str)
     late_health = [ok for t, ok in health if t >= M1_HEALTH_FROM]
+    log = gw.stderr()
     print(
         f"M1: {len(idle)} idle + {len(slow)} slowloris, RSS growth {rss.growth / MIB:.1f} MiB, "
         f"still open {len(open_after)}, statuses {statuses}, /healthz {health}"
@@ -234,9 +267,18 @@ def test_idle_and_slowloris_connections_are_bounded_and_health_answers(
     assert not open_after, f"{len(open_after)} attackers still held after {M1_CLOSE_WITHIN} s"
     assert all(late_health), f"/healthz failed during the flood: {health}"
     assert rss.growth < M1_MAX_RSS_GROWTH
+    assert (
+        f'"soft_before": {M1_FD_SOFT}, "soft": {M1_FD_HARD}, "hard": {M1_FD_HARD}, '
+        f'"max_connections": {M1_CAP}'
+    ) in log
+    assert metric(gw, "voxgate_edge_max_connections") == M1_CAP
     assert metric(gw, "voxgate_edge_refusals_total", reason="handshake_timeout") >= M1_SLOWLORIS
-    assert metric(gw, "voxgate_edge_refusals_total", reason="connection_cap") > 0
-    assert '"edge_refused"' in gw.stderr() and '"connection_cap"' in gw.stderr()
+    refused_at_accept = sum(
+        metric(gw, "voxgate_edge_refusals_total", reason=reason)
+        for reason in ("connection_cap", "descriptors")
+    )
+    assert refused_at_accept > 0
+    assert '"edge_refused"' in log and '"edge_full"' in log
     assert bystander.sessions and bystander.sessions[0] in bystander.completed
     assert len(bystander.completed) >= 2, [(s.finals, s.errors) for s in bystander.sessions]
 
