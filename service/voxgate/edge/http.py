@@ -135,6 +135,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._header_count = 0
         self._probe_only = False
+        self._full_reason = Refusal.CONNECTION_CAP  # the limit that made it probe-only
         self._refused = False
         self._lingering = False
         self._deadline: asyncio.TimerHandle | None = None
@@ -156,6 +157,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if tier is Tier.PROBES_ONLY:
             assert reason is not None
             self._probe_only = True
+            self._full_reason = reason
             edge.probes += 1
             edge.full(reason, fd=fd)
         self._begin_head()
@@ -236,7 +238,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
                 or self.parser.should_upgrade()
                 or path.decode("latin-1") not in PROBE_PATHS
             ):
-                raise HeadRefused(Refusal.CONNECTION_CAP)
+                raise HeadRefused(self._full_reason)
         self._end_head()
         super().on_headers_complete()
         if self._probe_only and self.cycle is not None:
