@@ -57,6 +57,15 @@ DEFAULT_PROBE_INTERVAL = 60.0
 #: session holds at most ``UPSTREAM_QUEUE_FRAMES`` messages from upstream, so this
 #: times that bounds its memory from upstream (docs/operations.md).
 DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: The request head (request line and headers) a client may send, and its header count.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_MAX_HEADERS = 100
+#: From TCP accept to a complete request head (then the 101 or the HTTP answer).
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+#: Open connections per process (also capped by the descriptor limit: see docs/limits.md).
+DEFAULT_MAX_CONNECTIONS = 10_000
+#: Connections accepted whose request head is not in yet.
+DEFAULT_MAX_HANDSHAKES = 1_000
 
 #: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
 MIN_TOKEN_SECRET_CHARS = 32
@@ -134,6 +143,11 @@ class Settings:
     token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     allowed_origins: tuple[str, ...] = ()
     demo_client: str | None = None
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -198,6 +212,19 @@ class Settings:
             token_secret=_token_secret(reader.text("VOXGATE_TOKEN_SECRET", "")),
             allowed_origins=_origins(reader.text("VOXGATE_ALLOWED_ORIGINS", "")),
             demo_client=reader.text("VOXGATE_DEMO_CLIENT", "") or None,
+            max_header_bytes=reader.integer(
+                "VOXGATE_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, 1024, 1024 * 1024
+            ),
+            max_headers=reader.integer("VOXGATE_MAX_HEADERS", DEFAULT_MAX_HEADERS, 10, 10_000),
+            handshake_timeout=reader.seconds(
+                "VOXGATE_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT
+            ),
+            max_connections=reader.integer(
+                "VOXGATE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 10_000_000
+            ),
+            max_handshakes=reader.integer(
+                "VOXGATE_MAX_HANDSHAKES", DEFAULT_MAX_HANDSHAKES, 1, 10_000_000
+            ),
         )
         if settings.demo_client is not None and settings.demo_client not in {
             k.name for k in settings.client_keys

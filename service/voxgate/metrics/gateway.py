@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from voxgate.edge.limits import Refusal
 from voxgate.keys.pool import KeyRecord, KeyState
 from voxgate.metrics.histogram import LoopHistogram
 from voxgate.protocol import Violation
@@ -249,6 +250,40 @@ class Metrics:
         self.relay_down = self.relay_overhead_seconds.labels("down")
         self.lag_partial = self.transcript_lag_seconds.labels("partial")
         self.lag_final = self.transcript_lag_seconds.labels("final")
+        self._edge_metrics(r)
+
+    def _edge_metrics(self, r: CollectorRegistry) -> None:
+        """The edge (docs/limits.md): refusals before any work, and what is held."""
+        self.edge_refusals = Counter(
+            "edge_refusals",
+            "Connections or requests refused at the edge before any work, by reason",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for reason in Refusal:
+            self.edge_refusals.labels(reason.value)
+        self.edge_connections = Gauge(
+            "edge_connections", "Connections open now", namespace=NAMESPACE, registry=r
+        )
+        self.edge_handshakes = Gauge(
+            "edge_handshakes",
+            "Connections whose request head is not complete yet",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.edge_max_connections = Gauge(
+            "edge_max_connections",
+            "The connection cap in force (setting and descriptor limit)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.open_files_limit = Gauge(
+            "open_files_limit",
+            "The soft descriptor limit after start",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         for target in ("upstream", "redis"):
             self.reconnects.labels(target)
 
