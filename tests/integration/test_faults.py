@@ -314,6 +314,8 @@ def test_a_large_upstream_message_is_relayed_and_an_oversized_one_ends_without_r
     assert refused.of_type("Error")[-1]["error"] == UPSTREAM_TOO_BIG.text
     assert len(sandbox_sessions(sandbox)) - before == 2  # one each, no replacement
     assert metric(small, "voxgate_failovers_total", phase="mid_session") == 0
+    refusals = metric(small, "voxgate_ws_messages_refused_total", hop="upstream", limit="size")
+    assert refusals == 1
 
 
 # --------------------------------------------------------------------------- redis, shutdown

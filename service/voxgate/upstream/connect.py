@@ -16,7 +16,7 @@ from voxgate.protocol.jsonguard import UnsafeJson, loads_bounded
 from voxgate.settings import DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES, UpstreamKey
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, close_failure, http_failure
 from voxgate.ws.client import ClientWebSocket, InvalidStatus, connect
-from voxgate.ws.connection import ConnectionClosed
+from voxgate.ws.connection import ConnectionClosed, OnLimit
 from voxgate.ws.handshake import HandshakeError
 
 #: The version header the official SDK sends; forwarded when a client sends its own.
@@ -53,10 +53,12 @@ async def open_session(
     begin_timeout: float,
     api_version: str | None = None,
     max_message_bytes: int = DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
+    on_limit: OnLimit | None = None,
 ) -> UpstreamSession:
     """Connect with ``key`` and wait for ``Begin``; raise UpstreamFailure otherwise.
     Messages from upstream up to ``max_message_bytes`` are taken (the setting
-    ``VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES``); a larger one closes the connection."""
+    ``VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES``); a larger one closes the connection, and
+    ``on_limit`` is told which limit upstream broke (size, fragments or deadline)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     headers = {
@@ -71,6 +73,7 @@ async def open_session(
                 max_size=max_message_bytes,
                 max_queue=UPSTREAM_QUEUE_FRAMES,
                 close_timeout=UPSTREAM_CLOSE_TIMEOUT,
+                on_limit=on_limit,
             )
     except InvalidStatus as exc:
         raise http_failure(exc.status, exc.body) from None

@@ -78,6 +78,11 @@ class Connector:
         self._token_url = token_url(settings.upstream_url)
         self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
 
+    def _upstream_limit(self, limit: str) -> None:
+        """Upstream sent a message the connection refused (over a size, fragment or
+        time limit): counted as ``voxgate_ws_messages_refused_total{hop="upstream"}``."""
+        self.metrics.ws_limits.labels("upstream", limit).inc()
+
     async def open(
         self, params: StreamParams, api_version: str | None, avoid: frozenset[str] = frozenset()
     ) -> Opened:
@@ -104,6 +109,7 @@ class Connector:
                     begin_timeout=min(self.settings.begin_timeout, left),
                     api_version=api_version,
                     max_message_bytes=self.settings.upstream_max_message_bytes,
+                    on_limit=self._upstream_limit,
                 )
             except BaseException as exc:
                 # Whatever went wrong, the lease goes back (else the key's slot leaks
