@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pace-burst",
         type=float,
         default=None,
-        help="seconds a client may run ahead of real time before 3007 (default: 3)",
+        help="seconds a client may run ahead of real time before 3007 (default: 310, AssemblyAI's)",
     )
 
 

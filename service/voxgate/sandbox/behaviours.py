@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from voxgate.protocol import CloseCode
+from voxgate.sandbox.rules import Close
 
 
 class Kind(StrEnum):
@@ -101,26 +101,26 @@ _HTTP: dict[int, str] = {
 }
 _CLOSES: dict[str, tuple[int, str]] = {
     "1008-balance": (
-        CloseCode.POLICY,
+        Close.POLICY,
         "Unauthorized Connection: Insufficient account balance. Add a payment method to "
         "your account to use the streaming API",
     ),
-    "1008-concurrent": (CloseCode.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
-    "1008-auth": (CloseCode.POLICY, "Unauthorized Connection: Invalid API key"),
-    "1008-padding": (CloseCode.POLICY, "Incorrect padding"),
+    "1008-concurrent": (Close.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
+    "1008-auth": (Close.POLICY, "Unauthorized Connection: Invalid API key"),
+    "1008-padding": (Close.POLICY, "Incorrect padding"),
     "4003-speaker_labels": (
-        CloseCode.LEGACY_PAID_ONLY,
+        Close.LEGACY_PAID_ONLY,
         "This feature is paid-only and requires you to add a credit card: speaker_labels",
     ),
-    "4001": (CloseCode.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
-    "4002": (CloseCode.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
+    "4001": (Close.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
+    "4002": (Close.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
     "4003": (
-        CloseCode.LEGACY_PAID_ONLY,
+        Close.LEGACY_PAID_ONLY,
         "This feature is paid-only and requires you to add a credit card",
     ),
     "4102": (4102, "Too many streams"),
     "3009": (
-        CloseCode.TOO_MANY_SESSIONS,
+        Close.TOO_MANY_SESSIONS,
         "Too Many New Sessions: over the account's limit of new sessions per minute",
     ),
 }
@@ -148,7 +148,7 @@ JUNK: dict[str, str | bytes] = {
 
 OK = Behaviour(Kind.OK, name="ok")
 #: What a key not named in the spec gets when the spec names keys at all.
-UNKNOWN_KEY = Behaviour(Kind.CLOSE, CloseCode.POLICY, "Unauthorized Connection: Invalid API key")
+UNKNOWN_KEY = Behaviour(Kind.CLOSE, Close.POLICY, "Unauthorized Connection: Invalid API key")
 
 
 def parse_behaviour(text: str) -> Behaviour:
@@ -168,12 +168,12 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.HTTP, int(name), _HTTP[int(name)], name=name)
     if name in _CLOSES:
         code, reason = _CLOSES[name]
-        when = name.split("-", 1)[1] if code == CloseCode.LEGACY_PAID_ONLY and "-" in name else ""
+        when = name.split("-", 1)[1] if code == Close.LEGACY_PAID_ONLY and "-" in name else ""
         return Behaviour(Kind.CLOSE, code, reason, name=name, when=when)
     match = _DROP.match(name)
     if match:
         code = int(match.group(1))
-        if code != CloseCode.ABNORMAL and not 1000 < code < 5000:
+        if code != Close.ABNORMAL and not 1000 < code < 5000:
             raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
         if match.group(3):
