@@ -37,10 +37,9 @@ from voxgate.sandbox.rules import (
     Close,
     Refusal,
     SessionConfig,
-    close_reason,
     parse_connection,
 )
-from voxgate.sandbox.session import Admission, SandboxSession, SessionRecord, send_error
+from voxgate.sandbox.session import Admission, SandboxSession, SessionRecord, close_with_error
 
 #: Tokens held at once; the oldest unused one is forgotten past this.
 MAX_TOKENS = 100_000
@@ -302,8 +301,7 @@ class Sandbox:
     ) -> None:
         record.end = "refused"
         record.close_code = code
-        await send_error(connection, code, reason)
-        await connection.close(code, close_reason(reason))
+        await close_with_error(connection, code, reason)
 
     async def _idle(self, connection: ServerConnection, record: SessionRecord, cap: float) -> None:
         """``no-begin``: read and ignore everything until the client gives up."""

@@ -76,6 +76,28 @@ async def send_error(connection: ServerConnection, code: int, reason: str) -> No
             await connection.send(message)
 
 
+async def close_with_error(connection: ServerConnection, code: int, reason: str) -> None:
+    """``Error`` then the close, as AssemblyAI ends a session it refuses.
+
+    What the client already sent is read and dropped while the close handshake runs:
+    unread, it would fill the connection's queue, stop its reading, and the client's
+    close frame would wait behind it until the close timeout (10 s)."""
+    await send_error(connection, code, reason)
+
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in connection:
+                pass
+
+    reader = asyncio.create_task(drain())
+    try:
+        await connection.close(code, close_reason(reason))
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
 class SandboxSession:
     """One accepted session: Begin, then audio and control messages until the end."""
 
@@ -281,8 +303,7 @@ class SandboxSession:
 
     async def _close(self, code: int, reason: str) -> None:
         self.record.close_code = code
-        await send_error(self.connection, code, reason)
-        await self.connection.close(code, close_reason(reason))
+        await close_with_error(self.connection, code, reason)
 
 
 def _completes(turn: dict[str, Any], transcriber: Transcriber) -> bool:
