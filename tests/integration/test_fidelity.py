@@ -47,6 +47,7 @@ KNOWN_GATEWAY_DIVERGENCES: dict[str, str] = {
     "B same parameter twice": "the gateway refuses a duplicate",
     "C UpdateConfiguration out of range": "the gateway closes with 3006 (AssemblyAI clamps)",
     "C pace look-ahead": "the gateway's default burst is 2 s (AssemblyAI ~310 s)",
+    "C audio sent before Begin": "the gateway's pace clock starts before upstream's Begin",
     "A AssemblyAI-Version absent": "the gateway pins 2025-05-12 (AssemblyAI: the latest)",
 }
 #: Rows where the gateway answers by design with the same code in its own words.
@@ -96,6 +97,8 @@ class Row:
     burst: str = "test"
     #: The upstream key's behaviour for this row (set through /sandbox/keys).
     behaviour: str = "ok"
+    #: Seconds between the steps (0: all at once).
+    interval: float = 0.0
 
 
 def works(out: Outcome) -> None:
@@ -229,6 +232,8 @@ ROWS = [
     Row("C message over 128 KB", "encoding=opus", (bytes(140_000),), refused(1009)),
     Row("C pace look-ahead", US, tuple(audio.frames(audio.utterance(0.8, 0.6) * 9)), works,
         burst="default"),
+    Row("C audio sent before Begin", US, tuple(audio.frames(audio.utterance(0.8, 0.6) * 2)),
+        works, burst="default", behaviour="late-begin@2.5", interval=audio.FRAME_MS / 1000),
     Row("E 3008 mid-session", US, tuple(audio.frames(audio.utterance(0.8, 0.6) * 2)),
         refused(3008, "Session Expired"), behaviour="drop-3008@1.5"),
     Row("A AssemblyAI-Version absent", US, tuple(SPEECH),
@@ -260,6 +265,8 @@ async def talk(url: str, key: str, row: Row) -> Outcome:
             try:
                 for step in row.steps:
                     await ws.send(step)
+                    if row.interval:
+                        await asyncio.sleep(row.interval)
                 if row.terminate:
                     await ws.send(json.dumps({"type": "Terminate"}))
             except ConnectionClosed:

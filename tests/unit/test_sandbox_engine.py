@@ -121,6 +121,7 @@ def test_compressed_audio_makes_no_turns() -> None:
         ("revise@700000", Kind.REVISE, 0),
         ("1008-padding", Kind.CLOSE, 1008),
         ("4003-speaker_labels", Kind.CLOSE, 4003),
+        ("late-begin@2.5", Kind.OK, 0),
     ],
 )
 def test_behaviours_parse(name: str, kind: Kind, code: int) -> None:
@@ -138,6 +139,7 @@ def test_bad_key_specs_are_refused_with_the_reason() -> None:
         ("a=ok,a=402", "twice"),
         ("a=drop-1011@0f", "at least one frame"),
         ("a=revise@999999999", "at most"),
+        ("a=late-begin@61", "at most"),
         ("=ok", "no key"),
     ]:
         with pytest.raises(ValueError, match=needle):
@@ -159,6 +161,7 @@ def test_the_fault_modes_carry_their_numbers() -> None:
     assert parse_behaviour("revise@700000").size == 700_000
     assert parse_behaviour("4003-speaker_labels").when == "speaker_labels"
     assert parse_behaviour("4003").when == ""
+    assert parse_behaviour("late-begin@2.5").begin_after == 2.5
 
 
 def test_a_speaker_revision_relabels_every_final_and_reaches_its_size() -> None:

@@ -31,6 +31,9 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
                           ``SpeakerRevision`` over every turn, its words repeated to about
                           BYTES bytes (``turn_order`` and word times on this connection's
                           own count and clock, as every upstream session's are)
+``late-begin@S``          a normal session whose ``Begin`` comes S seconds (at most 60) after
+                          the handshake, as from a slow AssemblyAI region; audio sent
+                          meanwhile waits in the socket and is read after ``Begin``
 ``hang``                  the upgrade is never answered
 ``no-begin``              handshake, but no ``Begin`` ever comes
 ``junk-deep``             handshake, then instead of ``Begin`` JSON nested 100,000 deep
@@ -77,6 +80,8 @@ class Behaviour:
     sessions: int = 0
     #: ``revise@BYTES``: about how large the final SpeakerRevision is.
     size: int = 0
+    #: ``late-begin@S``: seconds between the handshake and ``Begin``.
+    begin_after: float = 0.0
     #: A refusal that applies only when the request has this parameter (else ``ok``).
     when: str = ""
 
@@ -127,6 +132,9 @@ _CLOSES: dict[str, tuple[int, str]] = {
 _DROP = re.compile(r"^drop-(\d{4})@(\d+(?:\.\d+)?)(f?)$")
 _QUOTA = re.compile(r"^402-after-(\d{1,6})$")
 _REVISE = re.compile(r"^revise@(\d{1,9})$")
+_LATE_BEGIN = re.compile(r"^late-begin@(\d{1,2}(?:\.\d{1,3})?)$")
+#: The latest ``Begin`` a ``late-begin@S`` key gives.
+MAX_BEGIN_AFTER = 60.0
 #: The largest SpeakerRevision ``revise@BYTES`` makes (the simulator's own max_size).
 MAX_REVISION_BYTES = 256 * 1024 * 1024
 #: The close reasons of a mid-session drop, by code.
@@ -185,6 +193,12 @@ def parse_behaviour(text: str) -> Behaviour:
     match = _QUOTA.match(name)
     if match:
         return Behaviour(Kind.QUOTA, 402, _HTTP[402], name=name, sessions=int(match.group(1)))
+    match = _LATE_BEGIN.match(name)
+    if match:
+        after = float(match.group(1))
+        if after > MAX_BEGIN_AFTER:
+            raise ValueError(f"behaviour {name!r}: at most {MAX_BEGIN_AFTER:g} seconds")
+        return Behaviour(Kind.OK, name=name, begin_after=after)
     match = _REVISE.match(name)
     if match:
         size = int(match.group(1))
@@ -204,6 +218,7 @@ def parse_behaviour(text: str) -> Behaviour:
             "drop-CODE@Nf",
             "402-after-M",
             "revise@BYTES",
+            "late-begin@S",
         ]
     )
     raise ValueError(f"unknown behaviour {name[:40]!r} (known: {known})")

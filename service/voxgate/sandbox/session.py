@@ -140,6 +140,9 @@ class SandboxSession:
 
     async def run(self) -> None:
         record = self.record
+        if self.behaviour.begin_after:
+            await asyncio.sleep(self.behaviour.begin_after)
+            self.started = self.loop.time()
         await self.send(
             {
                 "type": "Begin",
