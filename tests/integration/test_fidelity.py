@@ -49,11 +49,17 @@ KNOWN_GATEWAY_DIVERGENCES: dict[str, str] = {
     "C pace look-ahead": "the gateway's default burst is 2 s (AssemblyAI ~310 s)",
     "C audio sent before Begin": "the gateway's pace clock starts before upstream's Begin",
     "A AssemblyAI-Version absent": "the gateway pins 2025-05-12 (AssemblyAI: the latest)",
+    "E a code added later (3010)": (
+        "the gateway takes an unknown mid-session code as transient and reconnects "
+        "(ref E 'Codes AssemblyAI adds later': relayed verbatim)"
+    ),
 }
 #: Rows where the gateway answers by design with the same code in its own words.
 GATEWAY_OWN_WORDING: dict[str, str] = {
     "C chunk of 20 ms": "the gateway's own 3007 text",
     "C message over 128 KB": "the gateway's own 1009 text",
+    "A wrong credentials": "the gateway checks its own client keys",
+    "A no credentials": "the gateway's own 1008 text",
 }
 
 SR16 = "sample_rate=16000"
@@ -99,6 +105,8 @@ class Row:
     behaviour: str = "ok"
     #: Seconds between the steps (0: all at once).
     interval: float = 0.0
+    #: "valid" (the row key, the gateway's client key), "wrong" or "none".
+    credential: str = "valid"
 
 
 def works(out: Outcome) -> None:
@@ -236,6 +244,14 @@ ROWS = [
         works, burst="default", behaviour="late-begin@2.5", interval=audio.FRAME_MS / 1000),
     Row("E 3008 mid-session", US, tuple(audio.frames(audio.utterance(0.8, 0.6) * 2)),
         refused(3008, "Session Expired"), behaviour="drop-3008@1.5"),
+    Row("E 4031 mid-session (legacy)", US, tuple(audio.frames(audio.utterance(0.8, 0.6) * 2)),
+        refused(4031), behaviour="drop-4031@1.5"),
+    Row("E a code added later (3010)", US, tuple(audio.frames(audio.utterance(0.8, 0.6) * 2)),
+        refused(3010), behaviour="drop-3010@1.5"),
+    Row("A wrong credentials", US, (), refused(1008, "Unauthorized Connection"),
+        credential="wrong"),
+    Row("A no credentials", US, (), refused(1008, "Missing Authorization header"),
+        credential="none"),
     Row("A AssemblyAI-Version absent", US, tuple(SPEECH),
         both(works, lambda out: out.messages[0]["configuration"]["api_version"] != SDK_VERSION),
         version=None),
@@ -243,7 +259,9 @@ ROWS = [
 
 
 async def talk(url: str, key: str, row: Row) -> Outcome:
-    headers = {"Authorization": key}
+    headers = {}
+    if row.credential != "none":
+        headers["Authorization"] = key if row.credential == "valid" else "not-a-key"
     if row.version is not None:
         headers["AssemblyAI-Version"] = row.version
     out = Outcome()

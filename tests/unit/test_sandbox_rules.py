@@ -60,6 +60,8 @@ def test_what_assemblyai_accepts(query: str) -> None:
         ("sample_rate=16000&keyterms_prompt=not-json", "keyterms_prompt"),
         ("sample_rate=16000&prompt=" + "p" * 1751, "prompt"),
         ("sample_rate=16000&mode=fastest", "mode"),
+        ("sample_rate=16000&llm_gateway=" + "[" * 3000 + "]" * 3000, "llm_gateway"),
+        ("sample_rate=16000&language_codes=" + "[" * 3000 + "]" * 3000, "language_codes"),
     ],
 )
 def test_what_assemblyai_refuses_with_3006(query: str, needle: str) -> None:
@@ -93,7 +95,7 @@ def test_update_configuration_clamps_and_never_refuses() -> None:
     updated, notices = apply_update(
         config,
         {"type": "UpdateConfiguration", "min_turn_silence": 70000, "max_turn_silence": "x",
-         "future_field": 1},
+         "future_field": 1, "mode": ["not", "a", "mode"]},
     )  # fmt: skip
     assert updated.min_turn_silence_ms == 10_000 and updated.max_turn_silence_ms == 10_000
     assert [n.code for n in notices] == [rules.WARNING_CLAMPED]
@@ -112,6 +114,17 @@ def test_client_messages_outside_the_four_types_are_3006(text: str, needle: str)
     with pytest.raises(Refusal) as caught:
         rules.parse_client_message(text)
     assert caught.value.code == 3006 and needle in caught.value.reason
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    text = '{"type": "KeepAlive", "x": "' + "[" * 200 + '"}'
+    assert rules.parse_client_message(text)["type"] == "KeepAlive"
+
+
+def test_a_client_text_message_over_128_kb_is_1009() -> None:
+    with pytest.raises(Refusal) as caught:
+        rules.parse_client_message('{"type": "KeepAlive", "pad": "' + "x" * 131_072 + '"}')
+    assert caught.value.code == 1009
 
 
 def test_audio_limits_in_assemblyais_words() -> None:

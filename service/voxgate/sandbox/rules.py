@@ -226,7 +226,7 @@ def parse_string_list(name: str, value: str, *, comma_form: bool = False) -> tup
     if comma_form and not text.startswith("["):
         return tuple(item.strip() for item in text.split(",") if item.strip())
     try:
-        items = json.loads(text)
+        items = loads_shallow(text)
     except ValueError:
         raise _bad(name, "expected a JSON array of strings") from None
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -394,7 +394,7 @@ def _clamped(name: str, asked: float, used: float) -> Notice:
 
 def _json_object(name: str, value: str) -> dict[str, Any]:
     try:
-        parsed = json.loads(value)
+        parsed = loads_shallow(value)
     except ValueError:
         raise _bad(name, "expected a JSON object") from None
     if not isinstance(parsed, dict):
@@ -439,8 +439,22 @@ CLIENT_MESSAGE_TYPES = frozenset({"Terminate", "ForceEndpoint", "KeepAlive", "Up
 MAX_JSON_DEPTH = 64
 
 
+def loads_shallow(text: str) -> Any:
+    """``json.loads`` for text from a peer: ValueError when it nests deeper than
+    MAX_JSON_DEPTH (the parser would otherwise recurse until Python's own limit)."""
+    if _depth_exceeds(text, MAX_JSON_DEPTH):
+        raise ValueError("nested too deeply")
+    return json.loads(text)
+
+
 def parse_client_message(text: str) -> dict[str, Any]:
-    """A client text message; 3006 for bad JSON, a non-object or an unknown type."""
+    """A client text message; 1009 over 128 KB; 3006 for bad JSON, a non-object or an
+    unknown type."""
+    size = len(text.encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise Refusal(
+            Close.TOO_BIG, f"Message too big: {size} bytes, the limit is {MAX_MESSAGE_BYTES}"
+        )
     if _depth_exceeds(text, MAX_JSON_DEPTH):
         raise Refusal(Close.INVALID_MESSAGE, "Invalid Message: nested too deeply")
     try:
@@ -457,6 +471,8 @@ def parse_client_message(text: str) -> dict[str, Any]:
 
 def _depth_exceeds(text: str, limit: int) -> bool:
     """Whether brackets nest deeper than ``limit`` (strings skipped), before json runs."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
     depth = 0
     in_string = escaped = False
     for char in text:
@@ -499,7 +515,7 @@ def apply_update(
     for name in ("format_turns", "session_heartbeat", "acknowledge_silence", "filter_profanity"):
         if isinstance(fields.get(name), bool):
             changes[name] = fields[name]
-    if "mode" in fields and fields["mode"] in MODES:
+    if isinstance(fields.get("mode"), str) and fields["mode"] in MODES:
         changes["mode"] = fields["mode"]
     updated = replace(config, **changes)
     if updated.max_turn_silence_ms < updated.min_turn_silence_ms:
