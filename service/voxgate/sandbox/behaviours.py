@@ -17,6 +17,8 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
 ``3009``                  ... close 3009, too many new sessions per minute
 ``drop-CODE@S``           a normal session that ends with close CODE after S seconds of
                           audio (``drop-1006@S`` drops the TCP connection with no close)
+``no-termination``        a normal session that takes ``Terminate`` and never answers it
+                          (no final turns, no ``Termination``, no close)
 ``hang``                  the upgrade is never answered
 ``no-begin``              handshake, but no ``Begin`` ever comes
 ``junk-deep``             handshake, then instead of ``Begin`` JSON nested 100,000 deep
@@ -46,6 +48,7 @@ class Kind(StrEnum):
     HANG = "hang"
     NO_BEGIN = "no_begin"
     JUNK = "junk"  # accept the upgrade, send junk instead of Begin, then read and ignore
+    NO_TERMINATION = "no_termination"  # a normal session deaf to Terminate
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ class Behaviour:
 
     @property
     def serves_sessions(self) -> bool:
-        return self.kind in (Kind.OK, Kind.ECHO, Kind.DROP)
+        return self.kind in (Kind.OK, Kind.ECHO, Kind.DROP, Kind.NO_TERMINATION)
 
 
 _HTTP: dict[int, str] = {
@@ -129,6 +132,8 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.HANG, name=name)
     if name == "no-begin":
         return Behaviour(Kind.NO_BEGIN, name=name)
+    if name == "no-termination":
+        return Behaviour(Kind.NO_TERMINATION, name=name)
     if name in JUNK:
         return Behaviour(Kind.JUNK, name=name)
     if name.isdigit() and int(name) in _HTTP:
@@ -144,7 +149,13 @@ def parse_behaviour(text: str) -> Behaviour:
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
         return Behaviour(Kind.DROP, code, reason, float(match.group(2)), name=name)
     known = ", ".join(
-        ["ok", "echo", "hang", "no-begin", *JUNK, *map(str, _HTTP), *_CLOSES, "drop-CODE@S"]
+        [
+            *("ok", "echo", "hang", "no-begin", "no-termination"),
+            *JUNK,
+            *map(str, _HTTP),
+            *_CLOSES,
+            "drop-CODE@S",
+        ]
     )
     raise ValueError(f"unknown behaviour {name[:40]!r} (known: {known})")
 
