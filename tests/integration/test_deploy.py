@@ -61,20 +61,52 @@ def test_dockerfile_is_hadolint_clean() -> None:
     assert result.stdout.strip() == ""
 
 
-def test_dockerfile_healthcheck_passes_on_a_live_gateway_and_fails_on_a_stopped_one(
-    gateway: Server,
-) -> None:
-    """The HEALTHCHECK command itself, run as Docker would (with the gateway's
-    VOXGATE_PORT): exit 0 while the gateway serves, non-zero once it is gone."""
+def health_checks() -> dict[str, list[str]]:
+    """Every health check the deploy files give a gateway: the Dockerfile's and each
+    compose gateway service's, as argv (CMD dropped)."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
     (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK")]
-    command = json.loads(line.split(" CMD ", 1)[1])
-    assert command[0] == "python"
-    command[0] = sys.executable
-    env = {**os.environ, "VOXGATE_PORT": str(urllib.parse.urlsplit(gateway.url).port)}
-    assert run_tool(command, env).returncode == 0
+    checks = {"Dockerfile": json.loads(line.split(" CMD ", 1)[1])}
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in raw["services"].items():
+        if re.fullmatch(r"voxgate-\d+", name):
+            test = service["healthcheck"]["test"]
+            assert test[0] == "CMD", (name, test)
+            checks[f"compose {name}"] = test[1:]
+    return checks
+
+
+def test_gateway_healthchecks_pass_on_a_live_gateway_and_fail_on_a_stopped_one(
+    gateway: Server,
+) -> None:
+    """Each health check command itself, run as Docker would (with the gateway's
+    VOXGATE_PORT, and an http_proxy in the environment, as many hosts pass on to
+    containers: a dead one here): exit 0 while the gateway serves, 1 once it is gone."""
+    checks = health_checks()
+    assert len(checks) >= 3
+    env = {
+        **os.environ,
+        "VOXGATE_PORT": str(urllib.parse.urlsplit(gateway.url).port),
+        "http_proxy": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    env.pop("no_proxy", None)
+    env.pop("NO_PROXY", None)
+
+    def argv(command: list[str]) -> list[str]:
+        if command[0] == "voxgate":
+            return [sys.executable, "-m", "voxgate", *command[1:]]
+        assert command[0] == "python", command
+        return [sys.executable, *command[1:]]
+
+    for where, command in checks.items():
+        result = run_tool(argv(command), env)
+        assert result.returncode == 0, (where, result.stdout + result.stderr)
     gateway.stop()
-    assert run_tool(command, env).returncode != 0
+    for where, command in checks.items():
+        result = run_tool(argv(command), env)
+        assert result.returncode == 1, (where, result.stdout + result.stderr)
+        assert "healthz" in result.stderr and "\n" not in result.stderr.strip(), result.stderr
 
 
 # ---------------------------------------------------------------- compose

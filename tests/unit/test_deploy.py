@@ -88,8 +88,9 @@ def check_exec_form(where: str, test: Any) -> None:
 
 def test_dockerfile_is_pinned_non_root_healthchecked_and_stops_with_sigterm() -> None:
     """Every stage's base is pinned to an exact version, dependencies are installed from
-    constraints.txt, the gateway runs as a numeric non-root user, the HEALTHCHECK hits
-    /healthz and the stop signal is SIGTERM (what the drain listens for)."""
+    constraints.txt, the gateway runs as a numeric non-root user, the HEALTHCHECK is
+    `voxgate healthcheck` (GET /healthz, tests/unit/test_healthcheck.py) and the stop
+    signal is SIGTERM (what the drain listens for)."""
     text = (ROOT / "Dockerfile").read_text()
     lines = re.sub(r"\\\n", " ", text).splitlines()
     instructions = [ln.split(None, 1) for ln in lines if ln.strip() and not ln.startswith("#")]
@@ -105,7 +106,7 @@ def test_dockerfile_is_pinned_non_root_healthchecked_and_stops_with_sigterm() ->
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid (runAsNonRoot)"
     health = [rest for op, rest in instructions if op == "HEALTHCHECK"]
-    assert len(health) == 1 and "/healthz" in health[0]
+    assert len(health) == 1 and health[0].endswith('CMD ["voxgate", "healthcheck"]')
     assert [rest.strip() for op, rest in instructions if op == "STOPSIGNAL"] == ["SIGTERM"]
 
 
