@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import socket
 import sys
@@ -93,6 +94,8 @@ class DrainingServer(uvicorn.Server):
         try:
             await self.gateway.drain()
         finally:
+            # What the stop timeout leaves (uvicorn reads it when it shuts down).
+            self.config.timeout_graceful_shutdown = self.gateway.graceful_seconds()  # type: ignore[assignment]
             self.should_exit = True
 
 
@@ -150,7 +153,7 @@ def uvicorn_config(app: Any, settings: Settings, edge: Edge | None = None) -> uv
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
+        timeout_graceful_shutdown=math.ceil(graceful_shutdown_seconds(settings)),
     )
 
 

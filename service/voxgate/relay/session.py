@@ -141,6 +141,9 @@ class Session:
         self._terminate_deadline: float | None = None
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
+        # The gateway's stop: Termination is awaited until then at the latest (loop time).
+        self._drain_deadline: float | None = None
+        self._terminate_wait = settings.terminate_timeout  # the last deadline's length
         # When a send started (0.0: none in flight); read by the watchdog.
         self._up_send_started = 0.0
         self._down_send_started = 0.0
@@ -182,18 +185,33 @@ class Session:
 
     # ------------------------------------------------------------------ control
 
-    def drain(self) -> None:
-        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012."""
+    def drain(self, deadline: float | None = None) -> None:
+        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012.
+        Upstream's Termination is awaited until ``deadline`` (loop time) at the latest,
+        so that the session ends before the runtime's SIGKILL (then with 1013)."""
         if self._draining:
             return
         self._draining = True
+        self._drain_deadline = deadline
+        if self._terminate_deadline is not None:  # Terminate already sent (idle)
+            self._terminate_deadline = self._termination_due()
         self._drain_task = self._loop.create_task(self._send_terminate())
+
+    def _termination_due(self) -> float:
+        """When upstream's Termination is due for a Terminate sent now."""
+        due = self._loop.time() + self.settings.terminate_timeout
+        if self._drain_deadline is not None:
+            due = min(due, self._drain_deadline)
+        if self._terminate_deadline is not None and self._draining:
+            due = min(due, self._terminate_deadline)
+        self._terminate_wait = max(0.0, due - self._loop.time())
+        return due
 
     async def _send_terminate(self) -> None:
         if self._terminate_sent:
             return
         self._terminate_sent = True
-        self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        self._terminate_deadline = self._termination_due()
         with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
             async with asyncio.timeout(self.settings.send_timeout):  # upstream not reading
                 await self.upstream.connection.send(_TERMINATE)
@@ -296,7 +314,7 @@ class Session:
         except (TimeoutError, ConnectionClosed, OSError):
             self.log.warning("upstream_replay_failed", key=alias)
         if self._terminate_sent:
-            self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+            self._terminate_deadline = self._termination_due()
         self.log.info(
             "upstream_reconnected",
             lost=lost,
@@ -565,7 +583,11 @@ class Session:
             self.log.info("session_cap_reached")
             return End(Outcome.EXPIRED, closes.SESSION_CAP)
         if self._terminate_deadline is not None and now > self._terminate_deadline:
-            self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
+            self.log.warning(
+                "termination_missing",
+                seconds=round(self._terminate_wait, 3),
+                draining=self._draining,
+            )
             if self._idle:
                 return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
             return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)

@@ -31,6 +31,8 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
                           ``SpeakerRevision`` over every turn, its words repeated to about
                           BYTES bytes (``turn_order`` and word times on this connection's
                           own count and clock, as every upstream session's are)
+``no-termination``        a normal session that takes ``Terminate`` and never answers it
+                          (no final turns, no ``Termination``, no close)
 ``hang``                  the upgrade is never answered
 ``no-begin``              handshake, but no ``Begin`` ever comes
 ``junk-deep``             handshake, then instead of ``Begin`` JSON nested 100,000 deep
@@ -62,6 +64,7 @@ class Kind(StrEnum):
     HANG = "hang"
     NO_BEGIN = "no_begin"
     JUNK = "junk"  # accept the upgrade, send junk instead of Begin, then read and ignore
+    NO_TERMINATION = "no_termination"  # a normal session deaf to Terminate
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,14 @@ class Behaviour:
 
     @property
     def serves_sessions(self) -> bool:
-        return self.kind in (Kind.OK, Kind.ECHO, Kind.DROP, Kind.QUOTA, Kind.REVISE)
+        return self.kind in (
+            Kind.OK,
+            Kind.ECHO,
+            Kind.DROP,
+            Kind.QUOTA,
+            Kind.REVISE,
+            Kind.NO_TERMINATION,
+        )
 
 
 _HTTP: dict[int, str] = {
@@ -162,6 +172,8 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.HANG, name=name)
     if name == "no-begin":
         return Behaviour(Kind.NO_BEGIN, name=name)
+    if name == "no-termination":
+        return Behaviour(Kind.NO_TERMINATION, name=name)
     if name in JUNK:
         return Behaviour(Kind.JUNK, name=name)
     if name.isdigit() and int(name) in _HTTP:
@@ -193,10 +205,7 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.REVISE, name=name, size=size)
     known = ", ".join(
         [
-            "ok",
-            "echo",
-            "hang",
-            "no-begin",
+            *("ok", "echo", "hang", "no-begin", "no-termination"),
             *JUNK,
             *map(str, _HTTP),
             *_CLOSES,

@@ -184,6 +184,9 @@ class SandboxSession:
                 continue
             kind, fields = parse_control(message)
             if kind is ControlType.TERMINATE:
+                if self.behaviour.kind is Kind.NO_TERMINATION:
+                    self.record.end = "terminate_ignored"
+                    continue  # read on, answer never: the client's deadline must end it
                 await self._terminate()
                 return
             if kind is ControlType.FORCE_ENDPOINT:
