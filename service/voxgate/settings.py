@@ -49,6 +49,10 @@ DEFAULT_REPLAY_SECONDS = 2.0
 DEFAULT_PROBE_DELAY = 30.0
 DEFAULT_PROBE_INTERVAL = 60.0
 
+#: AssemblyAI's list price of streaming, USD per hour (2026): the default estimate.
+DEFAULT_PRICE_PER_HOUR = 0.15
+DEFAULT_BUDGET_ALERT_SHARE = 0.8
+
 #: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
 MIN_TOKEN_SECRET_CHARS = 32
 
@@ -73,6 +77,8 @@ class ClientKey:
 
     name: str
     digest: bytes = field(repr=False)
+    #: Unix time after which the key no longer works (keys managed through the admin API).
+    expires_at: float | None = None
 
 
 def fingerprint(secret: str) -> str:
@@ -123,6 +129,12 @@ class Settings:
     token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     allowed_origins: tuple[str, ...] = ()
     demo_client: str | None = None
+    #: Client limits while Redis is unreachable: "open" admits, "closed" refuses (1013).
+    limits_on_redis_down: str = "open"
+    #: Estimated cost: USD per hour of upstream session, by model ("default": the rest).
+    prices: tuple[tuple[str, float], ...] = (("default", DEFAULT_PRICE_PER_HOUR),)
+    #: Share of an upstream key's budget at which its alert fires (per key: the admin API).
+    budget_alert_share: float = DEFAULT_BUDGET_ALERT_SHARE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -180,6 +192,13 @@ class Settings:
             token_secret=_token_secret(reader.text("VOXGATE_TOKEN_SECRET", "")),
             allowed_origins=_origins(reader.text("VOXGATE_ALLOWED_ORIGINS", "")),
             demo_client=reader.text("VOXGATE_DEMO_CLIENT", "") or None,
+            limits_on_redis_down=reader.choice(
+                "VOXGATE_LIMITS_ON_REDIS_DOWN", "open", ("open", "closed")
+            ),
+            prices=parse_prices(reader.text("VOXGATE_PRICES", "")),
+            budget_alert_share=reader.share(
+                "VOXGATE_BUDGET_ALERT_SHARE", DEFAULT_BUDGET_ALERT_SHARE
+            ),
         )
         if settings.demo_client is not None and settings.demo_client not in {
             k.name for k in settings.client_keys
@@ -193,9 +212,10 @@ class Settings:
                 "VOXGATE_UPSTREAM_KEYS is empty: give at least one AssemblyAI key "
                 "(comma-separated, each optionally alias=key)"
             )
-        if not settings.client_keys:
+        if not settings.client_keys and not settings.redis_url:
             raise SettingsError(
-                "VOXGATE_CLIENT_KEYS is empty: give at least one client key as name=secret"
+                "VOXGATE_CLIENT_KEYS is empty: give at least one client key as name=secret "
+                "(or set VOXGATE_REDIS_URL and manage clients with /admin/clients)"
             )
         return settings
 
@@ -249,6 +269,24 @@ def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:
         keys.append(ClientKey(name, digest))
     _no_duplicates("VOXGATE_CLIENT_KEYS", [k.name for k in keys])
     return tuple(keys)
+
+
+def parse_prices(raw: str) -> tuple[tuple[str, float], ...]:
+    """``0.15`` or ``default=0.15,u3-rt-pro=0.45``: USD per hour of upstream session."""
+    prices: dict[str, float] = {"default": DEFAULT_PRICE_PER_HOUR}
+    for item in _items(raw):
+        model, sep, value = item.rpartition("=")
+        model = model.strip() if sep else "default"
+        try:
+            price = float(value)
+        except ValueError:
+            price = -1.0
+        if not 0 <= price <= 1000 or not re.match(r"^[A-Za-z0-9_.-]{1,60}$", model):
+            raise SettingsError(
+                f"VOXGATE_PRICES: expected model=USD per hour (0-1000), got {item[:60]!r}"
+            )
+        prices[model] = price
+    return tuple(prices.items())
 
 
 def _token_secret(raw: str) -> bytes:
@@ -318,6 +356,16 @@ class _Reader:
             raise SettingsError(f"{name} must be a number of seconds, got {value[:40]!r}") from None
         if not 0 < number <= 86_400:
             raise SettingsError(f"{name} must be more than 0 and at most 86400 seconds")
+        return number
+
+    def share(self, name: str, default: float) -> float:
+        value = self.text(name, str(default))
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 < number <= 1:
+            raise SettingsError(f"{name} must be more than 0 and at most 1, got {value[:40]!r}")
         return number
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:

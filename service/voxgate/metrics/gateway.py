@@ -39,8 +39,11 @@ class Outcome:
     DRAINED = "drained"  # ended by a gateway shutdown
     INTERNAL = "internal"  # a gateway bug
     EXPIRED = "expired"  # reached its temporary token's session cap (3008)
+    LIMITED = "limited"  # reached its client's audio budget (voxgate.tenants)
 
-    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED)
+    ALL = (
+        COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED, LIMITED
+    )  # fmt: skip
 
 
 def transcript_lag(turn: Mapping[str, object], audio_seconds: float) -> float | None:
