@@ -281,9 +281,9 @@ def parse_prices(raw: str) -> tuple[tuple[str, float], ...]:
             price = float(value)
         except ValueError:
             price = -1.0
-        if not 0 <= price <= 1000 or not re.match(r"^[A-Za-z0-9_.-]{1,60}$", model):
+        if not 0 <= price <= 100_000 or not re.match(r"^[A-Za-z0-9_.-]{1,60}$", model):
             raise SettingsError(
-                f"VOXGATE_PRICES: expected model=USD per hour (0-1000), got {item[:60]!r}"
+                f"VOXGATE_PRICES: expected model=USD per hour (0-100000), got {item[:60]!r}"
             )
         prices[model] = price
     return tuple(prices.items())

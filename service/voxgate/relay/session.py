@@ -191,7 +191,6 @@ class Session:
 
     def _over_limit(self) -> None:
         self.limit_reached = True
-        self._audio_allowance = math.inf
         self.log.info("audio_budget_reached", audio_seconds=round(self.audio_seconds, 3))
         self._drain_task = self._loop.create_task(self._send_terminate())
 
@@ -403,8 +402,9 @@ class Session:
         self._pace.feed(seconds, self._loop.time())
         if self._terminate_sent:
             return False
-        if self._pace.audio_seconds > self._audio_allowance:
-            self._over_limit()
+        if self._pace.audio_seconds > self._audio_allowance:  # nothing past the budget
+            if not self.limit_reached:
+                self._over_limit()
             return False
         self.bytes_up += size
         self.seam.sent(data)
