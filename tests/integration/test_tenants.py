@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -237,3 +240,86 @@ def test_usage_per_client_and_key_matches_the_audio_streamed(
         for gw in (a, b)
     )
     assert abs(prom - 4.5) <= 2.0, prom
+
+
+def test_a_redis_outage_fails_open_or_closed_as_the_operator_chose(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """Redis stopped: the replica set to ``open`` admits (the env client, and a client
+    whose key it read from Redis before), the one set to ``closed`` refuses with an
+    Error frame and 1013 naming the setting; both say Redis is down in the metric, and
+    the closed one admits again once Redis is back."""
+    common = {"VOXGATE_REDIS_URL": redis_server.url, "VOXGATE_ADMIN_KEY": ADMIN_KEY}
+    opened = gateway_factory("main=good-key", VOXGATE_LIMITS_ON_REDIS_DOWN="open", **common)
+    closed = gateway_factory("main=good-key", VOXGATE_LIMITS_ON_REDIS_DOWN="closed", **common)
+    put_limits(opened, "svc", max_sessions=2)
+    status, made = admin(opened, "POST", "/admin/clients/svc/keys", {})
+    assert status == 201, made
+    secret = made["secret"]
+    for gw in (opened, closed):
+        eventually(
+            lambda gw=gw: run(session(gw.url, audio.speech(1), key=secret)).code == 1000,
+            "the svc key works",
+        )
+    redis_server.stop()
+    try:
+        for gw in (opened, closed):
+            eventually(
+                lambda gw=gw: metric(gw, "voxgate_client_limits_redis_up") == 0.0, "redis down"
+            )
+        assert run(session(opened.url, audio.speech(1))).code == 1000
+        assert run(session(opened.url, audio.speech(1), key=secret)).code == 1000
+        refused = run(session(closed.url, audio.speech(1)))
+        assert refused.code == 1013, refused
+        assert "VOXGATE_LIMITS_ON_REDIS_DOWN=closed" in refused.of_type("Error")[0]["error"]
+        assert not refused.of_type("Begin")
+    finally:
+        redis_server.start()
+    eventually(lambda: run(session(closed.url, audio.speech(1))).code == 1000, "closed admits")
+
+
+def voxgate(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VOXGATE_ADMIN_KEY": ADMIN_KEY}
+    return subprocess.run(
+        [sys.executable, "-m", "voxgate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_cli_manages_clients_and_prints_usage(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """``voxgate clients set/add-key/list/delete-key`` and ``voxgate usage`` against a
+    running gateway: readable tables, ``--json``, and a key made by the CLI works."""
+    gw, _ = pair(gateway_factory, redis_server)
+    url = ["--url", gw.http_url]
+    made = voxgate("clients", *url, "set", "cli-svc", "--max-sessions", "3")
+    assert made.returncode == 0, made.stderr
+    assert "cli-svc" in made.stdout and "MAX" in made.stdout, made.stdout
+    key = voxgate("clients", *url, "--json", "add-key", "cli-svc", "--expires-in", "600")
+    assert key.returncode == 0, key.stderr
+    secret = json.loads(key.stdout)["secret"]
+    eventually(lambda: run(session(gw.url, audio.speech(1), key=secret)).code == 1000, "CLI key")
+    listed = voxgate("clients", *url)
+    assert listed.returncode == 0, listed.stderr
+    row = [line for line in listed.stdout.splitlines() if line.startswith("cli-svc")]
+    assert row and row[0].split()[3] == "3", listed.stdout  # CLIENT SOURCE ACTIVE MAX
+    assert secret not in listed.stdout
+
+    def usage() -> str | None:
+        out = voxgate("usage", *url, "--by", "client")
+        assert out.returncode == 0, out.stderr
+        return out.stdout if "cli-svc" in out.stdout else None
+
+    table = eventually(usage, "usage of cli-svc")
+    assert table.splitlines()[1].split()[:2] == ["CLIENT", "SESSIONS"], table
+    as_json = json.loads(
+        voxgate("usage", *url, "--json", "--by", "key", "--period", "month").stdout
+    )
+    assert as_json["rows"][0]["key"] == "main" and as_json["rows"][0]["sessions"] >= 1, as_json
+    key_id = json.loads(key.stdout)["key_id"]
+    assert voxgate("clients", *url, "delete-key", "cli-svc", key_id).returncode == 0
+    assert voxgate("clients", *url, "delete-key", "cli-svc", key_id).returncode == 1

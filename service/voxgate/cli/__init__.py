@@ -11,13 +11,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from voxgate.cli import bench, demo, keys, sandbox, serve, stream, tail
+from voxgate.cli import bench, clients, demo, keys, sandbox, serve, stream, tail, usage
 
 COMMANDS = {
     "serve": serve,
     "sandbox": sandbox,
     "stream": stream,
     "keys": keys,
+    "clients": clients,
+    "usage": usage,
     "tail": tail,
     "demo": demo,
     "bench": bench,

@@ -78,7 +78,7 @@ class TenantMetrics:
         )
         self.limits_redis_up = Gauge(
             "client_limits_redis_up",
-            "1 while client records and limits are read from Redis, 0 when it is unreachable",
+            "0 while Redis (client records, limits, usage) is unreachable; 1 otherwise",
             namespace=NAMESPACE,
             registry=r,
         )
