@@ -100,6 +100,8 @@ class TenantRoutes:
         for key in view["keys"]:
             key["expired"] = key["expires_at"] is not None and key["expires_at"] <= now
         view["source"] = "both" if env and record else "env" if env else "redis"
+        # What this replica applies now (it reloads within about a second of a change).
+        view["limits_in_force"] = self._tenants.limits_of(name).to_json()
         view["active_sessions"] = await self._tenants.active_sessions(name)
         return view
 
