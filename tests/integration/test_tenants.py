@@ -167,7 +167,7 @@ def test_an_audio_budget_ends_a_running_session_cleanly_at_the_boundary(
     a, _ = pair(gateway_factory, redis_server)
     put_limits(a, "tester", audio_hours_per_day=3 / 3600)
     in_force("tester", a, audio_hours_per_day=3 / 3600)
-    out = run(session(a.url, audio.speech(4, pause=0.7), terminate=False))
+    out = run(session(a.url, audio.speech(4, pause=0.7)))  # then Terminate
     assert out.code == 1008, out
     assert "audio_hours_per_day" in out.reason, out
     kinds = [m["type"] for m in out.messages]
