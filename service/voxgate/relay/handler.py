@@ -74,17 +74,19 @@ class StreamHandler:
                 await refuse(websocket, admitted)
                 return
             ticket = admitted
-        await websocket.accept()
         try:
+            await websocket.accept()
             opened = await self.connector.open(params, api_version=api_version)
         except NoUpstream as refused:
-            if ticket is not None and self.tenants is not None:
-                self.tenants.release(ticket)
+            self._release(ticket)
             close = closes.for_no_upstream(refused.cause)
             self.metrics.sessions_ended.labels(Outcome.UPSTREAM_ERROR).inc()
             log.warning("session_refused", client=client_name, reason=close.text)
             await refuse(websocket, close)
             return
+        except BaseException:
+            self._release(ticket)  # the lease booked above
+            raise
         hold = UpstreamHold(self.connector, params, api_version, opened)
         try:
             alias = opened.lease.alias
@@ -138,8 +140,11 @@ class StreamHandler:
                 self.metrics.sessions_active.dec()
         finally:
             hold.release()
-            if ticket is not None and self.tenants is not None:
-                self.tenants.release(ticket)
+            self._release(ticket)
+
+    def _release(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self.tenants is not None:
+            self.tenants.release(ticket)
 
 
 async def refuse(websocket: ServerWebSocket, close: Close) -> None:

@@ -288,8 +288,9 @@ class Tenants:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-            with contextlib.suppress(*REDIS_FAILURES):
-                await self.sync()
+            with contextlib.suppress(*REDIS_FAILURES):  # the last usage and leases
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    await self.sync()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -425,11 +426,14 @@ class Tenants:
             for client, member in released:
                 pipe.zrem(layout.sessions_key(client), member)
             await pipe.execute()
-        booked = [t for t in self.tickets if t.booked]
-        for ticket in booked:  # one call per lease: each client's keys are in its own slot
+        members: dict[str, list[str]] = {}
+        for ticket in self.tickets:
+            if ticket.booked:
+                members.setdefault(ticket.client, []).append(ticket.member)
+        for client, booked in members.items():  # one call per client (one slot each)
             await self._renew(
-                keys=[layout.sessions_key(ticket.client)],
-                args=[int(LEASE_TTL * 1000), ticket.member],
+                keys=[layout.sessions_key(client)] * len(booked),
+                args=[int(LEASE_TTL * 1000), *booked],
             )
 
     async def _budgets(self) -> None:
