@@ -77,6 +77,8 @@ from voxgate.tenants.records import (
 SYNC = 1.0
 #: A replica's session leases live this long after its last renewal.
 LEASE_TTL = 15.0
+#: Freed leases kept to delete from Redis while it is unreachable (older ones expire).
+MAX_RELEASES = 10_000
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 log = get_logger("voxgate.tenants")
@@ -164,6 +166,8 @@ class Tenants:
         self._released: list[tuple[str, str]] = []  # leases to free in Redis
         self._wake = asyncio.Event()
         self.up = False
+        #: Redis failed at the last attempt (False before the first one).
+        self.down = False
         # Without VOXGATE_REDIS_URL nothing is missing: 1 (no alert on a one-process set-up).
         self.m.limits_redis_up.set(0.0 if self.redis is not None else 1.0)
         for key in settings.client_keys:
@@ -195,6 +199,8 @@ class Tenants:
         dates = periods(self._clock())
         hours = (limits.audio_hours_per_day, limits.audio_hours_per_month)
         try:
+            if self.down:  # known down (the sync loop retries each second): no 2 s wait
+                raise ConnectionError("Redis unreachable at the last sync")
             async with asyncio.timeout(REDIS_TIMEOUT):
                 raw = await self._admit(
                     keys=[
@@ -269,6 +275,8 @@ class Tenants:
             self.m.client_refused.labels(ticket.label, ticket.bound.value).inc()
         if ticket.booked and self.redis is not None:
             self._released.append((ticket.client, ticket.member))
+            if len(self._released) > MAX_RELEASES:  # Redis down for long: those expired
+                del self._released[: len(self._released) - MAX_RELEASES]
             self._wake.set()
 
     def _pend(self, by: str, name: str, model: str) -> _Pending:
@@ -487,6 +495,7 @@ class Tenants:
                 self._hold(settings.alias, None, "budget available again")
 
     def _set_up(self, up: bool, error: BaseException | None = None) -> None:
+        self.down = not up
         if up == self.up:
             return
         self.up = up
