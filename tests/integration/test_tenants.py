@@ -334,3 +334,50 @@ def test_the_cli_manages_clients_and_prints_usage(
     key_id = json.loads(key.stdout)["key_id"]
     assert voxgate("clients", *url, "delete-key", "cli-svc", key_id).returncode == 0
     assert voxgate("clients", *url, "delete-key", "cli-svc", key_id).returncode == 1
+
+
+def test_upstream_keys_added_and_retired_at_runtime_on_every_replica(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """An AssemblyAI key added through replica A (PUT with its secret) joins both
+    replicas' pools without a restart; "a" retired through B (DELETE) takes no new
+    session on either, while a session already running on it finishes normally. The
+    secret is never answered, audited or logged; an env key's secret can not be
+    changed at runtime (409), a new alias without a secret is a 400."""
+    env = {"VOXGATE_REDIS_URL": redis_server.url, "VOXGATE_ADMIN_KEY": ADMIN_KEY}
+    gw_a = gateway_factory("a=good-key", **env)
+    gw_b = gateway_factory("a=good-key", **env)
+    assert admin(gw_a, "PUT", "/admin/keys/a", {"secret": "good-key-2"})[0] == 409
+    assert admin(gw_a, "PUT", "/admin/keys/extra", {"budget_usd": 5})[0] == 400
+    status, body = admin(gw_a, "PUT", "/admin/keys/extra", {"secret": "good-key-2"})
+    assert status == 201 and "secret" not in body and body["has_secret"], body
+    for gw in (gw_a, gw_b):
+        eventually(lambda gw=gw: "extra" in admin_keys(gw), f"{gw.url} has key extra")
+
+    async def running_then_retired() -> Outcome:
+        held = await open_client(gw_b.url)  # on "a" or "extra": the pool's choice
+        assert json.loads(await asyncio.wait_for(held.recv(), WAIT))["type"] == "Begin"
+        status, retired = admin(gw_b, "DELETE", "/admin/keys/a")
+        assert status == 200, retired
+        await asyncio.sleep(2.5)  # retired everywhere meanwhile; the session goes on
+        for frame in audio.speech(1):
+            await held.send(frame)
+        await held.send(json.dumps({"type": "Terminate"}))
+        return await collect(held, Outcome())
+
+    out = run(running_then_retired())
+    assert out.code == 1000 and out.finals, out
+    for gw in (gw_a, gw_b):
+        keys = eventually(
+            lambda gw=gw: admin_keys(gw)["a"]["state"] == "retired" and admin_keys(gw), "retired"
+        )
+        before = keys["a"]["sessions_total"]
+        for _ in range(3):
+            assert run(session(gw.url, audio.speech(1))).code == 1000
+        after = admin_keys(gw)
+        assert after["a"]["sessions_total"] == before, "a retired key took a new session"
+        assert after["extra"]["sessions_total"] >= 3
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    audit = json.dumps(r.xrange("voxgate:tenants:audit"))
+    assert "good-key-2" not in audit and "key_added" in audit and "key_retired" in audit
+    assert "good-key-2" not in gw_a.stderr() and "good-key-2" not in gw_b.stderr()
