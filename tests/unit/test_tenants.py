@@ -7,8 +7,9 @@ import json
 
 import pytest
 from voxgate.access.clientkeys import ClientAuthenticator
-from voxgate.keys.pool import KeyPool, KeyState
+from voxgate.keys.pool import KeyPool, KeyState, Unavailable
 from voxgate.protocol import ProtocolViolation
+from voxgate.relay import closes
 from voxgate.settings import ClientKey, Settings, SettingsError, UpstreamKey, digest_secret
 from voxgate.tenants.limits import (
     Limit,
@@ -169,3 +170,17 @@ def test_a_held_out_key_stays_out_until_the_operator_puts_it_back() -> None:
     pool.report_failure("b", FailureClass.PAYMENT_REQUIRED, "402")
     pool.hold_out("c", KeyState.RETIRED, "retired")
     assert pool.candidates() == ["a"]
+
+
+def test_with_every_key_held_out_the_client_is_told_so() -> None:
+    pool = KeyPool(
+        [UpstreamKey("a", "s1"), UpstreamKey("b", "s2")],
+        max_sessions=5,
+        sessions_per_minute=100,
+        clock=lambda: 0.0,
+    )
+    pool.hold_out("a", KeyState.BUDGET_EXHAUSTED, "budget_exhausted")
+    pool.hold_out("b", KeyState.RETIRED, "retired")
+    assert pool.acquire() is Unavailable.HELD_OUT
+    close = closes.for_unavailable(Unavailable.HELD_OUT)
+    assert close.code == 1008 and "budget" in close.text

@@ -448,6 +448,8 @@ class Tenants:
         """Running sessions' audio left, and the upstream keys' spend against their budgets."""
         assert self.redis is not None
         dates = periods(self._clock())
+        for ticket in self.tickets:  # limits changed meanwhile apply to running sessions
+            ticket.limits = self.limits_of(ticket.client)
         budgeted = [t for t in self.tickets if t.session is not None and t.limits.any_audio]
         totals: dict[str, tuple[float, float]] = {}
         for client in {t.client for t in budgeted}:
