@@ -58,6 +58,8 @@ class Unavailable(StrEnum):
     RATE_LIMITED = "rate_limited"
     AT_CAPACITY = "at_capacity"
     UNREACHABLE = "unreachable"
+    #: Every key is out by the operator's settings (budget spent, retired).
+    HELD_OUT = "held_out"
 
 
 @dataclass
@@ -191,6 +193,8 @@ class KeyPool:
             return Unavailable.UNAUTHORIZED
         if states <= {KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED}:
             return Unavailable.PAYMENT_REQUIRED
+        if states <= HELD_OUT:
+            return Unavailable.HELD_OUT
         usable = [r for r in records if r.usable(now) and r.alias not in exclude]
         if usable and all(r.active >= r.max_sessions for r in usable):
             return Unavailable.AT_CAPACITY
