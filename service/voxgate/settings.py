@@ -53,6 +53,14 @@ DEFAULT_PROBE_INTERVAL = 60.0
 DEFAULT_PRICE_PER_HOUR = 0.15
 DEFAULT_BUDGET_ALERT_SHARE = 0.8
 
+#: The per-client limits (voxgate.tenants.records.Limits), as VOXGATE_CLIENT_LIMITS names them.
+CLIENT_LIMIT_NAMES = (
+    "max_sessions",
+    "sessions_per_minute",
+    "audio_hours_per_day",
+    "audio_hours_per_month",
+)
+
 #: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
 MIN_TOKEN_SECRET_CHARS = 32
 
@@ -135,6 +143,8 @@ class Settings:
     prices: tuple[tuple[str, float], ...] = (("default", DEFAULT_PRICE_PER_HOUR),)
     #: Share of an upstream key's budget at which its alert fires (per key: the admin API).
     budget_alert_share: float = DEFAULT_BUDGET_ALERT_SHARE
+    #: Limits of clients without a record in Redis: (client, limit, value).
+    client_limits: tuple[tuple[str, str, float], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -199,6 +209,7 @@ class Settings:
             budget_alert_share=reader.share(
                 "VOXGATE_BUDGET_ALERT_SHARE", DEFAULT_BUDGET_ALERT_SHARE
             ),
+            client_limits=parse_client_limits(reader.text("VOXGATE_CLIENT_LIMITS", "")),
         )
         if settings.demo_client is not None and settings.demo_client not in {
             k.name for k in settings.client_keys
@@ -287,6 +298,34 @@ def parse_prices(raw: str) -> tuple[tuple[str, float], ...]:
             )
         prices[model] = price
     return tuple(prices.items())
+
+
+def parse_client_limits(raw: str) -> tuple[tuple[str, str, float], ...]:
+    """``svc.max_sessions=5,svc.audio_hours_per_day=2``: limits of clients (a one-process
+    set-up; with Redis, a client's record there replaces these)."""
+    out: dict[tuple[str, str], float] = {}
+    for item in _items(raw):
+        target, sep, value = item.partition("=")
+        name, dot, limit = target.strip().rpartition(".")
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        whole = limit not in ("max_sessions", "sessions_per_minute") or number.is_integer()
+        if (
+            not sep
+            or not dot
+            or not _ALIAS_RE.match(name)
+            or limit not in CLIENT_LIMIT_NAMES
+            or not 0 < number <= 1_000_000
+            or not whole
+        ):
+            raise SettingsError(
+                "VOXGATE_CLIENT_LIMITS: expected client.limit=number with limit one of "
+                f"{', '.join(CLIENT_LIMIT_NAMES)}, got {item[:60]!r}"
+            )
+        out[(name, limit)] = number
+    return tuple((name, limit, number) for (name, limit), number in out.items())
 
 
 def _token_secret(raw: str) -> bytes:

@@ -381,3 +381,31 @@ def test_upstream_keys_added_and_retired_at_runtime_on_every_replica(
     audit = json.dumps(r.xrange("voxgate:tenants:audit"))
     assert "good-key-2" not in audit and "key_added" in audit and "key_retired" in audit
     assert "good-key-2" not in gw_a.stderr() and "good-key-2" not in gw_b.stderr()
+
+
+def test_one_process_without_redis_applies_the_limits_of_voxgate_client_limits(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """No Redis: VOXGATE_CLIENT_LIMITS gives the env client 1 concurrent session and 3 s
+    of audio a day. A second session while one runs is refused (3009); a 6 s stream
+    ends at 3 s (final turns, Termination, 1008); the next session is refused (1008)."""
+    gw = gateway_factory(
+        VOXGATE_CLIENT_LIMITS=f"tester.max_sessions=1,tester.audio_hours_per_day={3 / 3600}"
+    )
+
+    async def two_at_once() -> Outcome:
+        held = await open_client(gw.url)
+        assert json.loads(await asyncio.wait_for(held.recv(), WAIT))["type"] == "Begin"
+        second = await session(gw.url, audio.speech(1))
+        await held.send(json.dumps({"type": "Terminate"}))
+        await collect(held, Outcome())
+        return second
+
+    second = run(two_at_once())
+    assert second.code == 3009 and "max_sessions" in second.reason, second
+    out = run(session(gw.url, audio.speech(4, pause=0.7)))
+    assert out.code == 1008 and "audio_hours_per_day" in out.reason, out
+    assert out.messages[-1]["type"] == "Termination", out.messages[-1]
+    assert 2.9 <= out.messages[-1]["audio_duration_seconds"] <= 3.051, out.messages[-1]
+    refused = run(session(gw.url, audio.speech(1)))
+    assert refused.code == 1008 and not refused.of_type("Begin"), refused

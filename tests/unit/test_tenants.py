@@ -10,12 +10,20 @@ from voxgate.access.clientkeys import ClientAuthenticator
 from voxgate.keys.pool import KeyPool, KeyState, Unavailable
 from voxgate.protocol import ProtocolViolation
 from voxgate.relay import closes
-from voxgate.settings import ClientKey, Settings, SettingsError, UpstreamKey, digest_secret
+from voxgate.settings import (
+    CLIENT_LIMIT_NAMES,
+    ClientKey,
+    Settings,
+    SettingsError,
+    UpstreamKey,
+    digest_secret,
+)
 from voxgate.tenants.limits import (
     Limit,
     Prices,
     audio_left,
     budget_share,
+    first_limit_reached,
     model_label,
     periods,
     refusal,
@@ -184,3 +192,24 @@ def test_with_every_key_held_out_the_client_is_told_so() -> None:
     assert pool.acquire() is Unavailable.HELD_OUT
     close = closes.for_unavailable(Unavailable.HELD_OUT)
     assert close.code == 1008 and "budget" in close.text
+
+
+def test_client_limits_from_the_environment_and_the_local_rule() -> None:
+    base = {"VOXGATE_UPSTREAM_KEYS": "k", "VOXGATE_CLIENT_KEYS": "a=b"}
+    raw = "a.max_sessions=2,a.audio_hours_per_month=1.5,b.sessions_per_minute=10"
+    settings = Settings.from_env({**base, "VOXGATE_CLIENT_LIMITS": raw})
+    assert settings.client_limits == (
+        ("a", "max_sessions", 2.0),
+        ("a", "audio_hours_per_month", 1.5),
+        ("b", "sessions_per_minute", 10.0),
+    )
+    assert set(CLIENT_LIMIT_NAMES) == set(Limits.__dataclass_fields__)
+    for bad in ("a.max_sessions=1.5", "a.nope=1", "a=1", "a.max_sessions=0", "bad name.x=1"):
+        with pytest.raises(SettingsError, match="VOXGATE_CLIENT_LIMITS"):
+            Settings.from_env({**base, "VOXGATE_CLIENT_LIMITS": bad})
+    limits = Limits(2, 3, 1.0, None)
+    assert first_limit_reached(limits, 1, 2, 3599.0, 1e9) is None
+    assert first_limit_reached(limits, 2, 0, 0.0, 0.0) is Limit.MAX_SESSIONS
+    assert first_limit_reached(limits, 0, 3, 0.0, 0.0) is Limit.SESSIONS_PER_MINUTE
+    assert first_limit_reached(limits, 0, 0, 3600.0, 0.0) is Limit.AUDIO_DAY
+    assert first_limit_reached(Limits(audio_hours_per_month=1), 0, 0, 0, 3600) is Limit.AUDIO_MONTH

@@ -64,6 +64,25 @@ def refusal(limit: Limit, client: str, limits: Limits) -> tuple[int, str]:
     )
 
 
+def first_limit_reached(
+    limits: Limits, active: int, starts_last_minute: int, used_day: float, used_month: float
+) -> Limit | None:
+    """Which limit a new session would break (None: admitted). The rule ``lua/admit.lua``
+    applies in Redis, for a gateway without Redis."""
+    if limits.max_sessions is not None and active >= limits.max_sessions:
+        return Limit.MAX_SESSIONS
+    if limits.sessions_per_minute is not None and starts_last_minute >= limits.sessions_per_minute:
+        return Limit.SESSIONS_PER_MINUTE
+    if limits.audio_hours_per_day is not None and used_day >= limits.audio_hours_per_day * 3600:
+        return Limit.AUDIO_DAY
+    if (
+        limits.audio_hours_per_month is not None
+        and used_month >= limits.audio_hours_per_month * 3600
+    ):
+        return Limit.AUDIO_MONTH
+    return None
+
+
 def periods(now: float) -> dict[str, str]:
     """The UTC day and month of ``now`` (unix s): {"day": "2026-11-30", "month": "2026-11"}."""
     day = time.strftime("%Y-%m-%d", time.gmtime(now))

@@ -36,6 +36,7 @@ no limit applies). With Redis (the names are in :mod:`voxgate.tenants.layout`):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -60,6 +61,7 @@ from voxgate.tenants.limits import (
     Prices,
     audio_left,
     budget_share,
+    first_limit_reached,
     model_label,
     periods,
     refusal,
@@ -70,6 +72,7 @@ from voxgate.tenants.records import (
     Limits,
     UpstreamKeySettings,
     client_from_json,
+    parse_limits,
     upstream_from_json,
 )
 
@@ -160,6 +163,15 @@ class Tenants:
         self._admit = self.redis.register_script(layout.ADMIT_LUA) if self.redis else None
         self._renew = self.redis.register_script(layout.RENEW_LUA) if self.redis else None
         self.snapshot = Snapshot()
+        #: VOXGATE_CLIENT_LIMITS: limits of clients without a record in Redis.
+        self.env_limits: dict[str, Limits] = {}
+        for name, limit, value in settings.client_limits:
+            current = self.env_limits.get(name, Limits())
+            self.env_limits[name] = parse_limits({limit: value}, current)
+        # Without Redis: this process's own counts (starts of the last minute, and the
+        # audio of the current UTC day and month, per client).
+        self._local_starts: dict[str, collections.deque[float]] = {}
+        self._local_audio: dict[tuple[str, str], float] = {}
         self.tickets: set[Ticket] = set()
         self._pending: dict[tuple[str, str, str], _Pending] = {}
         self._task: asyncio.Task[None] | None = None
@@ -179,7 +191,9 @@ class Tenants:
 
     def limits_of(self, client: str) -> Limits:
         record = self.snapshot.clients.get(client)
-        return record.limits if record is not None else Limits()
+        if record is not None:
+            return record.limits
+        return self.env_limits.get(client, Limits())
 
     async def admit(self, client: str, requested_model: str | None) -> Ticket | Close:
         """Check and book one new session of ``client`` (before any upstream cost)."""
@@ -194,8 +208,7 @@ class Tenants:
             booked=False,
         )
         if self.redis is None or self._admit is None:
-            self._started(ticket)
-            return ticket
+            return self._admit_locally(ticket)
         dates = periods(self._clock())
         hours = (limits.audio_hours_per_day, limits.audio_hours_per_month)
         try:
@@ -230,6 +243,48 @@ class Tenants:
         ticket.left, ticket.bound = audio_left(limits, float(raw[1]), float(raw[2]))
         self._started(ticket)
         return ticket
+
+    def _admit_locally(self, ticket: Ticket) -> Ticket | Close:
+        """One process, no Redis: the same rules on this process's own counts."""
+        now = self._clock()
+        client, limits = ticket.client, ticket.limits
+        starts = self._local_starts.setdefault(client, collections.deque())
+        while starts and starts[0] <= now - 60.0:
+            starts.popleft()
+        active = sum(1 for t in self.tickets if t.client == client)
+        used = self._local_used(client, now)
+        reached = first_limit_reached(limits, active, len(starts), *used)
+        if reached is not None:
+            return self._refuse(ticket, reached)
+        if limits.sessions_per_minute is not None:
+            starts.append(now)  # at most sessions_per_minute entries
+        ticket.left, ticket.bound = audio_left(limits, *used)
+        self._started(ticket)
+        return ticket
+
+    def _local_used(self, client: str, now: float) -> tuple[float, float]:
+        dates = periods(now)
+        return (
+            self._local_audio.get((client, dates["day"]), 0.0),
+            self._local_audio.get((client, dates["month"]), 0.0),
+        )
+
+    def _local_usage(self, ticket: Ticket, audio: float) -> None:
+        """Without Redis: add to the client's audio of the day and month, and tell its
+        running session how much it may still send."""
+        now = self._clock()
+        dates = periods(now)
+        for date in dates.values():
+            slot = (ticket.client, date)
+            self._local_audio[slot] = self._local_audio.get(slot, 0.0) + audio
+        if len(self._local_audio) > 2 * len(self.env_limits) + 2 * len(self.tickets) + 16:
+            current = set(dates.values())  # past periods are not needed any more
+            self._local_audio = {k: v for k, v in self._local_audio.items() if k[1] in current}
+        left, bound = audio_left(ticket.limits, *self._local_used(ticket.client, now))
+        if bound is not None and ticket.session is not None:
+            ticket.bound = bound
+            code, text = refusal(bound, ticket.client, ticket.limits)
+            ticket.session.limit_audio(ticket.session.audio_seconds + left, Close(code, text))
 
     def _refuse(self, ticket: Ticket, limit: Limit) -> Close:
         self.m.client_refused.labels(ticket.label, limit.value).inc()
@@ -267,6 +322,8 @@ class Tenants:
         m.key_spend.labels(alias, ticket.model).inc(cost)
         if ticket.session is not None:
             ticket.accounted_audio = ticket.session.audio_seconds
+        if self.redis is None:
+            self._local_usage(ticket, audio)
 
     def release(self, ticket: Ticket) -> None:
         """The session ended (or never opened upstream): its lease goes at the next sync."""
