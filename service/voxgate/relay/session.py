@@ -402,7 +402,8 @@ class Session:
         self._pace.feed(seconds, self._loop.time())
         if self._terminate_sent:
             return False
-        if self._pace.audio_seconds > self._audio_allowance:  # nothing past the budget
+        # Nothing past the client's audio budget (None: no budget, one check per frame).
+        if self._limit_close is not None and self._pace.audio_seconds > self._audio_allowance:
             if not self.limit_reached:
                 self._over_limit()
             return False
