@@ -107,6 +107,9 @@ def summary(outdirs: list[str]) -> int:
     failed = 0
     for outdir in outdirs:
         index = json.loads((Path(outdir) / "index.json").read_text())
+        if not any(index.values()):
+            print(f"{Path(outdir).name}: no case ran")
+            failed += 1
         for agent, cases in index.items():
             counts = Counter(result["behavior"] for result in cases.values())
             close = Counter(result["behaviorClose"] for result in cases.values())

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -19,6 +20,8 @@ from voxgate.transcripts.publisher import SESSION_CHANNEL, STREAM_KEY, TAG_CHANN
 STREAM_BLOCK_MS = 1000
 #: Entries read from the stream per call.
 STREAM_COUNT = 200
+#: A client name, as VOXGATE_CLIENT_KEYS allows them (no ``:`` and no glob characters).
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 
 HELP = "follow transcripts published to Redis"
@@ -28,7 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", help="Redis URL (default: env VOXGATE_REDIS_URL)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--session", help="only this session id")
-    which.add_argument("--tag", help="only sessions with this voxgate_tag")
+    which.add_argument(
+        "--tag",
+        help="only sessions with this voxgate_tag (of the --client given, else of any client)",
+    )
+    parser.add_argument(
+        "--client",
+        help="only sessions of this client (a name of VOXGATE_CLIENT_KEYS; with --tag, "
+        "follows voxgate:tag:<client>:<tag>)",
+    )
     parser.add_argument(
         "--stream",
         action="store_true",
@@ -72,6 +83,8 @@ def render_envelope(envelope: dict[str, Any], *, partials: bool) -> str | None:
 def _matches(envelope: dict[str, Any], ns: argparse.Namespace) -> bool:
     if ns.session and envelope.get("session_id") != ns.session:
         return False
+    if ns.client and envelope.get("client") != ns.client:
+        return False
     return not (ns.tag and envelope.get("tag") != ns.tag)
 
 
@@ -79,6 +92,9 @@ async def follow(ns: argparse.Namespace) -> int:
     url = ns.redis or os.environ.get("VOXGATE_REDIS_URL") or "redis://127.0.0.1:6379/0"
     if ns.tag and not TAG_PATTERN.match(ns.tag):
         print("voxgate tail: --tag is not a valid tag", file=sys.stderr)
+        return 2
+    if ns.client and not CLIENT_NAME.match(ns.client):
+        print("voxgate tail: --client is not a valid client name", file=sys.stderr)
         return 2
     client = aioredis.Redis.from_url(url, socket_connect_timeout=5.0)
     shown = 0
@@ -106,8 +122,10 @@ async def _live(client: aioredis.Redis, ns: argparse.Namespace) -> Any:
     pubsub = client.pubsub()
     if ns.session:
         await pubsub.subscribe(SESSION_CHANNEL.format(ns.session))
-    elif ns.tag:
-        await pubsub.subscribe(TAG_CHANNEL.format(ns.tag))
+    elif ns.tag and ns.client:
+        await pubsub.subscribe(TAG_CHANNEL.format(ns.client, ns.tag))
+    elif ns.tag:  # this tag of every client (names and tags hold no glob characters)
+        await pubsub.psubscribe(TAG_CHANNEL.format("*", ns.tag))
     else:
         await pubsub.psubscribe(SESSION_CHANNEL.format("*"))
     try:

@@ -4,8 +4,9 @@ Sessions hand envelopes to :meth:`Publisher.publish`, which never blocks and nev
 touches the network: the envelope joins a bounded in-memory backlog. One task
 drains the backlog to Redis in order, in batches (one Lua script call each):
 
-* pub/sub: every envelope on ``voxgate:session:<id>``, and on ``voxgate:tag:<tag>``
-  when the client tagged its session;
+* pub/sub: every envelope on ``voxgate:session:<id>``, and on
+  ``voxgate:tag:<client>:<tag>`` when the client tagged its session (the tag is the
+  authenticated client's own: no client can publish into another's channel);
 * stream ``voxgate:transcripts`` (XADD, approximate MAXLEN): lifecycle events and
   final turns (partials too when ``VOXGATE_STREAM_PARTIALS=true``).
 
@@ -17,6 +18,7 @@ tells duplicates). When the backlog is full, partials are shed before finals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -35,7 +37,10 @@ STREAM_KEY = "voxgate:transcripts"
 #: Upstream message types that go to the stream like final turns (others are live only).
 _KEPT_TYPES = frozenset({"Begin", "Termination", "Error"})
 SESSION_CHANNEL = "voxgate:session:{}"
-TAG_CHANNEL = "voxgate:tag:{}"
+#: A tagged session's channel: ``.format(client, tag)``. The client is the name of the
+#: client key that opened the session (for a temporary token, the one that minted it);
+#: names have no ``:``, so the client part is unambiguous.
+TAG_CHANNEL = "voxgate:tag:{}:{}"
 #: Envelopes sent to Redis in one script call.
 BATCH = 100
 #: After the backlog wakes from empty, how long more envelopes may gather before the
@@ -54,8 +59,10 @@ PUBLISH_LUA = (resources.files("voxgate.transcripts") / "lua" / "publish.lua").r
 #: Wait between attempts while Redis is down: doubles up to the maximum.
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
-#: On shutdown, how long the backlog may take to reach Redis.
+#: On shutdown, how long the backlog may take to reach Redis (part of the stop budget,
+#: ``server.stop_budget_seconds``), and the wait between two tries within it.
 FLUSH_TIMEOUT = 5.0
+FLUSH_RETRY = 0.1
 
 log = get_logger("voxgate.redis")
 
@@ -101,7 +108,7 @@ class SessionPublisher:
         self._stream_seq = 0
         channels = [SESSION_CHANNEL.format(session_id)]
         if tag:
-            channels.append(TAG_CHANNEL.format(tag))
+            channels.append(TAG_CHANNEL.format(client, tag))
         self._channels = tuple(channels)
         lengths = " ".join(str(_utf8_len(x)) for x in (session_id, *channels))
         self._header_tail = f" {lengths}\n{session_id}{''.join(channels)}"
@@ -205,18 +212,23 @@ class Publisher:
         self._task = asyncio.create_task(self._run(), name="redis-publisher")
 
     async def close(self) -> None:
-        """Stop the sending task, flush what is waiting (bounded by FLUSH_TIMEOUT).
-        The task goes first so that two senders never pop the same batch; a batch it
-        had sent but not yet popped goes again (at least once: ``seq`` tells)."""
+        """Stop the sending task, then flush what is waiting within FLUSH_TIMEOUT,
+        whatever the task last saw: Redis may have come back while the task waited
+        out its retry delay, so every batch is tried, and tried again after a failure,
+        until the backlog is empty or the time is up. The task goes first so that two
+        senders never pop the same batch; a batch it had sent but not yet popped goes
+        again (at least once: ``seq`` tells)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(FLUSH_TIMEOUT):
-                while len(self._backlog) and self.up is not False:
-                    await self._send_batch()
-        except (TimeoutError, RedisError, OSError):
-            pass
+                while len(self._backlog):
+                    try:
+                        await self._send_batch()
+                    except (RedisError, OSError) as exc:
+                        self._set_up(False, type(exc).__name__)
+                        await asyncio.sleep(FLUSH_RETRY)
         if len(self._backlog):
             log.warning("redis_backlog_lost_on_shutdown", envelopes=len(self._backlog))
         await self._redis.aclose()
