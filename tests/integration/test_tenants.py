@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import redis
 from voxgate.bench.procs import RedisServer, Server
+from voxgate.tenants import layout
 
 from tests.support import audio
 from tests.support.admin import admin
@@ -143,8 +144,8 @@ def test_client_keys_made_at_runtime_work_on_both_replicas_and_rotate_without_do
     assert [k["id"] for k in svc["keys"]] == [second["key_id"]], svc
     dump = json.dumps(listed)
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    stored = json.dumps(r.hgetall("voxgate:tenants:clients"))
-    audit = r.xrange("voxgate:tenants:audit")
+    stored = json.dumps(r.hgetall(layout.CLIENTS))
+    audit = r.xrange(layout.AUDIT)
     actions = [fields["action"] for _, fields in audit]
     assert actions == [
         "client_created",
@@ -378,7 +379,7 @@ def test_upstream_keys_added_and_retired_at_runtime_on_every_replica(
         assert after["a"]["sessions_total"] == before, "a retired key took a new session"
         assert after["extra"]["sessions_total"] >= 3
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    audit = json.dumps(r.xrange("voxgate:tenants:audit"))
+    audit = json.dumps(r.xrange(layout.AUDIT))
     assert "good-key-2" not in audit and "key_added" in audit and "key_retired" in audit
     assert "good-key-2" not in gw_a.stderr() and "good-key-2" not in gw_b.stderr()
 

@@ -18,6 +18,7 @@ from voxgate.settings import (
     UpstreamKey,
     digest_secret,
 )
+from voxgate.tenants import layout
 from voxgate.tenants.limits import (
     Limit,
     Prices,
@@ -213,3 +214,22 @@ def test_client_limits_from_the_environment_and_the_local_rule() -> None:
     assert first_limit_reached(limits, 0, 3, 0.0, 0.0) is Limit.SESSIONS_PER_MINUTE
     assert first_limit_reached(limits, 0, 0, 3600.0, 0.0) is Limit.AUDIO_DAY
     assert first_limit_reached(Limits(audio_hours_per_month=1), 0, 0, 0, 3600) is Limit.AUDIO_MONTH
+
+
+def test_the_keys_of_one_atomic_step_share_a_cluster_slot() -> None:
+    """Redis Cluster runs a script or a MULTI only on keys of one slot: the hash tag
+    (the text in braces) is the same for the admission script's keys (one client) and
+    for a change (a record and the version)."""
+
+    def tag(key: str) -> str:
+        return key[key.index("{") + 1 : key.index("}")]
+
+    admission = [
+        layout.sessions_key("svc"),
+        layout.starts_key("svc"),
+        layout.usage_key("client", "svc", "day", "2026-11-30"),
+        layout.usage_key("client", "svc", "month", "2026-11"),
+    ]
+    assert {tag(k) for k in admission} == {"svc"}
+    assert {tag(k) for k in (layout.CLIENTS, layout.UPSTREAM_KEYS, layout.VERSION)} == {"tenants"}
+    assert tag(layout.usage_key("key", "main", "day", "2026-11-30")) == "main"

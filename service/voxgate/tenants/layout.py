@@ -1,13 +1,15 @@
 """Where tenants live in Redis, pure: key names and the Lua scripts (``lua/``).
 
 Keys of one client share the hash tag ``{<name>}`` (so the admission script's keys
-are in one slot on a Redis Cluster); keys of one upstream key share ``{<alias>}``.
+are in one slot on a Redis Cluster); keys of one upstream key share ``{<alias>}``; the
+records, their version and the audit share ``{tenants}`` (an admin change writes a
+record and the version in one transaction).
 
-* ``voxgate:tenants:clients``: hash, client name -> record JSON (key digests, never a secret)
-* ``voxgate:tenants:version``: incremented at every change; replicas poll it each second
-* ``voxgate:tenants:upstream_keys``: hash, alias -> settings JSON (budget; the secret of
+* ``voxgate:{tenants}:clients``: hash, client name -> record JSON (key digests, never a secret)
+* ``voxgate:{tenants}:version``: incremented at every change; replicas poll it each second
+* ``voxgate:{tenants}:upstream_keys``: hash, alias -> settings JSON (budget; the secret of
   a key added at runtime)
-* ``voxgate:tenants:audit``: stream of changes (who, what, when; never a secret)
+* ``voxgate:{tenants}:audit``: stream of changes (who, what, when; never a secret)
 * ``voxgate:tenant:{<name>}:sessions`` / ``:starts``: sorted sets, running sessions
   (lease expiry) and starts of the last minute, across replicas
 * ``voxgate:tenant:{<name>}:usage:<day|month>:<date>``, ``voxgate:keyusage:{<alias>}:...``:
@@ -20,10 +22,10 @@ from __future__ import annotations
 
 from importlib import resources
 
-CLIENTS = "voxgate:tenants:clients"
-VERSION = "voxgate:tenants:version"
-UPSTREAM_KEYS = "voxgate:tenants:upstream_keys"
-AUDIT = "voxgate:tenants:audit"
+CLIENTS = "voxgate:{tenants}:clients"
+VERSION = "voxgate:{tenants}:version"
+UPSTREAM_KEYS = "voxgate:{tenants}:upstream_keys"
+AUDIT = "voxgate:{tenants}:audit"
 #: Entries kept in the audit stream (approximately).
 AUDIT_MAXLEN = 100_000
 #: Usage hashes are kept this long after their last write (seconds).

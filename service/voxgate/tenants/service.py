@@ -5,7 +5,7 @@ One :class:`Tenants` per gateway process. Without ``VOXGATE_REDIS_URL`` it only
 counts usage in the Prometheus metrics (clients come from ``VOXGATE_CLIENT_KEYS``,
 no limit applies). With Redis (the names are in :mod:`voxgate.tenants.layout`):
 
-* **Records**: every ``SYNC`` seconds a replica reads ``voxgate:tenants:version``; when
+* **Records**: every ``SYNC`` seconds a replica reads ``voxgate:{tenants}:version``; when
   it changed, it reloads the clients (their key digests go to the
   :class:`~voxgate.access.clientkeys.ClientAuthenticator`, next to the keys of
   ``VOXGATE_CLIENT_KEYS``) and the upstream key settings (keys added, retired,
