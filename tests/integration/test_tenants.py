@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -131,6 +132,13 @@ def test_client_keys_made_at_runtime_work_on_both_replicas_and_rotate_without_do
     new = second["secret"]
     eventually(lambda: run(session(b.url, audio.speech(1), key=new)).code == 1000, "2nd key on B")
     assert run(session(b.url, audio.speech(1), key=old)).code == 1000, "both keys overlap"
+    # A temporary token minted with a key made at runtime opens a session too.
+    mint = urllib.request.Request(
+        a.http_url + "/v3/token?expires_in_seconds=60", headers={"Authorization": new}
+    )
+    with urllib.request.urlopen(mint, timeout=10) as answer:
+        token = json.loads(answer.read())["token"]
+    assert run(session(a.url, audio.speech(1), key=token)).code == 1000
 
     status, gone = admin(b, "DELETE", f"/admin/clients/svc/keys/{first['key_id']}")
     assert status == 200, gone
@@ -335,6 +343,11 @@ def test_the_cli_manages_clients_and_prints_usage(
     key_id = json.loads(key.stdout)["key_id"]
     assert voxgate("clients", *url, "delete-key", "cli-svc", key_id).returncode == 0
     assert voxgate("clients", *url, "delete-key", "cli-svc", key_id).returncode == 1
+    status, audit = admin(gw, "GET", "/admin/audit?count=10")
+    assert status == 200, audit
+    newest = audit["entries"][0]
+    assert newest["action"] == "client_key_deleted" and newest["target"] == "cli-svc", newest
+    assert newest["who"].startswith(os.environ.get("USER", "cli") + "@127.0.0.1"), newest
 
 
 def test_upstream_keys_added_and_retired_at_runtime_on_every_replica(

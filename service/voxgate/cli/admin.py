@@ -30,7 +30,12 @@ def call(ns: argparse.Namespace, method: str, path: str, body: Any = None) -> An
         url,
         data=None if body is None else json.dumps(body).encode(),
         method=method,
-        headers={"Authorization": admin_key, "Content-Type": "application/json"},
+        headers={
+            "Authorization": admin_key,
+            "Content-Type": "application/json",
+            # Who made the change, for the audit stream (the admin key is shared).
+            "X-Voxgate-Actor": os.environ.get("USER", "cli"),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=CLI_TIMEOUT) as response:
