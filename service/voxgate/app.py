@@ -26,6 +26,7 @@ from voxgate.relay.ticker import Ticker
 from voxgate.routes.admin import AdminRoutes
 from voxgate.routes.demo import DemoRoutes, static_files
 from voxgate.routes.health import HealthRoutes
+from voxgate.routes.tenants import TenantRoutes
 from voxgate.routes.tokens import TokenMinter, TokenRoutes
 from voxgate.settings import Settings
 from voxgate.shutdown import (
@@ -38,6 +39,7 @@ from voxgate.shutdown import (
     stop_plan,
     stop_warning,
 )
+from voxgate.tenants.service import Tenants
 from voxgate.transcripts.publisher import Publisher
 from voxgate.upstream.connector import Connector
 
@@ -89,6 +91,8 @@ class Gateway:
             else None
         )
         auth = ClientAuthenticator(settings.client_keys)
+        #: Clients managed at runtime, their limits, usage and spend (voxgate.tenants).
+        self.tenants = Tenants(settings, auth, self.pool, self.metrics)
         origins = OriginPolicy(settings.allowed_origins)
         tokens = TokenAuthority(settings.token_secret)
         minter = TokenMinter(tokens, self.metrics)
@@ -101,11 +105,13 @@ class Gateway:
             registry=self.registry,
             ticker=Ticker(WATCHDOG_INTERVAL),  # every session's watchdog
             publisher=self.publisher,
+            tenants=self.tenants,
         )
         self.health = HealthRoutes(self.registry, self.metrics, self.publisher, self.shared)
         self.tokens = TokenRoutes(auth, origins, minter)
         self.demo = DemoRoutes(settings.demo_client, origins, minter)
         self.admin = AdminRoutes(settings.admin_key, self.pool, self.connector)
+        self.tenant_routes = TenantRoutes(self.admin, self.tenants)
         for key in settings.upstream_keys:
             self.metrics.register_key(key.alias)
             self.metrics.key_changed(self.pool.record(key.alias))
@@ -135,9 +141,10 @@ class Gateway:
         return max(0.1, min(GRACEFUL_MARGIN, left - LIFESPAN_MIN))
 
     async def close(self) -> None:
-        """The lifespan's shutdown: flush the transcripts to Redis and leave the shared
+        """The lifespan's shutdown: flush the transcripts and usage to Redis and leave the shared
         pool, side by side, within LIFESPAN_MAX or what the stop timeout leaves."""
-        closing = [c.close() for c in (self.publisher, self.shared) if c is not None]
+        parts = (self.publisher, self.shared, self.tenants)
+        closing = [c.close() for c in parts if c is not None]
         if not closing:
             return
         left = self.stop_seconds_left()
@@ -173,6 +180,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             gateway.publisher.start()
         if gateway.shared is not None:
             gateway.shared.start()
+        gateway.tenants.start()
         try:
             yield
             await gateway.drain()
@@ -187,6 +195,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             Route("/readyz", gateway.health.ready),
             Route("/metrics", gateway.health.metrics_endpoint),
             Route("/admin/keys", gateway.admin.keys),
+            *tenant_routes(gateway.tenant_routes),
             Route("/v3/token", gateway.tokens.token),
             Route("/demo/token", gateway.demo.token, methods=["POST"]),
             Mount("/demo", static_files(), name="demo"),
@@ -195,3 +204,22 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
     )
     app.state.gateway = gateway
     return app
+
+
+def tenant_routes(routes: TenantRoutes) -> list[Route]:
+    """``/admin/clients...``, ``/admin/keys/{alias}``, ``/admin/usage``, ``/admin/audit``."""
+    g = routes.guarded
+    return [
+        Route("/admin/clients", g(routes.list_clients)),
+        Route("/admin/clients/{name}", g(routes.get_client), methods=["GET"]),
+        Route("/admin/clients/{name}", g(routes.put_client), methods=["PUT"]),
+        Route("/admin/clients/{name}", g(routes.delete_client), methods=["DELETE"]),
+        Route("/admin/clients/{name}/keys", g(routes.add_client_key), methods=["POST"]),
+        Route(
+            "/admin/clients/{name}/keys/{key_id}", g(routes.delete_client_key), methods=["DELETE"]
+        ),
+        Route("/admin/keys/{alias}", g(routes.put_key), methods=["PUT"]),
+        Route("/admin/keys/{alias}", g(routes.delete_key), methods=["DELETE"]),
+        Route("/admin/usage", g(routes.usage)),
+        Route("/admin/audit", g(routes.audit)),
+    ]

@@ -67,6 +67,18 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 #: Connections accepted whose request head is not in yet.
 DEFAULT_MAX_HANDSHAKES = 1_000
 
+#: AssemblyAI's list price of streaming, USD per hour (2026): the default estimate.
+DEFAULT_PRICE_PER_HOUR = 0.15
+DEFAULT_BUDGET_ALERT_SHARE = 0.8
+
+#: The per-client limits (voxgate.tenants.records.Limits), as VOXGATE_CLIENT_LIMITS names them.
+CLIENT_LIMIT_NAMES = (
+    "max_sessions",
+    "sessions_per_minute",
+    "audio_hours_per_day",
+    "audio_hours_per_month",
+)
+
 #: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
 MIN_TOKEN_SECRET_CHARS = 32
 
@@ -91,6 +103,8 @@ class ClientKey:
 
     name: str
     digest: bytes = field(repr=False)
+    #: Unix time after which the key no longer works (keys managed through the admin API).
+    expires_at: float | None = None
 
 
 def fingerprint(secret: str) -> str:
@@ -148,6 +162,14 @@ class Settings:
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    #: Client limits while Redis is unreachable: "open" admits, "closed" refuses (1013).
+    limits_on_redis_down: str = "open"
+    #: Estimated cost: USD per hour of upstream session, by model ("default": the rest).
+    prices: tuple[tuple[str, float], ...] = (("default", DEFAULT_PRICE_PER_HOUR),)
+    #: Share of an upstream key's budget at which its alert fires (per key: the admin API).
+    budget_alert_share: float = DEFAULT_BUDGET_ALERT_SHARE
+    #: Limits of clients without a record in Redis: (client, limit, value).
+    client_limits: tuple[tuple[str, str, float], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -225,6 +247,14 @@ class Settings:
             max_handshakes=reader.integer(
                 "VOXGATE_MAX_HANDSHAKES", DEFAULT_MAX_HANDSHAKES, 1, 10_000_000
             ),
+            limits_on_redis_down=reader.choice(
+                "VOXGATE_LIMITS_ON_REDIS_DOWN", "open", ("open", "closed")
+            ),
+            prices=parse_prices(reader.text("VOXGATE_PRICES", "")),
+            budget_alert_share=reader.share(
+                "VOXGATE_BUDGET_ALERT_SHARE", DEFAULT_BUDGET_ALERT_SHARE
+            ),
+            client_limits=parse_client_limits(reader.text("VOXGATE_CLIENT_LIMITS", "")),
         )
         if settings.demo_client is not None and settings.demo_client not in {
             k.name for k in settings.client_keys
@@ -238,9 +268,10 @@ class Settings:
                 "VOXGATE_UPSTREAM_KEYS is empty: give at least one AssemblyAI key "
                 "(comma-separated, each optionally alias=key)"
             )
-        if not settings.client_keys:
+        if not settings.client_keys and not settings.redis_url:
             raise SettingsError(
-                "VOXGATE_CLIENT_KEYS is empty: give at least one client key as name=secret"
+                "VOXGATE_CLIENT_KEYS is empty: give at least one client key as name=secret "
+                "(or set VOXGATE_REDIS_URL and manage clients with /admin/clients)"
             )
         return settings
 
@@ -294,6 +325,52 @@ def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:
         keys.append(ClientKey(name, digest))
     _no_duplicates("VOXGATE_CLIENT_KEYS", [k.name for k in keys])
     return tuple(keys)
+
+
+def parse_prices(raw: str) -> tuple[tuple[str, float], ...]:
+    """``0.15`` or ``default=0.15,u3-rt-pro=0.45``: USD per hour of upstream session."""
+    prices: dict[str, float] = {"default": DEFAULT_PRICE_PER_HOUR}
+    for item in _items(raw):
+        model, sep, value = item.rpartition("=")
+        model = model.strip() if sep else "default"
+        try:
+            price = float(value)
+        except ValueError:
+            price = -1.0
+        if not 0 <= price <= 100_000 or not re.match(r"^[A-Za-z0-9_.-]{1,60}$", model):
+            raise SettingsError(
+                f"VOXGATE_PRICES: expected model=USD per hour (0-100000), got {item[:60]!r}"
+            )
+        prices[model] = price
+    return tuple(prices.items())
+
+
+def parse_client_limits(raw: str) -> tuple[tuple[str, str, float], ...]:
+    """``svc.max_sessions=5,svc.audio_hours_per_day=2``: limits of clients (a one-process
+    set-up; with Redis, a client's record there replaces these)."""
+    out: dict[tuple[str, str], float] = {}
+    for item in _items(raw):
+        target, sep, value = item.partition("=")
+        name, dot, limit = target.strip().rpartition(".")
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        whole = limit not in ("max_sessions", "sessions_per_minute") or number.is_integer()
+        if (
+            not sep
+            or not dot
+            or not _ALIAS_RE.match(name)
+            or limit not in CLIENT_LIMIT_NAMES
+            or not 0 < number <= 1_000_000
+            or not whole
+        ):
+            raise SettingsError(
+                "VOXGATE_CLIENT_LIMITS: expected client.limit=number with limit one of "
+                f"{', '.join(CLIENT_LIMIT_NAMES)}, got {item[:60]!r}"
+            )
+        out[(name, limit)] = number
+    return tuple((name, limit, number) for (name, limit), number in out.items())
 
 
 def _token_secret(raw: str) -> bytes:
@@ -363,6 +440,16 @@ class _Reader:
             raise SettingsError(f"{name} must be a number of seconds, got {value[:40]!r}") from None
         if not 0 < number <= 86_400:
             raise SettingsError(f"{name} must be more than 0 and at most 86400 seconds")
+        return number
+
+    def share(self, name: str, default: float) -> float:
+        value = self.text(name, str(default))
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 < number <= 1:
+            raise SettingsError(f"{name} must be more than 0 and at most 1, got {value[:40]!r}")
         return number
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -14,7 +14,18 @@ import sys
 from collections.abc import Sequence
 
 #: The subcommands, each a module of this folder (imported when the parser is built).
-COMMANDS = ("serve", "sandbox", "stream", "keys", "tail", "demo", "bench", "healthcheck")
+COMMANDS = (
+    "serve",
+    "sandbox",
+    "stream",
+    "keys",
+    "clients",
+    "usage",
+    "tail",
+    "demo",
+    "bench",
+    "healthcheck",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,15 @@ class KeyState(StrEnum):
     COOLING = "cooling_down"
     PAYMENT_REQUIRED = "disabled_payment_required"
     UNAUTHORIZED = "disabled_unauthorized"
+    #: Out of rotation by the operator: its spend reached its budget (voxgate.tenants),
+    #: or it was retired through the admin API. No probe brings it back; the operator
+    #: (or a new budget period) does.
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    RETIRED = "retired"
+
+
+#: States only the operator's settings set and lift (see KeyPool.hold_out).
+HELD_OUT = frozenset({KeyState.BUDGET_EXHAUSTED, KeyState.RETIRED})
 
 
 #: States that take a key out of rotation until a probe finds it working.
@@ -55,6 +64,8 @@ class Unavailable(StrEnum):
     RATE_LIMITED = "rate_limited"
     AT_CAPACITY = "at_capacity"
     UNREACHABLE = "unreachable"
+    #: Every key is out by the operator's settings (budget spent, retired).
+    HELD_OUT = "held_out"
 
 
 @dataclass
@@ -190,6 +201,8 @@ class KeyPool:
             return Unavailable.UNAUTHORIZED
         if states <= {KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED}:
             return Unavailable.PAYMENT_REQUIRED
+        if states <= HELD_OUT:
+            return Unavailable.HELD_OUT
         usable = [r for r in records if r.usable(now) and r.alias not in exclude]
         if usable and all(r.active >= r.max_sessions for r in usable):
             return Unavailable.AT_CAPACITY
@@ -210,6 +223,8 @@ class KeyPool:
         record = self._records[alias]
         record.failures_in_a_row = 0
         record.last_failure = None
+        if record.state in HELD_OUT:
+            return None
         return self._move(record, KeyState.HEALTHY, "works", probe=None)
 
     def report_failure(self, alias: str, failure: FailureClass, detail: str) -> Transition | None:
@@ -261,6 +276,30 @@ class KeyPool:
         if record.state is KeyState.PAYMENT_REQUIRED:
             record.next_probe_at = self._clock() + self._probe_interval
         return transition
+
+    # ------------------------------------------------------------------ operator
+
+    def add(self, key: UpstreamKey, *, max_sessions: int, sessions_per_minute: int) -> bool:
+        """Put a key added at runtime in rotation (False: the alias is already known)."""
+        if key.alias in self._records:
+            return False
+        self._records[key.alias] = KeyRecord(key, max_sessions, sessions_per_minute)
+        self._order.append(key.alias)
+        return True
+
+    def hold_out(self, alias: str, state: KeyState | None, reason: str = "") -> Transition | None:
+        """Take a key out of rotation for the operator's reason (``budget_exhausted``,
+        ``retired``), or with None put a key held out back (healthy). Running sessions
+        on it go on; it is not probed."""
+        record = self._records[alias]
+        if state is None:
+            if record.state not in HELD_OUT:
+                return None
+            return self._move(record, KeyState.HEALTHY, reason or "back in rotation", probe=None)
+        assert state in HELD_OUT
+        if record.state is state:
+            return None
+        return self._move(record, state, reason, probe=None)
 
     def adopt(self, alias: str, state: KeyState, reason: str) -> Transition | None:
         """Take on a state another replica saw: a key one replica found disabled is

@@ -153,6 +153,14 @@ class StreamParams:
     def tag(self) -> str | None:
         return self.gateway.get(TAG_PARAM)
 
+    @property
+    def speech_model(self) -> str | None:
+        """The ``speech_model`` asked for (client text: bound it before using it as a label)."""
+        for name, value in self.forward:
+            if name == "speech_model":
+                return value
+        return None
+
     def format_turns(self) -> bool:
         for name, value in self.forward:
             if name == "format_turns":

@@ -94,6 +94,11 @@ _UNAVAILABLE: dict[Unavailable, tuple[int, str]] = {
         "Retry after a backoff.",
     ),
     Unavailable.UNREACHABLE: _CONNECT_FAILURES[FailureClass.TRANSIENT],
+    Unavailable.HELD_OUT: (
+        CloseCode.POLICY,
+        "Upstream budget exhausted: every AssemblyAI key of this gateway has spent its "
+        "budget or was retired by the operator (GET /admin/keys).",
+    ),
 }
 
 

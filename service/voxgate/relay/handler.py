@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from voxgate.relay.session import Session
 from voxgate.relay.sessions import SessionRegistry
 from voxgate.relay.ticker import Ticker
 from voxgate.settings import Settings
+from voxgate.tenants.service import Tenants, Ticket
 from voxgate.transcripts.publisher import Publisher
 from voxgate.upstream.connector import Connector, NoUpstream, UpstreamHold
 from voxgate.ws.connection import ConnectionClosed
@@ -42,6 +44,7 @@ class StreamHandler:
     registry: SessionRegistry
     ticker: Ticker
     publisher: Publisher | None
+    tenants: Tenants | None = None
 
     async def __call__(self, websocket: ServerWebSocket) -> None:
         # Every log line of this connection (pool, publisher, session) carries its id.
@@ -64,15 +67,26 @@ class StreamHandler:
             return
         client_name = admission.client
         api_version = websocket.headers.get("assemblyai-version")
-        await websocket.accept()
+        ticket: Ticket | None = None
+        if self.tenants is not None:  # the client's limits, before any upstream cost
+            admitted = await self.tenants.admit(client_name, params.speech_model)
+            if isinstance(admitted, Close):
+                await refuse(websocket, admitted)
+                return
+            ticket = admitted
         try:
+            await websocket.accept()
             opened = await self.connector.open(params, api_version=api_version)
         except NoUpstream as refused:
+            self._release(ticket)
             close = closes.for_no_upstream(refused.cause)
             self.metrics.sessions_ended.labels(Outcome.UPSTREAM_ERROR).inc()
             log.warning("session_refused", client=client_name, reason=close.text)
             await refuse(websocket, close)
             return
+        except BaseException:
+            self._release(ticket)  # the lease booked above
+            raise
         hold = UpstreamHold(self.connector, params, api_version, opened)
         ended = False
         try:
@@ -106,7 +120,14 @@ class StreamHandler:
                 max_seconds=admission.max_session_seconds,
                 failovers=opened.attempts - 1,
                 ticker=self.ticker,
+                on_usage=(
+                    functools.partial(self.tenants.usage, ticket)
+                    if ticket is not None and self.tenants is not None
+                    else None
+                ),
             )
+            if ticket is not None and self.tenants is not None:
+                self.tenants.attach(ticket, session, alias)
             self.metrics.sessions_started.inc()
             self.metrics.sessions_active.inc()
             self.registry.add(session)
@@ -125,6 +146,11 @@ class StreamHandler:
                 # Something failed between upstream's Begin and the session's end (a bug,
                 # or the task cancelled): upstream must not stay open (it bills by time).
                 hold.opened.upstream.connection.fail(CloseCode.INTERNAL, "")
+            self._release(ticket)
+
+    def _release(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self.tenants is not None:
+            self.tenants.release(ticket)
 
 
 async def refuse(websocket: ServerWebSocket, close: Close) -> None:

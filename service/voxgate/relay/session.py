@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class Session:
         max_seconds: float | None = None,
         failovers: int = 0,
         ticker: Ticker,
+        on_usage: Callable[[str, float, float], None] | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -178,6 +180,12 @@ class Session:
         self._pacing: bytes | None = None
         self._relay_up = metrics.relay_up.observe
         self._relay_down = metrics.relay_down.observe
+        # The client's usage (voxgate.tenants): (key alias, audio s, session s) deltas.
+        self._on_usage = on_usage
+        # Audio seconds this session may send (a client's audio budget, see limit_audio).
+        self._audio_allowance = math.inf
+        self._limit_close: Close | None = None
+        self.limit_reached = False
 
     @property
     def audio_seconds(self) -> float:
@@ -206,6 +214,19 @@ class Session:
             due = min(due, self._terminate_deadline)
         self._terminate_wait = max(0.0, due - self._loop.time())
         return due
+
+    def limit_audio(self, seconds: float, close: Close) -> None:
+        """The client may send ``seconds`` of audio in all in this session: the frame
+        that would cross it is not sent; upstream gets Terminate, the client its final
+        turns, the Termination and ``close`` (its budget, voxgate.tenants)."""
+        if not self.limit_reached:
+            self._audio_allowance = seconds
+            self._limit_close = close
+
+    def _over_limit(self) -> None:
+        self.limit_reached = True
+        self.log.info("audio_budget_reached", audio_seconds=round(self.audio_seconds, 3))
+        self._drain_task = self._loop.create_task(self._send_terminate())
 
     async def _send_terminate(self) -> None:
         if self._terminate_sent:
@@ -451,6 +472,11 @@ class Session:
         self._active_at = now
         if self._terminate_sent:
             return False
+        # Nothing past the client's audio budget (None: no budget, one check per frame).
+        if self._limit_close is not None and self._pace.audio_seconds > self._audio_allowance:
+            if not self.limit_reached:
+                self._over_limit()
+            return False
         self.bytes_up += size
         self.seam.sent(data)
         self.upstream.connection.write(data)
@@ -529,6 +555,8 @@ class Session:
                 return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
             if self._idle:
                 return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
+            if self.limit_reached and self._limit_close is not None:
+                return End(Outcome.LIMITED, self._limit_close, error_frame=False)
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
         failure = close_failure(code, reason, [name for name, _ in self.params.forward])
         self._on_upstream_failure(self.key_alias, failure)
@@ -659,6 +687,8 @@ class Session:
         audio_counter, seconds_counter = m.usage(self.key_alias)
         audio_counter.inc(audio - self._counted_audio)
         seconds_counter.inc(now - self._counted_at)
+        if self._on_usage is not None:
+            self._on_usage(self.key_alias, audio - self._counted_audio, now - self._counted_at)
         m.bytes_up.inc(self.bytes_up - self._counted_up)
         m.bytes_down.inc(self.bytes_down - self._counted_down)
         self._counted_at, self._counted_audio = now, audio
