@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 from voxgate.access.admission import Gatekeeper
 from voxgate.access.clientkeys import ClientAuthenticator
 from voxgate.access.origins import OriginPolicy
+from voxgate.access.spent import SpentTokens
 from voxgate.access.tokens import TokenAuthority
 from voxgate.keys.pool import KeyPool
 from voxgate.keys.shared import SharedPool, instance_id
@@ -52,29 +53,32 @@ class Gateway:
         )
         self.shared = (
             SharedPool(
-                settings.redis_url,
+                settings.redis,
                 self.pool,
                 self.metrics,
                 instance=instance_id(settings.instance),
                 max_sessions=settings.key_max_sessions,
                 sessions_per_minute=settings.key_sessions_per_minute,
             )
-            if settings.redis_url and settings.shared_pool
+            if settings.redis is not None and settings.shared_pool
             else None
         )
         self.connector = Connector(settings, self.pool, self.metrics, self.shared)
         self.publisher = (
             Publisher(
-                settings.redis_url,
+                settings.redis,
                 self.metrics,
                 backlog=settings.redis_backlog,
                 stream_maxlen=settings.stream_maxlen,
                 stream_partials=settings.stream_partials,
                 instance=settings.instance,
+                shards=settings.stream_shards,
             )
-            if settings.redis_url
+            if settings.redis is not None
             else None
         )
+        #: Temporary tokens spent once across replicas through Redis.
+        self.spent = SpentTokens(settings.redis) if settings.redis is not None else None
         auth = ClientAuthenticator(settings.client_keys)
         origins = OriginPolicy(settings.allowed_origins)
         tokens = TokenAuthority(settings.token_secret)
@@ -88,6 +92,7 @@ class Gateway:
             registry=self.registry,
             ticker=Ticker(WATCHDOG_INTERVAL),  # every session's watchdog
             publisher=self.publisher,
+            spent=self.spent,
         )
         self.health = HealthRoutes(self.registry, self.metrics, self.publisher, self.shared)
         self.tokens = TokenRoutes(auth, origins, minter)
@@ -108,6 +113,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info(
             "gateway_started",
+            redis=settings.redis.describe() if settings.redis is not None else None,
             upstream=settings.upstream_url,
             keys=[k.alias for k in settings.upstream_keys],
             clients=[k.name for k in settings.client_keys],
@@ -131,6 +137,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
                 await gateway.publisher.close()
             if gateway.shared is not None:
                 await gateway.shared.close()
+            if gateway.spent is not None:
+                await gateway.spent.aclose()
 
     app = Starlette(
         routes=[
