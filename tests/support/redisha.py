@@ -17,7 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from voxgate.bench.procs import REDIS_EPHEMERAL, RedisServer
+import redis
+from voxgate.bench.procs import REDIS_EPHEMERAL, RedisServer, free_port
 
 #: How long a topology may take to form, or to fail over, on a busy machine.
 FORM_TIMEOUT = 60.0
@@ -27,6 +28,8 @@ NODE_TIMEOUT_MS = 1500
 #: Replication acknowledgements are sent every second by default; the tests' WAIT
 #: timeout is well above that.
 SENTINEL_MASTER = "vgmaster"
+#: Every server: ephemeral, and a replica's full sync starts at once (not after 5 s).
+OPTIONS = (*REDIS_EPHEMERAL, "--repl-diskless-sync-delay", "0")
 
 
 def command(port: int, *args: str, timeout: float = 5.0) -> str:
@@ -61,7 +64,7 @@ class Cluster:
 
     def __init__(self, workdir: Path) -> None:
         options = (
-            *REDIS_EPHEMERAL,
+            *OPTIONS,
             "--cluster-enabled",
             "yes",
             "--cluster-node-timeout",
@@ -74,7 +77,9 @@ class Cluster:
             for index in range(6):
                 folder = workdir / f"node{index}"
                 folder.mkdir()
-                self.nodes.append(RedisServer(folder, options=options))
+                # The bus port defaults to port + 10000: past 65535 for a high free port.
+                bus = ("--cluster-port", str(free_port()))
+                self.nodes.append(RedisServer(folder, options=(*options, *bus)))
             cli = shutil.which("redis-cli")
             assert cli is not None, "redis-cli is not installed"
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
@@ -93,6 +98,8 @@ class Cluster:
                 timeout=FORM_TIMEOUT,
             )
             _wait("the cluster", self.healthy)
+            # A replica that never synced is not promoted: wait for every link.
+            _wait("the replicas to sync", self.synced)
         except BaseException:
             self.stop()
             raise
@@ -105,10 +112,14 @@ class Cluster:
         live = [n for n in self.nodes if n.popen is not None]
         return all("cluster_state:ok" in command(n.port, "CLUSTER", "INFO") for n in live)
 
-    def owner(self, key: str) -> RedisServer:
-        """The primary that holds ``key``'s slot now."""
-        import redis
+    def synced(self) -> bool:
+        replicas = [n for n in self.nodes if command(n.port, "ROLE").startswith("slave")]
+        return len(replicas) == 3 and all(
+            "master_link_status:up" in command(n.port, "INFO", "replication") for n in replicas
+        )
 
+    def owner(self, key: str) -> RedisServer:
+        """The primary that holds ``key``'s slot now (as the first live node says)."""
         for node in self.nodes:
             if node.popen is None:
                 continue
@@ -120,9 +131,17 @@ class Cluster:
                         return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"no primary serves {key!r}")
 
-    def wait_failover(self, dead: RedisServer) -> None:
-        """Until a replica took over the dead primary's slots and the cluster is whole."""
-        _wait("the cluster to fail over", self.healthy)
+    def wait_failover(self, dead: RedisServer, key: str) -> None:
+        """Until a replica took over ``key``'s slot from the dead primary, and every
+        live node says the cluster is whole."""
+
+        def promoted() -> bool:
+            try:
+                return self.owner(key) is not dead and self.healthy()
+            except (AssertionError, OSError, redis.RedisError):
+                return False
+
+        _wait("the cluster to fail over", promoted)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -138,13 +157,13 @@ class SentinelGroup:
         try:
             first = workdir / "primary"
             first.mkdir()
-            self.primary = RedisServer(first)
+            self.primary = RedisServer(first, options=OPTIONS)
             self.servers.append(self.primary)
             second = workdir / "replica"
             second.mkdir()
             self.replica = RedisServer(
                 second,
-                options=(*REDIS_EPHEMERAL, "--replicaof", "127.0.0.1", str(self.primary.port)),
+                options=(*OPTIONS, "--replicaof", "127.0.0.1", str(self.primary.port)),
             )
             self.servers.append(self.replica)
             _wait(

@@ -30,6 +30,8 @@ STREAM_COUNT = 200
 #: On a cluster the shards are read in turn without blocking; the pause when all were
 #: empty (seconds).
 CLUSTER_IDLE = 0.2
+#: On a cluster, the pause when no shard's node had a message (seconds).
+LIVE_IDLE = 0.02
 #: Deadline of a command; above STREAM_BLOCK_MS.
 TAIL_TIMEOUT = 10.0
 
@@ -168,6 +170,7 @@ async def _live(client: Client, layout: ShardLayout, ns: argparse.Namespace) -> 
 
 async def _live_sharded(client: RedisCluster, layout: ShardLayout, ns: argparse.Namespace) -> Any:
     """Sharded pub/sub: one subscription per shard's channel, on the node owning it."""
+    await client.initialize()  # the slot map, to find each channel's node
     pubsub = client.pubsub()
     if ns.session:
         channels = [layout.session_channel(ns.session)]
@@ -178,8 +181,11 @@ async def _live_sharded(client: RedisCluster, layout: ShardLayout, ns: argparse.
     await pubsub.ssubscribe(*channels)
     try:
         while True:
-            item = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
-            if item is not None and item["type"] == "smessage":
+            # Without blocking: redis-py waits out the timeout on each node in turn.
+            item = await pubsub.get_sharded_message(ignore_subscribe_messages=True)
+            if item is None:
+                await asyncio.sleep(LIVE_IDLE)
+            elif item["type"] == "smessage":
                 yield json.loads(item["data"])
     finally:
         await pubsub.aclose()
