@@ -42,12 +42,15 @@ from tests.support.gateway import (
     wait_backlog_empty,
 )
 from tests.support.http import get_json
-from tests.support.redisha import SENTINEL_MASTER, Cluster, SentinelGroup, kill
+from tests.support.redisha import SENTINEL_MASTER, Cluster, SentinelGroup, cut_and_kill
 from tests.support.wsclient import DEFAULT_QUERY, WAIT, Outcome, collect, open_client, run, session
 
 SECRET = "a-shared-token-secret-for-the-ha-tests-0123456"
 #: Sessions streaming while the primary is killed.
 SESSIONS = 10
+#: The replica is frozen this long, then cut off this long, before the kill (seconds):
+#: several finals of the 10 sessions fall in each part.
+CUT_SECONDS = 1.2
 
 
 @dataclass
@@ -80,6 +83,12 @@ class HA:
         assert self.sentinels is not None
         port = self.sentinels.master_port()
         return next(s for s in self.sentinels.servers if s.port == port)
+
+    def servers(self) -> list[RedisServer]:
+        if self.cluster is not None:
+            return self.cluster.nodes
+        assert self.sentinels is not None
+        return self.sentinels.servers
 
     def wait_failover(self, dead: RedisServer, key: str) -> None:
         if self.cluster is not None:
@@ -275,10 +284,13 @@ def test_the_primary_dies_mid_stream_and_no_final_is_lost_or_doubled(
     gateway_factory: GatewayFactory, ha: HA
 ) -> None:
     """10 sessions stream at real-time pace through two gateways (WAIT for one
-    replica); the primary holding the first session's stream is killed with SIGKILL,
-    a replica is promoted. Every session ends normally, and each client's final turns
-    are on the stream once each, in order. The dead node comes back (as a replica) so
-    that writes can be acknowledged again."""
+    replica). The primary holding the first session's stream loses its replica's
+    acknowledgements (frozen, then cut off: redisha.cut_and_kill) and is killed with
+    SIGKILL; the replica is promoted with part of the unacknowledged writes. Every
+    session ends normally, and each client's final turns are on the stream once each,
+    in order (without WAIT the cut-off part is lost; without the script's guard the
+    frozen part is there twice). The dead node comes back (as a replica) so that
+    writes can be acknowledged again."""
     one, two = gateways(gateway_factory, ha)
     outcomes = [Outcome() for _ in range(SESSIONS)]
     frames = audio.speech(5)  # 7.5 s of audio, sent at its pace
@@ -303,7 +315,7 @@ def test_the_primary_dies_mid_stream_and_no_final_is_lost_or_doubled(
         first = outcomes[0].messages[0]["id"]
         key = ha.layout.stream_key(ha.layout.shard(first))
         victim = ha.primary_for(key)
-        await asyncio.to_thread(kill, victim)
+        await asyncio.to_thread(cut_and_kill, victim, ha.servers(), CUT_SECONDS)
         killed.append(victim)
         started = time.monotonic()
         await asyncio.to_thread(ha.wait_failover, victim, key)

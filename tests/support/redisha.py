@@ -59,6 +59,34 @@ def kill(server: RedisServer) -> None:
     server.popen = None
 
 
+def replica_of(primary: RedisServer, servers: list[RedisServer]) -> RedisServer:
+    """The (one) replica the primary streams its writes to."""
+    with redis.Redis(port=primary.port, socket_timeout=5) as client:
+        role = client.execute_command("ROLE")
+    ((_host, port, _offset),) = role[2]
+    return next(s for s in servers if s.port == int(port))
+
+
+def cut_and_kill(primary: RedisServer, servers: list[RedisServer], pause: float) -> None:
+    """The worst failover for a write: the replica is frozen (SIGSTOP) for ``pause`` s,
+    so writes reach its socket but are not applied or acknowledged; then its link is
+    cut (CLIENT KILL on the primary) and for ``pause`` s more writes reach the primary
+    only; then the primary is killed and the replica thawed. The replica comes back
+    with the first part of the writes (unacknowledged, so a careful client sends them
+    again) and without the second part (lost unless the client kept them)."""
+    replica = replica_of(primary, servers)
+    assert replica.popen is not None
+    print("SIGSTOP", replica.port, "primary", primary.port, time.time())
+    os.kill(replica.popen.pid, signal.SIGSTOP)
+    try:
+        time.sleep(pause)
+        command(primary.port, "CLIENT", "KILL", "TYPE", "replica")
+        time.sleep(pause)
+        kill(primary)
+    finally:
+        os.kill(replica.popen.pid, signal.SIGCONT)
+
+
 class Cluster:
     """Six nodes; ``redis-cli --cluster create`` makes three primaries with a replica each."""
 
