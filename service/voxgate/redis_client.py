@@ -135,8 +135,8 @@ class KeyedWriter:
         assert self._cluster is not None
         await self._cluster.initialize()  # once; then a no-op
         if self._stale:
-            self._stale = False
             await self._cluster.nodes_manager.initialize()  # the slot map after a failover
+            self._stale = False
         node = self._cluster.get_node_from_key(key)
         if node is None:
             raise ResponseError(f"CLUSTERDOWN no node serves {key[:60]!r}")
@@ -169,11 +169,9 @@ class KeyedWriter:
             if wait:
                 pipe.execute_command("WAIT", wait, self._wait_ms)
             replies = await pipe.execute()
-        except ResponseError as exc:
-            if str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN", "READONLY")):
-                self._stale = True
-            raise
         except (RedisError, OSError):
+            # MOVED (redis-py's MovedError), CLUSTERDOWN, READONLY, a dead node: any
+            # failure may mean the slot moved. The next attempt reads the map again.
             self._stale = True
             raise
         if wait:

@@ -76,7 +76,6 @@ def cut_and_kill(primary: RedisServer, servers: list[RedisServer], pause: float)
     again) and without the second part (lost unless the client kept them)."""
     replica = replica_of(primary, servers)
     assert replica.popen is not None
-    print("SIGSTOP", replica.port, "primary", primary.port, time.time())
     os.kill(replica.popen.pid, signal.SIGSTOP)
     try:
         time.sleep(pause)
