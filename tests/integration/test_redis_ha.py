@@ -33,6 +33,7 @@ from voxgate.transcripts.shards import ShardLayout
 from websockets.asyncio.client import ClientConnection
 
 from tests.support import ROOT, audio
+from tests.support.deploy import compose_binary, config_with_example, run_tool
 from tests.support.gateway import (
     ADMIN_KEY,
     CLIENT_KEY,
@@ -337,3 +338,20 @@ def test_the_primary_dies_mid_stream_and_no_final_is_lost_or_doubled(
         sid = out.messages[0]["id"]
         assert len(out.finals) >= 5
         assert on_stream.get(sid) == [turn_key(m) for m in out.finals], sid
+
+
+def test_the_compose_sentinel_variant_is_valid_with_the_default_file() -> None:
+    """`docker-compose config` (Compose v2) accepts docker-compose.yml with
+    docker-compose.sentinel.yml over it: the gateways find Redis through three sentinels
+    and wait for one replica; the default file alone still has one Redis."""
+    args = [compose_binary(), "--project-directory", str(ROOT), "-f", "docker-compose.yml"]
+    args += ["-f", "docker-compose.sentinel.yml", "--env-file", str(ROOT / ".env.example")]
+    result = run_tool([*args, "config", "--format", "json"], _base_env())
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert {"redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"} <= set(services)
+    for name in ("voxgate-1", "voxgate-2"):
+        env = services[name]["environment"]
+        assert env["VOXGATE_REDIS_URL"] == "" and env["VOXGATE_REDIS_WAIT_REPLICAS"] == "1"
+        assert env["VOXGATE_REDIS_SENTINELS"].count(":26379") == 3
+    assert "sentinel-1" not in config_with_example()["services"]
