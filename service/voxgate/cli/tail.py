@@ -123,7 +123,7 @@ async def follow(ns: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"voxgate tail: {exc}", file=sys.stderr)
         return 2
-    url = topology.describe()
+    url = topology.describe() if topology.sentinels or topology.url is None else topology.url
     client = connect(topology, timeout=TAIL_TIMEOUT)
     shown = 0
     try:
