@@ -29,7 +29,16 @@ from voxgate.routes.demo import DemoRoutes, static_files
 from voxgate.routes.health import HealthRoutes
 from voxgate.routes.tokens import TokenMinter, TokenRoutes
 from voxgate.settings import Settings
-from voxgate.shutdown import drain_seconds, stop_budget_seconds, stop_warning
+from voxgate.shutdown import (
+    EXIT_MARGIN,
+    GRACEFUL_MARGIN,
+    LIFESPAN_MAX,
+    LIFESPAN_MIN,
+    stop_budget_seconds,
+    stop_fitting,
+    stop_plan,
+    stop_warning,
+)
 from voxgate.transcripts.publisher import Publisher
 from voxgate.upstream.connector import Connector
 
@@ -42,6 +51,10 @@ class Gateway:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
+        #: How the stop on SIGTERM is spent (voxgate.shutdown).
+        self.stop = stop_plan(settings)
+        # When the stop began (loop time); None while serving.
+        self._stop_started: float | None = None
         self.registry = SessionRegistry()
         self.pool = KeyPool(
             settings.upstream_keys,
@@ -103,7 +116,43 @@ class Gateway:
             self.metrics.key_changed(self.pool.record(key.alias))
 
     async def drain(self) -> None:
-        await self.registry.drain(drain_seconds(self.settings), self.settings.terminate_timeout)
+        """The stop's drain and Terminate wait (voxgate.shutdown), once per process: the
+        server runs it on SIGTERM, the lifespan's shutdown only if the server did not."""
+        if self._stop_started is not None:
+            return
+        self._stop_started = asyncio.get_running_loop().time()
+        await self.registry.drain(self.stop.drain, self.stop.terminate)
+
+    def stop_seconds_left(self) -> float | None:
+        """Seconds left before the declared stop timeout (less EXIT_MARGIN) runs out;
+        None when none is declared or the stop has not begun."""
+        if self.stop.limit is None or self._stop_started is None:
+            return None
+        elapsed = asyncio.get_running_loop().time() - self._stop_started
+        return self.stop.limit - EXIT_MARGIN - elapsed
+
+    def graceful_seconds(self) -> float:
+        """uvicorn's graceful shutdown, once the drain is over: what the stop timeout
+        leaves after the lifespan's minimum, at most GRACEFUL_MARGIN."""
+        left = self.stop_seconds_left()
+        if left is None:
+            return self.stop.graceful
+        return max(0.1, min(GRACEFUL_MARGIN, left - LIFESPAN_MIN))
+
+    async def close(self) -> None:
+        """The lifespan's shutdown: flush the transcripts to Redis and leave the shared
+        pool, side by side, within LIFESPAN_MAX or what the stop timeout leaves."""
+        closing = [c.close() for c in (self.publisher, self.shared, self.spent) if c is not None]
+        if not closing:
+            return
+        left = self.stop_seconds_left()
+        limit = LIFESPAN_MAX if left is None else max(0.1, min(LIFESPAN_MAX, left))
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.gather(*closing)
+        except TimeoutError:
+            log.warning("shutdown_cut", seconds=round(time.monotonic() - started, 3))
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
@@ -117,11 +166,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             upstream=settings.upstream_url,
             keys=[k.alias for k in settings.upstream_keys],
             clients=[k.name for k in settings.client_keys],
-            drain_seconds=drain_seconds(settings),
+            drain_seconds=gateway.stop.drain,
+            terminate_seconds=gateway.stop.terminate,
             stop_budget_seconds=stop_budget_seconds(settings),
         )
         if (warning := stop_warning(settings)) is not None:
             log.warning("drain_exceeds_stop_timeout", problem=warning)
+        elif (fitting := stop_fitting(settings)) is not None:
+            log.info("drain_fitted_to_stop_timeout", detail=fitting)
         probes = asyncio.create_task(gateway.connector.run_probes(), name="key-probes")
         if gateway.publisher is not None:
             gateway.publisher.start()
@@ -133,12 +185,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         finally:
             probes.cancel()
             await asyncio.gather(probes, return_exceptions=True)
-            if gateway.publisher is not None:
-                await gateway.publisher.close()
-            if gateway.shared is not None:
-                await gateway.shared.close()
-            if gateway.spent is not None:
-                await gateway.spent.aclose()
+            await gateway.close()
 
     app = Starlette(
         routes=[

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import resource
 import socket
 import sys
 from types import FrameType
@@ -20,6 +22,11 @@ from typing import Any
 import uvicorn
 
 from voxgate.app import Gateway, create_app
+from voxgate.edge.descriptors import raise_descriptor_limit
+from voxgate.edge.http import Edge
+from voxgate.edge.http import protocol_factory as http_protocol_factory
+from voxgate.edge.limits import EdgeLimits, Refusal, connection_cap
+from voxgate.logs import get_logger
 from voxgate.protocol import MAX_MESSAGE_BYTES, Violation
 from voxgate.settings import Settings
 from voxgate.shutdown import graceful_shutdown_seconds
@@ -39,6 +46,8 @@ WS_MAX_QUEUE = 16
 WS_CLOSE_TIMEOUT = 1.0
 #: The one WebSocket path served.
 WS_PATH = "/v3/ws"
+
+log = get_logger("voxgate.server")
 
 
 def best_loop() -> str:
@@ -85,13 +94,43 @@ class DrainingServer(uvicorn.Server):
         try:
             await self.gateway.drain()
         finally:
+            # What the stop timeout leaves (uvicorn reads it when it shuts down).
+            self.config.timeout_graceful_shutdown = self.gateway.graceful_seconds()  # type: ignore[assignment]
             self.should_exit = True
 
 
-def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    """uvicorn serves HTTP; its WebSocket upgrades go to the gateway's own lean
+def build_edge(gateway: Gateway, settings: Settings, fd_limit: int | None = None) -> Edge:
+    """The edge limits (docs/limits.md) with their metrics; ``fd_limit`` defaults to
+    the soft descriptor limit in force."""
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if fd_limit == resource.RLIM_INFINITY:
+            fd_limit = 1_048_576
+    limits = EdgeLimits.build(
+        max_head_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        handshake_timeout=settings.handshake_timeout,
+        max_connections=settings.max_connections,
+        max_handshakes=settings.max_handshakes,
+        fd_limit=fd_limit,
+    )
+    metrics = gateway.metrics
+    counters = {reason: metrics.edge_refusals.labels(reason.value) for reason in Refusal}
+    edge = Edge(limits, on_refused=lambda reason: counters[reason].inc())
+    metrics.edge_connections.set_function(lambda: edge.open_connections)
+    metrics.edge_handshakes.set_function(lambda: edge.handshakes)
+    metrics.edge_max_connections.set(limits.max_connections)
+    metrics.open_files_limit.set(fd_limit)
+    return edge
+
+
+def uvicorn_config(app: Any, settings: Settings, edge: Edge | None = None) -> uvicorn.Config:
+    """uvicorn serves HTTP through the edge's protocol (``voxgate.edge``: head and
+    connection limits); its WebSocket upgrades go to the gateway's own lean
     WebSocket (``voxgate.ws``), not through ASGI (see docs/performance.md)."""
     gateway: Gateway = app.state.gateway
+    if edge is None:
+        edge = build_edge(gateway, settings)
     websocket = protocol_factory(
         gateway.websocket,
         path=WS_PATH,
@@ -102,29 +141,42 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         on_refused=lambda status: gateway.metrics.client_rejections.labels(
             Violation.BAD_HANDSHAKE.value
         ).inc(),
+        message_timeout=settings.ws_message_timeout,
+        max_fragments=settings.ws_max_fragments,
+        on_limit=lambda limit: gateway.metrics.ws_limits.labels("client", limit).inc(),
     )
     return uvicorn.Config(
         app,
         loop=best_loop(),
-        http="auto",
+        http=http_protocol_factory(edge),  # type: ignore[arg-type]  # called like uvicorn's
         ws=websocket,  # type: ignore[arg-type]  # uvicorn calls it like its own classes
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
+        timeout_graceful_shutdown=math.ceil(graceful_shutdown_seconds(settings)),
     )
 
 
-def build_server(settings: Settings) -> DrainingServer:
+def build_server(settings: Settings, fd_limit: int | None = None) -> DrainingServer:
     app = create_app(settings)
-    return DrainingServer(uvicorn_config(app, settings), app.state.gateway)
+    gateway: Gateway = app.state.gateway
+    edge = build_edge(gateway, settings, fd_limit)
+    return DrainingServer(uvicorn_config(app, settings, edge), gateway)
 
 
 def run_gateway(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then drain. Prints one line when listening."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    fds = raise_descriptor_limit()
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
-    server = build_server(settings)
+    server = build_server(settings, fds.soft)
+    log.info(
+        "descriptor_limit",
+        soft_before=fds.soft_before,
+        soft=fds.soft,
+        hard=fds.hard,
+        max_connections=connection_cap(settings.max_connections, fds.soft),
+    )
     print(f"voxgate gateway listening on ws://{host}:{port}", flush=True)
     server.run(sockets=[sock])

@@ -28,6 +28,12 @@ DEFAULT_BEGIN_TIMEOUT = 10.0
 DEFAULT_TERMINATE_TIMEOUT = 10.0
 #: Deadline for one send to either side before the peer is declared stuck.
 DEFAULT_SEND_TIMEOUT = 10.0
+#: Seconds a client's fragmented WebSocket message may take from first to last frame.
+DEFAULT_WS_MESSAGE_TIMEOUT = 10.0
+#: A session whose client sends no audio (nor any other message) for this long is
+#: ended cleanly (Terminate upstream, its final turns and Termination relayed, then
+#: close 3006): an abandoned connection must not hold a key slot nor be billed.
+DEFAULT_IDLE_TIMEOUT = 60.0
 #: Failover at connect: the whole search for a working key must end by then.
 DEFAULT_FAILOVER_TIMEOUT = 15.0
 #: Per-key caps. AssemblyAI limits new sessions per minute per account (free: 5).
@@ -52,6 +58,20 @@ DEFAULT_REPLAY_SECONDS = 2.0
 #: 1-2 minutes to reach upstream), then every PROBE_INTERVAL until it works.
 DEFAULT_PROBE_DELAY = 30.0
 DEFAULT_PROBE_INTERVAL = 60.0
+#: Largest message taken from upstream. The official SDKs take 1 MiB (Python) and
+#: 100 MiB (Node); a long diarized call's final SpeakerRevision can pass 512 KB. A
+#: session holds at most ``UPSTREAM_QUEUE_FRAMES`` messages from upstream, so this
+#: times that bounds its memory from upstream (docs/operations.md).
+DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: The request head (request line and headers) a client may send, and its header count.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_MAX_HEADERS = 100
+#: From TCP accept to a complete request head (then the 101 or the HTTP answer).
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+#: Open connections per process (also capped by the descriptor limit: see docs/limits.md).
+DEFAULT_MAX_CONNECTIONS = 10_000
+#: Connections accepted whose request head is not in yet.
+DEFAULT_MAX_HANDSHAKES = 1_000
 
 #: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
 MIN_TOKEN_SECRET_CHARS = 32
@@ -110,6 +130,10 @@ class Settings:
     begin_timeout: float = DEFAULT_BEGIN_TIMEOUT
     terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
     send_timeout: float = DEFAULT_SEND_TIMEOUT
+    ws_message_timeout: float = DEFAULT_WS_MESSAGE_TIMEOUT
+    #: Frames one client message may come in; None: one per 128 bytes of its size limit.
+    ws_max_fragments: int | None = None
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     #: Seconds between SIGTERM and SIGKILL that the runtime gives (voxgate.shutdown fits
     #: the drain into them). None: not declared, the drain takes drain_timeout.
@@ -121,6 +145,7 @@ class Settings:
     replay_seconds: float = DEFAULT_REPLAY_SECONDS
     probe_delay: float = DEFAULT_PROBE_DELAY
     probe_interval: float = DEFAULT_PROBE_INTERVAL
+    upstream_max_message_bytes: int = DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES
     log_format: str = "auto"
     log_level: str = "info"
     #: Signs temporary tokens. Unset: random per process, so tokens work only on the
@@ -128,6 +153,11 @@ class Settings:
     token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     allowed_origins: tuple[str, ...] = ()
     demo_client: str | None = None
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +189,11 @@ class Settings:
                 "VOXGATE_TERMINATE_TIMEOUT", DEFAULT_TERMINATE_TIMEOUT
             ),
             send_timeout=reader.seconds("VOXGATE_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
+            ws_message_timeout=reader.seconds(
+                "VOXGATE_WS_MESSAGE_TIMEOUT", DEFAULT_WS_MESSAGE_TIMEOUT
+            ),
+            ws_max_fragments=reader.integer("VOXGATE_WS_MAX_FRAGMENTS", 0, 0, 10_000_000) or None,
+            idle_timeout=reader.seconds("VOXGATE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT),
             drain_timeout=reader.seconds("VOXGATE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT),
             stop_timeout=reader.seconds("VOXGATE_STOP_TIMEOUT", 1.0)
             if reader.text("VOXGATE_STOP_TIMEOUT", "")
@@ -176,6 +211,12 @@ class Settings:
             replay_seconds=reader.seconds("VOXGATE_REPLAY_SECONDS", DEFAULT_REPLAY_SECONDS),
             probe_delay=reader.seconds("VOXGATE_PROBE_DELAY", DEFAULT_PROBE_DELAY),
             probe_interval=reader.seconds("VOXGATE_PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL),
+            upstream_max_message_bytes=reader.integer(
+                "VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES",
+                DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
+                1024 * 1024,
+                1024 * 1024 * 1024,
+            ),
             log_format=reader.choice("VOXGATE_LOG_FORMAT", "auto", ("auto", "json", "console")),
             log_level=reader.choice(
                 "VOXGATE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
@@ -183,6 +224,19 @@ class Settings:
             token_secret=_token_secret(reader.text("VOXGATE_TOKEN_SECRET", "")),
             allowed_origins=_origins(reader.text("VOXGATE_ALLOWED_ORIGINS", "")),
             demo_client=reader.text("VOXGATE_DEMO_CLIENT", "") or None,
+            max_header_bytes=reader.integer(
+                "VOXGATE_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, 1024, 1024 * 1024
+            ),
+            max_headers=reader.integer("VOXGATE_MAX_HEADERS", DEFAULT_MAX_HEADERS, 10, 10_000),
+            handshake_timeout=reader.seconds(
+                "VOXGATE_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT
+            ),
+            max_connections=reader.integer(
+                "VOXGATE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 10_000_000
+            ),
+            max_handshakes=reader.integer(
+                "VOXGATE_MAX_HANDSHAKES", DEFAULT_MAX_HANDSHAKES, 1, 10_000_000
+            ),
         )
         if settings.demo_client is not None and settings.demo_client not in {
             k.name for k in settings.client_keys

@@ -106,11 +106,11 @@ def test_every_envelope_arrives_in_order_for_concurrent_sessions(
 def test_a_tag_channel_carries_partials_and_finals(
     gateway_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
-    """A subscriber to voxgate:tag:<tag> sees both partial and final turns."""
+    """A subscriber to voxgate:tag:<client>:<tag> sees both partial and final turns."""
     gw = gateway_factory(VOXGATE_REDIS_URL=redis_server.url)
     client = redis.Redis.from_url(redis_server.url)
     pubsub = client.pubsub()
-    pubsub.subscribe("voxgate:tag:desk-7")
+    pubsub.subscribe("voxgate:tag:tester:desk-7")
     pubsub.get_message(timeout=2.0)
     out = run(session(gw.url, audio.speech(2), query="sample_rate=16000&voxgate_tag=desk-7"))
     assert out.code == 1000
@@ -262,7 +262,7 @@ def test_the_publish_script_splits_each_envelope_by_byte_lengths(
     sid, tag = "sé-1 ü", "déskø"
     client = redis.Redis.from_url(redis_server.url)
     pubsub = client.pubsub()
-    pubsub.subscribe(f"voxgate:session:{sid}", f"voxgate:tag:{tag}")
+    pubsub.subscribe(f"voxgate:session:{sid}", f"voxgate:tag:clïent:{tag}")
     pubsub.get_message(timeout=1.0)
     pubsub.get_message(timeout=1.0)  # the two subscribe confirmations
     turns = [
@@ -293,7 +293,7 @@ def test_the_publish_script_splits_each_envelope_by_byte_lengths(
     entries = client.xrange(STREAM_KEY)
     pubsub.close()
     client.close()
-    for channel in (f"voxgate:session:{sid}", f"voxgate:tag:{tag}"):
+    for channel in (f"voxgate:session:{sid}", f"voxgate:tag:clïent:{tag}"):
         envelopes = seen[channel]
         assert [e["seq"] for e in envelopes] == [0, 1, 2, 3]
         assert {(e["session_id"], e["client"], e["tag"]) for e in envelopes} == {

@@ -194,8 +194,9 @@ def test_transcripts_are_spread_over_shards_and_read_back_by_tail(
     on a cluster the stream shards of the sessions live on more than one primary."""
     one, two = gateways(gateway_factory, ha)
     env = {**ha.env()}
-    live = tail(env, "--tag", "ha-desk", "--limit", "1000")
-    eventually(lambda: subscribed(ha, ha.layout.tag_channels("ha-desk")), "tail subscribed")
+    live = tail(env, "--client", "tester", "--tag", "ha-desk", "--limit", "1000")
+    channels = ha.layout.tag_channels("tester", "ha-desk")
+    eventually(lambda: subscribed(ha, channels), "tail subscribed")
     query = f"{DEFAULT_QUERY}&voxgate_tag=ha-desk"
 
     async def many() -> list[Outcome]:

@@ -4,6 +4,7 @@ against the ``websockets`` package's server, our server (in uvicorn) against its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,8 @@ from starlette.applications import Starlette
 from voxgate.server import bind
 from voxgate.ws import client
 from voxgate.ws.connection import Closed, ConnectionClosed, State
+from voxgate.ws.frames import apply_mask
+from voxgate.ws.handshake import accept_value
 from voxgate.ws.server import ServerWebSocket, protocol_factory
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -417,3 +420,63 @@ def test_a_handler_can_close_with_its_queue_full() -> None:
             assert ws.close_code == 1000 and ws.close_reason == "enough"
 
     run(scenario(), WAIT)
+
+
+def test_client_closes_1009_on_an_upstream_message_that_never_ends() -> None:
+    """Attack H2 from the other side: a server answers the upgrade, then sends a text
+    message continued by empty frames without end. Our client closes with 1009 at the
+    fragment bound (8192 frames for 1 MiB), tells on_limit, and the server reads the
+    close frame (masked, 1009) before the end of the TCP stream."""
+    limits: list[str] = []
+
+    async def scenario() -> None:
+        got_close: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def evil(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            key = next(
+                line.split(b":", 1)[1].strip().decode()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept_value(key).encode()
+                + b"\r\n\r\n"
+                + bytes([0x01, 1])
+                + b"{"
+            )
+
+            async def flood() -> None:
+                with contextlib.suppress(ConnectionError):
+                    while True:
+                        writer.write(bytes([0x00, 0]) * 4096)
+                        await writer.drain()
+
+            task = asyncio.create_task(flood())
+            data = await reader.read(2 + 4 + 125)  # the client's close frame
+            task.cancel()
+            got_close.set_result(apply_mask(data[6:], data[2:6]) if len(data) > 6 else data)
+            writer.close()
+
+        server = await asyncio.start_server(evil, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            conn = await client.connect(
+                f"ws://127.0.0.1:{port}/",
+                headers={},
+                max_size=1 << 20,
+                max_queue=16,
+                close_timeout=1,
+                on_limit=limits.append,
+            )
+            with pytest.raises(ConnectionClosed):
+                await conn.recv()
+            assert conn.sent is not None and conn.sent.code == 1009, conn.sent
+            payload = await got_close
+            assert payload[:2] == (1009).to_bytes(2, "big"), payload
+            await conn.wait_closed()
+
+    run(scenario(), WAIT)
+    assert limits == ["fragments"]

@@ -22,6 +22,12 @@ class RecordingTransport:
 
     def resume_reading(self) -> None: ...
 
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.wire.append((self.name, b""))  # EOF: nothing more is written
+
     def close(self) -> None: ...
 
     def abort(self) -> None: ...

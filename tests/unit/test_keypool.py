@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from voxgate.keys.pool import (
+    DROP_COOLDOWN,
+    DROP_WINDOW,
     FIRST_PROBE_DELAY,
     PROBE_INTERVAL,
     KeyPool,
@@ -170,3 +172,55 @@ def test_adopting_healthy_lifts_only_disabled_states() -> None:
     p.adopt("k1", KeyState.UNAUTHORIZED, "401")
     assert p.record("k1").state is KeyState.UNAUTHORIZED
     assert p.candidates() == []
+
+
+def test_a_key_that_keeps_dropping_sessions_cools_down_longer_each_time() -> None:
+    """One or two drops say little; the third within a minute cools the key down for
+    DROP_COOLDOWN, and a further one doubles it. A connect that works in between does
+    not forgive the drops (the key connects, then drops)."""
+    p, clock = pool(2)
+    assert p.report_drop("k0", "1011") is None
+    assert p.report_drop("k0", "1011") is None
+    p.report_success("k0")
+    moved = p.report_drop("k0", "1011")
+    assert moved is not None and moved.new is KeyState.COOLING and "3 sessions" in moved.reason
+    assert [lease(p).alias for _ in range(2)] == ["k1", "k1"]
+    clock.now += DROP_COOLDOWN + 0.1
+    p.report_success("k0")
+    p.report_drop("k0", "1011")
+    clock.now += DROP_COOLDOWN + 0.1
+    assert "k0" not in p.candidates()  # 4 drops: twice as long
+    clock.now += DROP_COOLDOWN
+    assert "k0" in p.candidates()
+
+
+def test_drops_older_than_the_window_are_forgotten() -> None:
+    """Two drops, then one more a window later: still healthy."""
+    p, clock = pool(1)
+    p.report_drop("k0", "1011")
+    p.report_drop("k0", "1011")
+    clock.now += DROP_WINDOW + 1
+    assert p.report_drop("k0", "1011") is None
+    assert p.record("k0").state is KeyState.HEALTHY
+
+
+def test_an_unexplained_refusal_cools_a_key_briefly_without_disabling_it() -> None:
+    """A 1008 for a reason not known (say "Incorrect padding") cools the key like a
+    transient failure: it is back after the backoff, never disabled or probed."""
+    p, clock = pool(1)
+    p.report_failure("k0", FailureClass.UNEXPLAINED, "Incorrect padding")
+    record = p.record("k0")
+    assert record.state is KeyState.COOLING and record.next_probe_at is None
+    clock.now += 1.1
+    assert isinstance(p.acquire(), Lease)
+
+
+def test_drops_leave_a_disabled_key_as_it_is() -> None:
+    """Sessions that were running when the key turned 402 drop: the key stays
+    disabled for payment, and the pool still says payment is what is missing."""
+    p, _ = pool(1)
+    p.report_failure("k0", FailureClass.PAYMENT_REQUIRED, "402")
+    for _ in range(4):
+        assert p.report_drop("k0", "1011") is None
+    assert p.record("k0").state is KeyState.PAYMENT_REQUIRED
+    assert p.acquire() is Unavailable.PAYMENT_REQUIRED

@@ -92,7 +92,10 @@ def test_a_bad_combination_stops_the_gateway_naming_the_variable(
 def test_one_redis_keeps_the_historical_names() -> None:
     layout = ShardLayout()
     assert layout.stream_keys() == ["voxgate:transcripts"]
-    assert layout.channels("abc", "desk") == ["voxgate:session:abc", "voxgate:tag:desk"]
+    assert layout.channels("abc", "web", "desk") == [
+        "voxgate:session:abc",
+        "voxgate:tag:web:desk",
+    ]
     assert layout.publish_command == "PUBLISH"
     assert pool_keys(cluster=False).active("k") == "voxgate:pool:active:k"
 
@@ -108,10 +111,10 @@ def test_on_a_cluster_a_sessions_stream_and_channels_share_one_slot() -> None:
     layout = ShardLayout(16, cluster=True)
     for sid in ("abc", "a{b}c", "ünï", "x" * 200):
         shard = layout.shard(sid)
-        names = [layout.stream_key(shard), *layout.channels(sid, "desk")]
+        names = [layout.stream_key(shard), *layout.channels(sid, "web", "desk")]
         assert {hash_tag(n) for n in names} == {f"s{shard}"}, names
     assert layout.publish_command == "SPUBLISH"
-    assert len(layout.tag_channels("desk")) == len(layout.live_channels()) == 16
+    assert len(layout.tag_channels("web", "desk")) == len(layout.live_channels()) == 16
     keys = pool_keys(cluster=True)
     names = [keys.instances, keys.states, keys.state_version, keys.active("a"), keys.starts("b")]
     assert {hash_tag(n) for n in names} == {"pool"}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from voxgate.protocol import Encoding
 from voxgate.sandbox.behaviours import Kind, parse_behaviour, parse_key_spec
 from voxgate.sandbox.engine import SCRIPT, WORD_MS, Transcriber, loudness
+from voxgate.sandbox.session import speaker_revision
 
 from tests.support import audio
 
@@ -113,6 +116,11 @@ def test_compressed_audio_makes_no_turns() -> None:
         ("drop-1006@2", Kind.DROP, 1006),
         ("hang", Kind.HANG, 0),
         ("no-begin", Kind.NO_BEGIN, 0),
+        ("drop-1011@25f", Kind.DROP, 1011),
+        ("402-after-5", Kind.QUOTA, 402),
+        ("revise@700000", Kind.REVISE, 0),
+        ("1008-padding", Kind.CLOSE, 1008),
+        ("4003-speaker_labels", Kind.CLOSE, 4003),
     ],
 )
 def test_behaviours_parse(name: str, kind: Kind, code: int) -> None:
@@ -128,6 +136,8 @@ def test_bad_key_specs_are_refused_with_the_reason() -> None:
         ("a=drop-999@1", "unknown behaviour"),
         ("a=drop-5001@1", "not sendable"),
         ("a=ok,a=402", "twice"),
+        ("a=drop-1011@0f", "at least one frame"),
+        ("a=revise@999999999", "at most"),
         ("=ok", "no key"),
     ]:
         with pytest.raises(ValueError, match=needle):
@@ -138,3 +148,37 @@ def test_bad_key_specs_are_refused_with_the_reason() -> None:
 def test_the_402_body_is_the_documented_shape() -> None:
     """HTTP 402 answers {"error": "Account not upgraded", "status": 402}."""
     assert parse_behaviour("402").http_body == b'{"error": "Account not upgraded", "status": 402}'
+
+
+def test_the_fault_modes_carry_their_numbers() -> None:
+    """Frames to drop after, sessions before the 402s, revision size, and the
+    parameter a paid-only refusal applies to."""
+    assert parse_behaviour("drop-1011@25f").after_frames == 25
+    assert parse_behaviour("drop-1011@2.5").after_frames == 0
+    assert parse_behaviour("402-after-5").sessions == 5
+    assert parse_behaviour("revise@700000").size == 700_000
+    assert parse_behaviour("4003-speaker_labels").when == "speaker_labels"
+    assert parse_behaviour("4003").when == ""
+
+
+def test_a_speaker_revision_relabels_every_final_and_reaches_its_size() -> None:
+    """One revision per final turn, its words those of the turn with speaker B; the
+    last one's words repeated until the message is about the size asked."""
+    finals = [
+        {"turn_order": i, "words": [{"text": "x", "start": 10 * i, "end": 10 * i + 5}]}
+        for i in range(2)
+    ]
+    small = speaker_revision(finals, 0)
+    assert small == {
+        "type": "SpeakerRevision",
+        "revisions": [
+            {
+                "turn_order": i,
+                "speaker_label": "B",
+                "words": [{"text": "x", "start": 10 * i, "end": 10 * i + 5, "speaker": "B"}],
+            }
+            for i in range(2)
+        ],
+    }
+    big = json.dumps(speaker_revision(finals, 100_000))
+    assert 99_000 <= len(big) <= 100_000

@@ -48,20 +48,98 @@ def test_the_buffer_is_bounded_and_drops_the_oldest() -> None:
 
 def test_a_replacement_s_turns_are_renumbered_and_retimed() -> None:
     """The new upstream's turn 0 becomes the next client turn; its word times are
-    shifted to where the replay began; other messages pass untouched."""
+    shifted to where the replay began."""
     s = seam(format_turns=False)
     for _ in range(20):
         s.sent(FRAME)
     s.delivered(turn(0, final=True, end=400))
     s.delivered(turn(1, final=True, end=800))
-    s.replay()  # frames from 800 ms on
+    s.replay(elapsed_ms=5000)  # frames from 800 ms on
     out = s.rewrite(turn(0, final=False, end=300))
     assert out is not None and out["turn_order"] == 2
     assert out["words"][0] == {"text": "x", "start": 800, "end": 1100}
-    assert s.rewrite({"type": "Termination", "audio_duration_seconds": 1}) == {
+
+
+def replaced_at_800_ms(elapsed_ms: float = 5000) -> Seam:
+    """Two turns completed (the second ending at 800 ms), then a replacement opened
+    ``elapsed_ms`` into the session."""
+    s = seam(format_turns=False)
+    for _ in range(20):
+        s.sent(FRAME)
+    s.delivered(turn(0, final=True, end=400))
+    s.delivered(turn(1, final=True, end=800))
+    s.replay(elapsed_ms=elapsed_ms)
+    return s
+
+
+def test_every_message_naming_a_turn_is_renumbered() -> None:
+    """SpeakerRevision (each revision and its words) and LLMGatewayResponse refer to
+    the replacement's turn 0: the client's turn 2."""
+    s = replaced_at_800_ms()
+    revision = s.rewrite(
+        {
+            "type": "SpeakerRevision",
+            "revisions": [
+                {"turn_order": 0, "speaker_label": "B", "words": [{"start": 10, "end": 90}]},
+                {"turn_order": 1, "speaker_label": "A", "words": []},
+            ],
+        }
+    )
+    assert revision is not None
+    assert [r["turn_order"] for r in revision["revisions"]] == [2, 3]
+    assert revision["revisions"][0]["words"] == [{"start": 810, "end": 890}]
+    llm = s.rewrite({"type": "LLMGatewayResponse", "turn_order": 0, "transcript": "x"})
+    assert llm is not None and llm["turn_order"] == 2
+
+
+def test_every_time_is_on_the_session_clock() -> None:
+    """SpeechStarted and Silence times move to where the replay began (800 ms)."""
+    s = replaced_at_800_ms()
+    started = s.rewrite({"type": "SpeechStarted", "timestamp": 120, "confidence": 0.8})
+    assert started == {"type": "SpeechStarted", "timestamp": 920, "confidence": 0.8}
+    silence = s.rewrite({"type": "Silence", "start_ms": 100, "end_ms": 700})
+    assert silence == {"type": "Silence", "start_ms": 900, "end_ms": 1500}
+
+
+def test_totals_cover_the_whole_session() -> None:
+    """Termination and Heartbeat count the audio before the replay and the session's
+    time before the replacement; integers stay integers."""
+    s = replaced_at_800_ms(elapsed_ms=2400)
+    termination = s.rewrite(
+        {"type": "Termination", "audio_duration_seconds": 1, "session_duration_seconds": 1}
+    )
+    assert termination == {
         "type": "Termination",
-        "audio_duration_seconds": 1,
+        "audio_duration_seconds": 2,  # 0.8 + 1, rounded
+        "session_duration_seconds": 3,  # 2.4 + 1, rounded
     }
+    heartbeat = s.rewrite(
+        {
+            "type": "Heartbeat",
+            "total_audio_received_ms": 1000,
+            "total_duration_ms": 1100,
+            "realtime_factor": 0.9,
+        }
+    )
+    assert heartbeat == {
+        "type": "Heartbeat",
+        "total_audio_received_ms": 1800,
+        "total_duration_ms": 3500,
+        "realtime_factor": 0.9,
+    }
+
+
+def test_other_and_malformed_messages_pass_untouched() -> None:
+    """Unknown types, and known ones with fields of the wrong type, are left alone."""
+    s = replaced_at_800_ms()
+    for message in (
+        {"type": "Warning", "warning_code": 1, "warning": "x"},
+        {"type": "FutureThing", "turn_order": 0, "timestamp": 5},
+        {"type": "SpeechStarted", "timestamp": "soon"},
+        {"type": "LLMGatewayResponse", "turn_order": True},
+        {"type": "SpeakerRevision", "revisions": "none"},
+    ):
+        assert s.rewrite(dict(message)) == message
 
 
 def test_an_unformatted_final_the_client_has_is_not_sent_twice() -> None:

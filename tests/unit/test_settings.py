@@ -43,6 +43,7 @@ def test_keys_never_show_their_secret_in_repr() -> None:
         ({"VOXGATE_PORT": "70000"}, "VOXGATE_PORT"),
         ({"VOXGATE_UPSTREAM_URL": "http://x"}, "VOXGATE_UPSTREAM_URL"),
         ({"VOXGATE_DRAIN_TIMEOUT": "-1"}, "VOXGATE_DRAIN_TIMEOUT"),
+        ({"VOXGATE_IDLE_TIMEOUT": "0"}, "VOXGATE_IDLE_TIMEOUT"),
         ({"VOXGATE_LOG_FORMAT": "xml"}, "VOXGATE_LOG_FORMAT"),
     ],
 )
@@ -82,3 +83,23 @@ def test_shared_pool_is_on_by_default_and_can_be_turned_off() -> None:
     assert Settings.from_env({**BASE, "VOXGATE_SHARED_POOL": "False"}).shared_pool is False
     with pytest.raises(SettingsError, match="VOXGATE_SHARED_POOL"):
         Settings.from_env({**BASE, "VOXGATE_SHARED_POOL": "maybe"})
+
+
+def test_websocket_message_bounds_settings() -> None:
+    """VOXGATE_WS_MESSAGE_TIMEOUT (10 s) and VOXGATE_WS_MAX_FRAGMENTS (unset or 0: the
+    codec's default for the size limit) are read; a negative count names its variable."""
+    s = Settings.from_env(BASE)
+    assert s.ws_message_timeout == 10.0 and s.ws_max_fragments is None
+    s = Settings.from_env(
+        {**BASE, "VOXGATE_WS_MESSAGE_TIMEOUT": "2.5", "VOXGATE_WS_MAX_FRAGMENTS": "64"}
+    )
+    assert s.ws_message_timeout == 2.5 and s.ws_max_fragments == 64
+    assert Settings.from_env({**BASE, "VOXGATE_WS_MAX_FRAGMENTS": "0"}).ws_max_fragments is None
+    with pytest.raises(SettingsError, match="VOXGATE_WS_MAX_FRAGMENTS"):
+        Settings.from_env({**BASE, "VOXGATE_WS_MAX_FRAGMENTS": "-1"})
+
+
+def test_idle_timeout_defaults_to_a_minute() -> None:
+    """VOXGATE_IDLE_TIMEOUT: 60 s unless set (seconds, more than 0)."""
+    assert Settings.from_env(BASE).idle_timeout == 60.0
+    assert Settings.from_env({**BASE, "VOXGATE_IDLE_TIMEOUT": "2.5"}).idle_timeout == 2.5

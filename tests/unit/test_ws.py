@@ -3,12 +3,16 @@ handshake's parsing, and what our client refuses before it connects."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import tracemalloc
 
 import pytest
 from voxgate.ws import client
+from voxgate.ws.connection import State
 from voxgate.ws.frames import (
     BINARY,
+    CLOSE,
     CONTINUATION,
     PING,
     TEXT,
@@ -16,6 +20,7 @@ from voxgate.ws.frames import (
     FrameReader,
     apply_mask,
     close_payload,
+    default_max_fragments,
     encode,
     parse_close,
 )
@@ -30,6 +35,7 @@ from voxgate.ws.handshake import (
     parse_response_head,
 )
 
+from tests.support.sansio import RecordingTransport, ServerSide, frames_of
 from tests.support.wsclient import run
 
 #: Deadline for a whole async scenario (each await in it is bounded by it).
@@ -320,3 +326,140 @@ def test_messages_before_a_framing_error_are_still_delivered() -> None:
     too_big = encode(BINARY, b"x" * 11, mask=True)
     assert reader.feed(good + too_big) == [(TEXT, "ok")]
     assert reader.error is not None and reader.error.code == 1009
+
+
+# ---------------------------------------------------------------------- messages in progress
+
+
+def first_fragment(opcode: int, payload: bytes) -> bytes:
+    return frame(opcode, payload, fin=False)
+
+
+def test_a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() -> None:
+    """RFC 6455 5.2: the most significant bit of a 64-bit length must be 0, so such a
+    header is 1002 (not 1009, as if it were merely a big message)."""
+    head = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", (1 << 63) | 5) + b"\x01\x02\x03\x04"
+    assert code_of(server_reader(), head) == 1002
+    client_side = FrameReader(masked=False, max_size=MAX_SIZE)
+    assert code_of(client_side, bytes([0x82, 127]) + struct.pack("!Q", 1 << 63)) == 1002
+
+
+def test_empty_continuations_count_against_the_fragment_bound() -> None:
+    """A text message continued by empty frames that never ends (attack H2): the 16th
+    frame of a message with max_fragments 16 is the last accepted; the next is 1009,
+    naming the fragments bound."""
+    reader = FrameReader(masked=True, max_size=MAX_SIZE, max_fragments=16)
+    assert reader.feed(first_fragment(TEXT, b"{")) == []
+    assert reader.feed(frame(CONTINUATION, b"", fin=False) * 15) == []
+    assert reader.error is None and reader.partial
+    assert code_of(reader, frame(CONTINUATION, b"", fin=False)) == 1009
+    assert reader.error is not None and reader.error.limit == "fragments"
+
+
+def test_a_message_of_exactly_max_fragments_frames_is_accepted() -> None:
+    """The bound is inclusive, and ends with the message: the next message starts
+    its own count."""
+    reader = FrameReader(masked=True, max_size=MAX_SIZE, max_fragments=4)
+    data = first_fragment(BINARY, b"a") + frame(CONTINUATION, b"b", fin=False) * 2
+    for _ in range(2):
+        assert reader.feed(data + frame(CONTINUATION, b"c")) == [(BINARY, b"abbc")]
+    assert reader.error is None and reader.partial == 0
+
+
+def test_the_default_fragment_bound_scales_with_max_size() -> None:
+    """One frame per 128 bytes of max_size: 8192 for 1 MiB, 131072 for 16 MiB (so a
+    4 MiB message in 64-byte fragments fits a 16 MiB hop); never under 16."""
+    assert default_max_fragments(1 << 20) == 8192
+    assert default_max_fragments(16 << 20) == 131072
+    assert default_max_fragments(100) == 16
+    reader = FrameReader(masked=True, max_size=2048)  # so 16 frames
+    reader.feed(first_fragment(BINARY, b"x") + frame(CONTINUATION, b"x", fin=False) * 15)
+    assert code_of(reader, frame(CONTINUATION, b"x", fin=False)) == 1009
+
+
+def test_a_message_in_progress_holds_its_payload_not_an_object_per_fragment() -> None:
+    """50,000 one-byte fragments (a big max_fragments) are held in about their 50 KB
+    of payload: under 2 bytes per fragment besides it (an object per fragment costs
+    37-56 bytes each)."""
+    count = 50_000
+    reader = FrameReader(masked=True, max_size=1 << 20, max_fragments=count + 2)
+    data = first_fragment(BINARY, b"x") + frame(CONTINUATION, b"y", fin=False) * count
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        reader.feed(data)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert reader.error is None
+    assert held < 3 * count, f"{held} bytes held for {count} one-byte fragments"
+    out = reader.feed(frame(CONTINUATION, b"z"))
+    assert out == [(BINARY, b"x" + b"y" * count + b"z")]
+
+
+def test_fragmented_text_fails_at_the_first_fragment_that_is_not_utf8() -> None:
+    """Invalid UTF-8 in a middle fragment is 1007 at once (Autobahn 6.4.1-6.4.2), not at
+    the end of the message; a character split across fragments is still fine."""
+    reader = server_reader()
+    assert reader.feed(first_fragment(TEXT, b"caf\xc3")) == []
+    assert reader.feed(frame(CONTINUATION, b"\xa9", fin=False)) == []
+    assert code_of(reader, frame(CONTINUATION, b"\xed\xa0\x80", fin=False)) == 1007
+    first_bad = server_reader()
+    assert code_of(first_bad, first_fragment(TEXT, b"ok\xff")) == 1007
+    truncated = server_reader()
+    truncated.feed(first_fragment(TEXT, b"a"))
+    assert code_of(truncated, frame(CONTINUATION, b"\xe2\x82")) == 1007  # ends mid-character
+
+
+def test_a_fragmented_message_must_finish_within_message_timeout() -> None:
+    """A first fragment and then nothing: after message_timeout the connection sends
+    close 1008 and tells on_limit "deadline"; a message that finishes in time does not."""
+    limits: list[str] = []
+
+    async def scenario() -> None:
+        wire: list[tuple[str, bytes]] = []
+        ws = ServerSide(
+            max_size=MAX_SIZE, ping_interval=None, message_timeout=0.05, on_limit=limits.append
+        )
+        ws.connection_made(RecordingTransport("server", wire))  # type: ignore[arg-type]
+        ws.state = State.OPEN
+        ws.data_received(first_fragment(TEXT, b"a") + frame(CONTINUATION, b"b"))
+        await asyncio.sleep(0.15)
+        assert frames_of(wire, "server", masked=False) == []  # completed in time
+        ws.data_received(first_fragment(TEXT, b"a"))
+        await asyncio.sleep(0.15)
+        assert frames_of(wire, "server", masked=False) == [
+            (CLOSE, close_payload(1008, "message not complete within 0.05 s"))
+        ]
+        ws.connection_lost(None)
+
+    run(scenario(), WAIT)
+    assert limits == ["deadline"]
+
+
+def test_a_refused_message_half_closes_instead_of_closing() -> None:
+    """On 1009 the connection writes its close frame, then EOF (write_eof), and does not
+    close the transport while the peer may still be sending (that would reset the
+    connection and could destroy the close frame); it aborts after close_timeout."""
+    calls: list[str] = []
+
+    class Transport(RecordingTransport):
+        def close(self) -> None:
+            calls.append("close")
+
+        def abort(self) -> None:
+            calls.append("abort")
+
+    async def scenario() -> None:
+        wire: list[tuple[str, bytes]] = []
+        ws = ServerSide(max_size=MAX_SIZE, ping_interval=None, close_timeout=0.05)
+        ws.connection_made(Transport("server", wire))  # type: ignore[arg-type]
+        ws.state = State.OPEN
+        ws.data_received(encode(BINARY, b"x" * (MAX_SIZE + 1), mask=True))
+        assert [data for _, data in wire][-1] == b""  # EOF after the close frame
+        assert frames_of(wire, "server", masked=False)[0][0] == CLOSE
+        assert calls == []
+        await asyncio.sleep(0.2)
+        assert calls == ["abort"]
+
+    run(scenario(), WAIT)

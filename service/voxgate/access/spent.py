@@ -56,6 +56,6 @@ class SpentTokens:
             return None
         return reply is not None
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         await self._writer.aclose()
         await self._redis.aclose()

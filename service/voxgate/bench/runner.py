@@ -397,4 +397,5 @@ def _defaults(factory: Any) -> dict[str, str]:
 
     config = factory(create_app(settings), settings)
     ws = config.ws if isinstance(config.ws, str) else "voxgate"  # voxgate.ws, its own
-    return {"loop": config.loop, "http": config.http, "ws": ws}
+    http = config.http if isinstance(config.http, str) else "voxgate.edge (httptools)"
+    return {"loop": config.loop, "http": http, "ws": ws}

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 from voxgate.protocol import TAG_PATTERN
 from voxgate.redis_client import Client, RedisTopology, connect
 from voxgate.settings import SettingsError, read_redis, read_stream_shards
-from voxgate.transcripts.publisher import SESSION_CHANNEL, STREAM_KEY
+from voxgate.transcripts.publisher import SESSION_CHANNEL, STREAM_KEY, TAG_CHANNEL
 from voxgate.transcripts.shards import ShardLayout
 
 #: How long one blocking stream read waits before looking again (milliseconds).
@@ -34,6 +35,8 @@ CLUSTER_IDLE = 0.2
 LIVE_IDLE = 0.02
 #: Deadline of a command; above STREAM_BLOCK_MS.
 TAIL_TIMEOUT = 10.0
+#: A client name, as VOXGATE_CLIENT_KEYS allows them (no ``:`` and no glob characters).
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 
 HELP = "follow transcripts published to Redis"
@@ -54,7 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--session", help="only this session id")
-    which.add_argument("--tag", help="only sessions with this voxgate_tag")
+    which.add_argument(
+        "--tag",
+        help="only sessions with this voxgate_tag (of the --client given, else of any client)",
+    )
+    parser.add_argument(
+        "--client",
+        help="only sessions of this client (a name of VOXGATE_CLIENT_KEYS; with --tag, "
+        "follows voxgate:tag:<client>:<tag>)",
+    )
     parser.add_argument(
         "--stream",
         action="store_true",
@@ -98,6 +109,8 @@ def render_envelope(envelope: dict[str, Any], *, partials: bool) -> str | None:
 def _matches(envelope: dict[str, Any], ns: argparse.Namespace) -> bool:
     if ns.session and envelope.get("session_id") != ns.session:
         return False
+    if ns.client and envelope.get("client") != ns.client:
+        return False
     return not (ns.tag and envelope.get("tag") != ns.tag)
 
 
@@ -117,6 +130,9 @@ def target(ns: argparse.Namespace) -> tuple[RedisTopology, ShardLayout]:
 async def follow(ns: argparse.Namespace) -> int:
     if ns.tag and not TAG_PATTERN.match(ns.tag):
         print("voxgate tail: --tag is not a valid tag", file=sys.stderr)
+        return 2
+    if ns.client and not CLIENT_NAME.match(ns.client):
+        print("voxgate tail: --client is not a valid client name", file=sys.stderr)
         return 2
     try:
         topology, layout = target(ns)
@@ -155,8 +171,10 @@ async def _live(client: Client, layout: ShardLayout, ns: argparse.Namespace) -> 
     pubsub = client.pubsub()
     if ns.session:
         await pubsub.subscribe(layout.session_channel(ns.session))
-    elif ns.tag:
-        await pubsub.subscribe(*layout.tag_channels(ns.tag))
+    elif ns.tag and ns.client:
+        await pubsub.subscribe(*layout.tag_channels(ns.client, ns.tag))
+    elif ns.tag:  # this tag of every client (names and tags hold no glob characters)
+        await pubsub.psubscribe(TAG_CHANNEL.format("*", ns.tag))
     else:
         await pubsub.psubscribe(SESSION_CHANNEL.format("*"))
     try:
@@ -174,9 +192,9 @@ async def _live_sharded(client: RedisCluster, layout: ShardLayout, ns: argparse.
     pubsub = client.pubsub()
     if ns.session:
         channels = [layout.session_channel(ns.session)]
-    elif ns.tag:
-        channels = layout.tag_channels(ns.tag)
-    else:
+    elif ns.tag and ns.client:
+        channels = layout.tag_channels(ns.client, ns.tag)
+    else:  # every envelope of every shard; a tag of any client is filtered here
         channels = layout.live_channels()
     await pubsub.ssubscribe(*channels)
     try:

@@ -28,6 +28,12 @@ PROBE_INTERVAL = 60.0
 UNAUTHORIZED_PROBE_INTERVAL = 300.0
 #: Window of the new-sessions-per-minute budget.
 BUDGET_WINDOW = 60.0
+#: A key whose running sessions upstream drops (transient, after Begin) this many
+#: times within DROP_WINDOW seconds cools down like a key failing at connect: first
+#: for DROP_COOLDOWN seconds, doubling with each further drop in the window.
+DROP_LIMIT = 3
+DROP_WINDOW = 60.0
+DROP_COOLDOWN = 5.0
 
 
 class KeyState(StrEnum):
@@ -67,6 +73,8 @@ class KeyRecord:
     next_probe_at: float | None = None
     last_failure: FailureClass | None = None
     starts: deque[float] = field(default_factory=deque)
+    #: When upstream dropped running sessions of this key (within DROP_WINDOW).
+    drops: deque[float] = field(default_factory=deque)
 
     @property
     def alias(self) -> str:
@@ -224,6 +232,27 @@ class KeyPool:
         backoff = min(MAX_BACKOFF, BASE_BACKOFF * 2 ** (record.failures_in_a_row - 1))
         record.cooling_until = now + backoff * (0.5 + self._jitter() / 2)
         return self._move(record, KeyState.COOLING, detail, probe=None)
+
+    def report_drop(self, alias: str, detail: str) -> Transition | None:
+        """Upstream dropped a running session of ``alias`` (a transient failure after
+        Begin). One drop says little; DROP_LIMIT within DROP_WINDOW make the key cool
+        down (a successful connect does not end that: the key connects, then drops)."""
+        record = self._records[alias]
+        now = self._clock()
+        drops = record.drops
+        drops.append(now)
+        while drops and drops[0] <= now - DROP_WINDOW:
+            drops.popleft()
+        if len(drops) > DROP_LIMIT * 8:
+            drops.popleft()  # bounded: only the count up to the ceiling matters
+        if len(drops) < DROP_LIMIT or record.state in DISABLED:
+            return None  # (a disabled key keeps its state and the failure that caused it)
+        record.last_failure = FailureClass.TRANSIENT
+        cooldown = min(MAX_BACKOFF, DROP_COOLDOWN * 2 ** (len(drops) - DROP_LIMIT))
+        record.cooling_until = max(record.cooling_until, now + cooldown)
+        return self._move(
+            record, KeyState.COOLING, f"{len(drops)} sessions dropped: {detail}", probe=None
+        )
 
     def probe_failed(self, alias: str, failure: FailureClass, detail: str) -> Transition | None:
         """A background probe still fails: schedule the next one."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from voxgate.edge.limits import Refusal
 from voxgate.keys.pool import KeyRecord, KeyState
 from voxgate.metrics.histogram import LoopHistogram
 from voxgate.protocol import Violation
@@ -39,8 +40,9 @@ class Outcome:
     DRAINED = "drained"  # ended by a gateway shutdown
     INTERNAL = "internal"  # a gateway bug
     EXPIRED = "expired"  # reached its temporary token's session cap (3008)
+    IDLE = "idle"  # the client sent nothing for VOXGATE_IDLE_TIMEOUT (3006)
 
-    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED)
+    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED, IDLE)
 
 
 def transcript_lag(turn: Mapping[str, object], audio_seconds: float) -> float | None:
@@ -80,6 +82,13 @@ class Metrics:
             "client_rejections",
             "Client requests or messages refused, by reason",
             ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.ws_limits = Counter(
+            "ws_messages_refused",
+            "WebSocket messages over a bound (1009: size, fragments; 1008: deadline), by hop",
+            ["hop", "limit"],
             namespace=NAMESPACE,
             registry=r,
         )
@@ -147,6 +156,13 @@ class Metrics:
             "Audio seconds relayed when a Turn arrives minus its last word's end, by turn kind",
             ["turn"],
             buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.idle_sessions = Counter(
+            "idle_sessions",
+            "Sessions ended by the gateway because the client sent nothing for "
+            "VOXGATE_IDLE_TIMEOUT (Terminate upstream, then close 3006)",
+            namespace=NAMESPACE,
             registry=r,
         )
         self.reconnects = Counter(
@@ -222,14 +238,52 @@ class Metrics:
             self.client_rejections.labels(violation.value)
         for direction in ("up", "down"):
             self.bytes_relayed.labels(direction)
+        for hop in ("client", "upstream"):
+            for limit in ("size", "fragments", "deadline"):
+                self.ws_limits.labels(hop, limit)
         # Children bound once: the per-frame path never calls .labels().
         self.bytes_up = self.bytes_relayed.labels("up")
         self.bytes_down = self.bytes_relayed.labels("down")
         self._usage: dict[str, tuple[Counter, Counter]] = {}
+        self._watched_keys: set[str] = set()
         self.relay_up = self.relay_overhead_seconds.labels("up")
         self.relay_down = self.relay_overhead_seconds.labels("down")
         self.lag_partial = self.transcript_lag_seconds.labels("partial")
         self.lag_final = self.transcript_lag_seconds.labels("final")
+        self._edge_metrics(r)
+
+    def _edge_metrics(self, r: CollectorRegistry) -> None:
+        """The edge (docs/limits.md): refusals before any work, and what is held."""
+        self.edge_refusals = Counter(
+            "edge_refusals",
+            "Connections or requests refused at the edge before any work, by reason",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for reason in Refusal:
+            self.edge_refusals.labels(reason.value)
+        self.edge_connections = Gauge(
+            "edge_connections", "Connections open now", namespace=NAMESPACE, registry=r
+        )
+        self.edge_handshakes = Gauge(
+            "edge_handshakes",
+            "Connections whose request head is not complete yet",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.edge_max_connections = Gauge(
+            "edge_max_connections",
+            "The connection cap in force (setting and descriptor limit)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.open_files_limit = Gauge(
+            "open_files_limit",
+            "The soft descriptor limit after start",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         for target in ("upstream", "redis"):
             self.reconnects.labels(target)
 
@@ -243,12 +297,16 @@ class Metrics:
                 self.upstream_errors.labels(alias, failure.value)
 
     def key_changed(self, record: KeyRecord) -> None:
-        """Mirror a key's state and load into the gauges."""
+        """Mirror a key's state into the gauges. Its sessions gauge reads the pool's
+        record itself at each scrape (bound here the first time), so it is the pool's
+        truth whatever path took or gave back a lease."""
         for state in KeyState:
             self.key_state.labels(record.alias, state.value).set(
                 1.0 if record.state is state else 0.0
             )
-        self.key_sessions_active.labels(record.alias).set(record.active)
+        if record.alias not in self._watched_keys:
+            self._watched_keys.add(record.alias)
+            self.key_sessions_active.labels(record.alias).set_function(lambda: record.active)
 
     def usage(self, alias: str) -> tuple[Counter, Counter]:
         """Key ``alias``'s audio seconds and session seconds counters (looked up once:

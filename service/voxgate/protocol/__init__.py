@@ -8,7 +8,8 @@ a :class:`ProtocolViolation` carrying the close code AssemblyAI sends for it and
 See ``../shared/PROTOCOL.md`` for the protocol itself.
 
 Modules: ``errors`` (close codes, violations), ``params`` (the connection request),
-``audio`` (frames and pace), ``messages`` (client text messages). Their public names
+``audio`` (frames and pace), ``messages`` (client text messages), ``jsonguard`` (JSON
+parsed with a bound on depth and size, for whatever a peer sends). Their public names
 are importable from here.
 """
 
@@ -26,6 +27,7 @@ from voxgate.protocol.errors import (
     Violation,
     truncate_reason,
 )
+from voxgate.protocol.jsonguard import MAX_JSON_DEPTH, UnsafeJson, loads_bounded
 from voxgate.protocol.messages import MAX_MESSAGE_BYTES, ControlType, parse_control
 from voxgate.protocol.params import (
     AUTH_PARAMS,
@@ -51,6 +53,7 @@ __all__ = [
     "GATEWAY_PARAM_PREFIX",
     "MAX_CHUNK_MS",
     "MAX_CLOSE_REASON_BYTES",
+    "MAX_JSON_DEPTH",
     "MAX_MESSAGE_BYTES",
     "MAX_PARAM_VALUE_CHARS",
     "MAX_QUERY_PARAMS",
@@ -65,9 +68,11 @@ __all__ = [
     "PaceGuard",
     "ProtocolViolation",
     "StreamParams",
+    "UnsafeJson",
     "Violation",
     "check_audio_frame",
     "check_param",
+    "loads_bounded",
     "parse_bool",
     "parse_control",
     "parse_stream_params",

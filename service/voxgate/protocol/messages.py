@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from voxgate.protocol.errors import CloseCode, ProtocolViolation, Violation
+from voxgate.protocol.jsonguard import UnsafeJson, loads_bounded
 from voxgate.protocol.params import check_param
 
 #: AssemblyAI refuses a message over 128 KB with close 1009.
@@ -24,7 +25,11 @@ class ControlType(StrEnum):
 def parse_control(text: str) -> tuple[ControlType, dict[str, Any]]:
     """Parse a client text frame; raise 3006 for bad JSON or an unknown type."""
     try:
-        message = json.loads(text)
+        message = loads_bounded(text)
+    except UnsafeJson as unsafe:
+        raise ProtocolViolation(
+            CloseCode.INVALID_MESSAGE, Violation.BAD_JSON, f"Invalid Message: {unsafe}"
+        ) from None
     except ValueError:
         raise ProtocolViolation(
             CloseCode.INVALID_MESSAGE, Violation.BAD_JSON, "Invalid Message: not valid JSON"

@@ -119,6 +119,21 @@ UPSTREAM_SILENT = Close(
 )
 UPSTREAM_STUCK = Close(CloseCode.TRY_AGAIN_LATER, "Upstream stopped taking audio")
 INTERNAL = Close(CloseCode.INTERNAL, "Internal gateway error")
+UPSTREAM_TOO_BIG = Close(
+    CloseCode.INTERNAL,
+    "Upstream sent a message larger than this gateway relays (VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES)",
+)
+
+
+def idle(seconds: float) -> Close:
+    """A session ended for want of audio (AssemblyAI's inactivity close: 3006, in the
+    words of its "Session idle for too long")."""
+    return Close(
+        CloseCode.INVALID_MESSAGE,
+        f"Session idle for too long: no audio nor message for {seconds:g} s",
+    )
+
+
 SESSION_CAP = Close(
     CloseCode.SESSION_EXPIRED,
     "Session Expired: Maximum session duration exceeded (the temporary token's "

@@ -10,9 +10,23 @@ must see neither. This module keeps:
   its beginning, as docs/operations.md says);
 * the cut point: the client-visible turn count and the audio time where the last
   completed turn ended;
-* the rewrite for messages of a replacement upstream: ``turn_order`` plus the turns
-  completed before, word times plus where the replay began, and an unformatted
-  final the client already has is not sent twice.
+* the rewrite for messages of a replacement upstream, so that every message that
+  names a turn or a time is on the client's session numbering and clock, and totals
+  cover the whole session:
+
+  ==================== =============================================================
+  ``Turn``             ``turn_order`` plus the turns completed before, word times
+                       plus where the replay began; an unformatted final the client
+                       already has is not sent twice
+  ``SpeakerRevision``  each revision's ``turn_order`` and word times, likewise
+  ``LLMGatewayResponse`` ``turn_order``, likewise
+  ``SpeechStarted``    ``timestamp`` (ms) plus where the replay began
+  ``Silence``          ``start_ms`` and ``end_ms``, likewise
+  ``Heartbeat``        ``total_audio_received_ms`` plus where the replay began,
+                       ``total_duration_ms`` plus the session's time before it
+  ``Termination``      ``audio_duration_seconds`` and ``session_duration_seconds``,
+                       likewise (whole seconds, as upstream sends them)
+  ==================== =============================================================
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ class Seam:
         "_base",
         "_bytes",
         "_bytes_per_ms",
+        "_elapsed_ms",
         "_format_turns",
         "_frames",
         "_max_bytes",
@@ -47,6 +62,7 @@ class Seam:
         self._unformatted_final: int | None = None
         self._base = 0
         self._offset_ms = 0.0
+        self._elapsed_ms = 0.0
         self.replacements = 0
 
     # ------------------------------------------------------------------ upward
@@ -65,11 +81,13 @@ class Seam:
     def replay_bytes(self) -> int:
         return self._bytes
 
-    def replay(self) -> list[bytes]:
-        """Start a replacement upstream: the frames to send it first, in order."""
+    def replay(self, elapsed_ms: float = 0.0) -> list[bytes]:
+        """Start a replacement upstream, ``elapsed_ms`` into the client's session: the
+        frames to send it first, in order."""
         self.replacements += 1
         self._base = self.completed_turns
         self._offset_ms = self._frames[0][0] if self._frames else self.audio_ms
+        self._elapsed_ms = elapsed_ms
         return [frame for _, frame in self._frames]
 
     # ------------------------------------------------------------------ downward
@@ -80,19 +98,34 @@ class Seam:
 
     def rewrite(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """A replacement upstream's message as the client must see it (None: drop it)."""
-        if message.get("type") != "Turn":
-            return message
-        order = message.get("turn_order")
-        if isinstance(order, int):
-            message["turn_order"] = order + self._base
-        words = message.get("words")
-        if isinstance(words, list) and self._offset_ms:
-            offset = int(self._offset_ms)
-            for word in words:
-                if isinstance(word, dict):
-                    for edge in ("start", "end"):
-                        if isinstance(word.get(edge), int | float):
-                            word[edge] += offset
+        kind = message.get("type")
+        if kind == "Turn":
+            return self._turn(message)
+        offset = self._offset_ms
+        if kind == "SpeakerRevision":
+            revisions = message.get("revisions")
+            for revision in revisions if isinstance(revisions, list) else ():
+                if isinstance(revision, dict):
+                    self._renumber(revision)
+                    self._shift_words(revision)
+        elif kind == "LLMGatewayResponse":
+            self._renumber(message)
+        elif kind == "SpeechStarted":
+            _add(message, "timestamp", offset)
+        elif kind == "Silence":
+            _add(message, "start_ms", offset)
+            _add(message, "end_ms", offset)
+        elif kind == "Heartbeat":
+            _add(message, "total_audio_received_ms", offset)
+            _add(message, "total_duration_ms", self._elapsed_ms)
+        elif kind == "Termination":
+            _add(message, "audio_duration_seconds", offset / 1000)
+            _add(message, "session_duration_seconds", self._elapsed_ms / 1000)
+        return message
+
+    def _turn(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        self._renumber(message)
+        self._shift_words(message)
         if (
             message.get("end_of_turn")
             and not message.get("turn_is_formatted")
@@ -100,6 +133,19 @@ class Seam:
         ):
             return None  # the client has this final already, from the lost upstream
         return message
+
+    def _renumber(self, item: dict[str, Any]) -> None:
+        order = item.get("turn_order")
+        if isinstance(order, int) and not isinstance(order, bool):
+            item["turn_order"] = order + self._base
+
+    def _shift_words(self, item: dict[str, Any]) -> None:
+        words = item.get("words")
+        if isinstance(words, list) and self._offset_ms:
+            for word in words:
+                if isinstance(word, dict):
+                    _add(word, "start", self._offset_ms)
+                    _add(word, "end", self._offset_ms)
 
     def delivered(self, message: dict[str, Any]) -> None:
         """A Turn the client got: a completed turn moves the cut point."""
@@ -120,3 +166,11 @@ class Seam:
         per_ms = self._bytes_per_ms or 1.0
         while frames and frames[0][0] + len(frames[0][1]) / per_ms <= cut:
             self._bytes -= len(frames.popleft()[1])
+
+
+def _add(item: dict[str, Any], name: str, amount: float) -> None:
+    """``item[name] += amount`` when it is a number; an int stays an int (rounded)."""
+    value = item.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not amount:
+        return
+    item[name] = round(value + amount) if isinstance(value, int) else value + amount

@@ -20,7 +20,7 @@ from voxgate.access.spent import SpentTokens
 from voxgate.access.tokens import reused
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics, Outcome
-from voxgate.protocol import ProtocolViolation, parse_stream_params
+from voxgate.protocol import CloseCode, ProtocolViolation, parse_stream_params
 from voxgate.relay import closes
 from voxgate.relay.closes import Close
 from voxgate.relay.session import Session
@@ -82,6 +82,7 @@ class StreamHandler:
             await refuse(websocket, close)
             return
         hold = UpstreamHold(self.connector, params, api_version, opened)
+        ended = False
         try:
             alias = opened.lease.alias
             self.metrics.key_changed(self.connector.pool.record(alias))
@@ -122,11 +123,16 @@ class StreamHandler:
                     "session_started", params=dict(params.forward), attempts=opened.attempts
                 )
                 await session.run()
+                ended = True
             finally:
                 self.registry.discard(session)
                 self.metrics.sessions_active.dec()
         finally:
             hold.release()
+            if not ended:
+                # Something failed between upstream's Begin and the session's end (a bug,
+                # or the task cancelled): upstream must not stay open (it bills by time).
+                hold.opened.upstream.connection.fail(CloseCode.INTERNAL, "")
 
 
 async def refuse(websocket: ServerWebSocket, close: Close) -> None:

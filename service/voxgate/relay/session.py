@@ -17,7 +17,11 @@ The watchdog holds the deadlines that are not on the per-frame path:
 a send that does not finish, Terminate without Termination, a token's session cap,
 and adds the session's use to the per-key counters every second. When upstream
 drops with a transient failure, the same loop goes on with a replacement upstream
-(see ``continuity.py``), at most MAX_RECONNECTS times.
+(see ``continuity.py``), at most MAX_RECONNECTS times. The replacement gets the replay
+and then the client's audio no faster than real time plus the pace burst: until it
+has caught up with real time, audio goes through the pump, which waits when ahead.
+An upstream message over the size limit ends the session (1011) without a
+replacement: a replacement would be sent the same message again.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics, Outcome
 from voxgate.protocol import (
+    CloseCode,
     ControlType,
     PaceGuard,
     ProtocolViolation,
@@ -41,6 +46,7 @@ from voxgate.protocol import (
     check_audio_frame,
     parse_control,
 )
+from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.relay import closes
 from voxgate.relay.closes import Close
 from voxgate.relay.continuity import Seam
@@ -135,6 +141,9 @@ class Session:
         self._terminate_deadline: float | None = None
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
+        # The gateway's stop: Termination is awaited until then at the latest (loop time).
+        self._drain_deadline: float | None = None
+        self._terminate_wait = settings.terminate_timeout  # the last deadline's length
         # When a send started (0.0: none in flight); read by the watchdog.
         self._up_send_started = 0.0
         self._down_send_started = 0.0
@@ -142,6 +151,11 @@ class Session:
         self.bytes_up = 0
         self.bytes_down = 0
         self.opened_at = self._loop.time()
+        # When the client last sent something (audio or a text message): the watchdog
+        # ends the session after VOXGATE_IDLE_TIMEOUT without (one store per frame).
+        self._active_at = self.opened_at
+        self._idle = False
+        self._idle_task: asyncio.Task[None] | None = None
         # What _account has added to the counters so far.
         self._counted_at = self.opened_at
         self._counted_audio = 0.0
@@ -157,6 +171,11 @@ class Session:
         # The watchdog: checked by the shared ticker, ends the relay through _watch.
         self._ticker = ticker
         self._watch: asyncio.Future[End] | None = None
+        # After a reconnect, until the replacement has caught up with real time: when
+        # its audio started (its Begin) and how many seconds of audio it has been sent.
+        self._catch_up: tuple[float, float] | None = None
+        # The frame the pump holds while it waits for the replacement (see _reconnect).
+        self._pacing: bytes | None = None
         self._relay_up = metrics.relay_up.observe
         self._relay_down = metrics.relay_down.observe
 
@@ -166,18 +185,33 @@ class Session:
 
     # ------------------------------------------------------------------ control
 
-    def drain(self) -> None:
-        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012."""
+    def drain(self, deadline: float | None = None) -> None:
+        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012.
+        Upstream's Termination is awaited until ``deadline`` (loop time) at the latest,
+        so that the session ends before the runtime's SIGKILL (then with 1013)."""
         if self._draining:
             return
         self._draining = True
+        self._drain_deadline = deadline
+        if self._terminate_deadline is not None:  # Terminate already sent (idle)
+            self._terminate_deadline = self._termination_due()
         self._drain_task = self._loop.create_task(self._send_terminate())
+
+    def _termination_due(self) -> float:
+        """When upstream's Termination is due for a Terminate sent now."""
+        due = self._loop.time() + self.settings.terminate_timeout
+        if self._drain_deadline is not None:
+            due = min(due, self._drain_deadline)
+        if self._terminate_deadline is not None and self._draining:
+            due = min(due, self._terminate_deadline)
+        self._terminate_wait = max(0.0, due - self._loop.time())
+        return due
 
     async def _send_terminate(self) -> None:
         if self._terminate_sent:
             return
         self._terminate_sent = True
-        self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        self._terminate_deadline = self._termination_due()
         with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
             async with asyncio.timeout(self.settings.send_timeout):  # upstream not reading
                 await self.upstream.connection.send(_TERMINATE)
@@ -219,8 +253,9 @@ class Session:
         down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         tasks: list[asyncio.Future[End]] = [up, down, watch]
         self._ticker.add(self._tick)
-        # Only while this upstream relays (after, messages wait in the queues).
-        self.client.on_message = self._fast_audio
+        # Only while this upstream relays (after, messages wait in the queues), and
+        # not while a replacement catches up (the pump paces the audio then).
+        self.client.on_message = self._fast_audio if self._catch_up is None else None
         self.upstream.connection.on_message = self._fast_message
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -264,17 +299,22 @@ class Session:
         self.log = self.log.bind(key=alias)
         self.metrics.reconnects.labels("upstream").inc()
         self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
-        frames = self.seam.replay()
+        if self._pacing is not None:  # the pump was cancelled holding it: replay it too
+            self.seam.sent(self._pacing)
+            self._pacing = None
+        frames = self.seam.replay(elapsed_ms=(self._loop.time() - self.opened_at) * 1000)
+        self._catch_up = (self._loop.time(), 0.0)
         try:
-            async with asyncio.timeout(self.settings.send_timeout):
+            async with asyncio.timeout(self.settings.send_timeout + self.settings.replay_seconds):
                 for frame in frames:
+                    await self._keep_pace(len(frame))
                     await upstream.connection.send(frame)
                 if self._terminate_sent:
                     await upstream.connection.send(_TERMINATE)
         except (TimeoutError, ConnectionClosed, OSError):
             self.log.warning("upstream_replay_failed", key=alias)
         if self._terminate_sent:
-            self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+            self._terminate_deadline = self._termination_due()
         self.log.info(
             "upstream_reconnected",
             lost=lost,
@@ -309,7 +349,14 @@ class Session:
                 return self._client_gone(gone)
             if watch.done():  # the relay is ending (a rule broken in a callback, a deadline):
                 return await watch  # no audio after that goes upstream
-            wrote = self._audio(data) if isinstance(data, bytes) else await self._control(data)
+            if isinstance(data, bytes):
+                if self._catch_up is not None:
+                    self._pacing = data  # if the relay ends meanwhile, it is replayed
+                    await self._keep_pace(len(data))
+                    self._pacing = None
+                wrote = self._audio(data)
+            else:
+                wrote = await self._control(data)
             if wrote and not upstream.writable:  # over its high mark: wait (watchdog deadline)
                 self._up_send_started = self._loop.time()
                 await upstream.drained()
@@ -330,6 +377,27 @@ class Session:
                     self._down_send_started = 0.0
             except ConnectionClosed as gone:
                 return self._client_gone(gone)
+
+    async def _keep_pace(self, size: int) -> None:
+        """A replacement upstream catching up: wait until ``size`` more bytes of audio
+        keep it within real time plus the pace burst since its Begin. Once it has had
+        no more than real time, audio goes the fast way again."""
+        per_second = self.params.bytes_per_second
+        if self._catch_up is None:
+            return  # caught up already (the replay went slower than real time)
+        started, sent = self._catch_up
+        if not per_second:
+            self._catch_up = None  # compressed audio: nothing was replayed
+            return
+        sent += size / per_second
+        ahead = sent - (self._loop.time() - started) - self.settings.pace_burst_seconds
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        if sent <= self._loop.time() - started:
+            self._catch_up = None
+            self.client.on_message = self._fast_audio
+        else:
+            self._catch_up = (started, sent)
 
     def _fast_audio(self, data: bytes | str) -> bool:
         """The client's connection calls this with each message as it is parsed, when
@@ -378,7 +446,9 @@ class Session:
         else:
             seconds = check_audio_frame(size, self.params)
             self._frame_size, self._frame_seconds = size, seconds
-        self._pace.feed(seconds, self._loop.time())
+        now = self._loop.time()
+        self._pace.feed(seconds, now)
+        self._active_at = now
         if self._terminate_sent:
             return False
         self.bytes_up += size
@@ -393,6 +463,7 @@ class Session:
         its own send); raises ProtocolViolation for a bad one."""
         received = _perf()
         kind, _ = parse_control(text)
+        self._active_at = self._loop.time()
         if kind is ControlType.TERMINATE:
             await self._send_terminate()
             return False
@@ -445,11 +516,21 @@ class Session:
         code = exc.code
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
         self.upstream_close = (code, reason)
+        if exc.sent is not None and exc.sent.code == CloseCode.TOO_BIG:
+            # The gateway refused an upstream message over its limit: not the key's
+            # fault, and a replacement would be sent the same message again.
+            limit = self.settings.upstream_max_message_bytes
+            self.log.warning("upstream_message_too_big", limit=limit)
+            if held_error is not None:
+                self._observe(*held_error)
+            return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_TOO_BIG)
         if code == 1000:
             if self._draining:
                 return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
+            if self._idle:
+                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
-        failure = close_failure(code, reason)
+        failure = close_failure(code, reason, [name for name, _ in self.params.forward])
         self._on_upstream_failure(self.key_alias, failure)
         retry = (
             failure.failure is FailureClass.TRANSIENT
@@ -502,9 +583,30 @@ class Session:
             self.log.info("session_cap_reached")
             return End(Outcome.EXPIRED, closes.SESSION_CAP)
         if self._terminate_deadline is not None and now > self._terminate_deadline:
-            self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
+            self.log.warning(
+                "termination_missing",
+                seconds=round(self._terminate_wait, 3),
+                draining=self._draining,
+            )
+            if self._idle:
+                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
             return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
+        if (
+            not self._terminate_sent
+            and not self._idle
+            and now - self._active_at > self.settings.idle_timeout
+        ):
+            self._end_idle(now)
         return None
+
+    def _end_idle(self, now: float) -> None:
+        """The client sent nothing for VOXGATE_IDLE_TIMEOUT: end upstream as Terminate
+        would. Its final turns and Termination are relayed as they come, then the
+        client gets 3006 (see ``_upstream_closed``)."""
+        self._idle = True
+        self.metrics.idle_sessions.inc()
+        self.log.info("session_idle", idle_seconds=round(now - self._active_at, 3))
+        self._idle_task = self._loop.create_task(self._send_terminate())
 
     # ------------------------------------------------------------------ endings
 
@@ -591,7 +693,7 @@ class Session:
 def _parse(raw: str) -> dict[str, Any] | None:
     """An upstream text message as a dict (None when it is not a JSON object)."""
     try:
-        message = json.loads(raw)
-    except ValueError:
+        message = loads_bounded(raw)
+    except ValueError:  # not JSON, or nested too deep (relayed as it came, not parsed)
         return None
     return message if isinstance(message, dict) else None

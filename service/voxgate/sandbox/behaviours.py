@@ -12,13 +12,34 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
 ``1008-balance``          handshake, then Error + close 1008 about the account balance
 ``1008-concurrent``       ... close 1008 "Too many concurrent sessions" (the old rate limit)
 ``1008-auth``             ... close 1008 about an invalid key
+``1008-padding``          ... close 1008 "Incorrect padding" (a sporadic refusal seen in the
+                          wild that clears on a retry)
+``4003-speaker_labels``   ... close 4003, speaker labels being a paid-only feature, only
+                          when the request asks for ``speaker_labels``; else ``ok``
 ``4001`` ``4002``         ... the legacy closes (not authorized, insufficient funds,
 ``4003`` ``4102``         paid-only feature, too many streams)
 ``3009``                  ... close 3009, too many new sessions per minute
 ``drop-CODE@S``           a normal session that ends with close CODE after S seconds of
                           audio (``drop-1006@S`` drops the TCP connection with no close)
+``drop-CODE@Nf``          ... after N audio frames
+``402-after-M``           M sessions served as ``ok`` (counted from the simulator's start or
+                          the key's last change), then HTTP 402 at the upgrade and at
+                          ``/v3/token``, like an account whose credit ran out
+``revise@BYTES``          a normal session that also sends ``SpeechStarted`` when a turn's
+                          sound begins, after each final turn an
+                          ``LLMGatewayResponse`` for it, and at ``Terminate`` one
+                          ``SpeakerRevision`` over every turn, its words repeated to about
+                          BYTES bytes (``turn_order`` and word times on this connection's
+                          own count and clock, as every upstream session's are)
+``no-termination``        a normal session that takes ``Terminate`` and never answers it
+                          (no final turns, no ``Termination``, no close)
 ``hang``                  the upgrade is never answered
 ``no-begin``              handshake, but no ``Begin`` ever comes
+``junk-deep``             handshake, then instead of ``Begin`` JSON nested 100,000 deep
+``junk-json``             ... text that is not JSON
+``junk-array``            ... a JSON value that is not an object
+``junk-binary``           ... a binary message
+``junk-huge``             ... a 1.2 MB text message (over 1 MiB, the least a gateway takes)
 ========================  ================================================================
 """
 
@@ -38,8 +59,12 @@ class Kind(StrEnum):
     HTTP = "http"  # refuse the upgrade (and /v3/token) with an HTTP status
     CLOSE = "close"  # accept the upgrade, then Error + close before Begin
     DROP = "drop"  # a normal session that fails mid-way
+    QUOTA = "quota"  # ok for ``sessions`` sessions, then HTTP 402
+    REVISE = "revise"  # ok, plus LLMGatewayResponse and a SpeakerRevision of ``size``
     HANG = "hang"
     NO_BEGIN = "no_begin"
+    JUNK = "junk"  # accept the upgrade, send junk instead of Begin, then read and ignore
+    NO_TERMINATION = "no_termination"  # a normal session deaf to Terminate
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +74,14 @@ class Behaviour:
     reason: str = ""
     after_seconds: float = 0.0
     name: str = ""
+    #: ``drop-CODE@Nf``: the frame after which the session drops (0: by seconds).
+    after_frames: int = 0
+    #: ``402-after-M``: sessions served before the 402s start.
+    sessions: int = 0
+    #: ``revise@BYTES``: about how large the final SpeakerRevision is.
+    size: int = 0
+    #: A refusal that applies only when the request has this parameter (else ``ok``).
+    when: str = ""
 
     @property
     def http_body(self) -> bytes:
@@ -59,7 +92,14 @@ class Behaviour:
 
     @property
     def serves_sessions(self) -> bool:
-        return self.kind in (Kind.OK, Kind.ECHO, Kind.DROP)
+        return self.kind in (
+            Kind.OK,
+            Kind.ECHO,
+            Kind.DROP,
+            Kind.QUOTA,
+            Kind.REVISE,
+            Kind.NO_TERMINATION,
+        )
 
 
 _HTTP: dict[int, str] = {
@@ -77,6 +117,11 @@ _CLOSES: dict[str, tuple[int, str]] = {
     ),
     "1008-concurrent": (CloseCode.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
     "1008-auth": (CloseCode.POLICY, "Unauthorized Connection: Invalid API key"),
+    "1008-padding": (CloseCode.POLICY, "Incorrect padding"),
+    "4003-speaker_labels": (
+        CloseCode.LEGACY_PAID_ONLY,
+        "This feature is paid-only and requires you to add a credit card: speaker_labels",
+    ),
     "4001": (CloseCode.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
     "4002": (CloseCode.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
     "4003": (
@@ -89,13 +134,26 @@ _CLOSES: dict[str, tuple[int, str]] = {
         "Too Many New Sessions: over the account's limit of new sessions per minute",
     ),
 }
-_DROP = re.compile(r"^drop-(\d{4})@(\d+(?:\.\d+)?)$")
+_DROP = re.compile(r"^drop-(\d{4})@(\d+(?:\.\d+)?)(f?)$")
+_QUOTA = re.compile(r"^402-after-(\d{1,6})$")
+_REVISE = re.compile(r"^revise@(\d{1,9})$")
+#: The largest SpeakerRevision ``revise@BYTES`` makes (the simulator's own max_size).
+MAX_REVISION_BYTES = 256 * 1024 * 1024
 #: The close reasons of a mid-session drop, by code.
 DROP_REASONS: dict[int, str] = {
     1011: "Internal server error",
     1013: "Try again later",
     3005: "Server error",
     3008: "Session Expired: maximum session duration reached",
+}
+
+#: What a ``junk-*`` key sends instead of ``Begin``.
+JUNK: dict[str, str | bytes] = {
+    "junk-deep": "[" * 100_000 + "]" * 100_000,
+    "junk-json": '{"type": "Begin", "id": ',
+    "junk-array": '[{"type": "Begin"}]',
+    "junk-binary": b"\x00\x01\x02\x03",
+    "junk-huge": '{"type": "Begin", "pad": "' + "x" * 1_200_000 + '"}',
 }
 
 OK = Behaviour(Kind.OK, name="ok")
@@ -114,19 +172,49 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.HANG, name=name)
     if name == "no-begin":
         return Behaviour(Kind.NO_BEGIN, name=name)
+    if name == "no-termination":
+        return Behaviour(Kind.NO_TERMINATION, name=name)
+    if name in JUNK:
+        return Behaviour(Kind.JUNK, name=name)
     if name.isdigit() and int(name) in _HTTP:
         return Behaviour(Kind.HTTP, int(name), _HTTP[int(name)], name=name)
     if name in _CLOSES:
         code, reason = _CLOSES[name]
-        return Behaviour(Kind.CLOSE, code, reason, name=name)
+        when = name.split("-", 1)[1] if code == CloseCode.LEGACY_PAID_ONLY and "-" in name else ""
+        return Behaviour(Kind.CLOSE, code, reason, name=name, when=when)
     match = _DROP.match(name)
     if match:
         code = int(match.group(1))
         if code != CloseCode.ABNORMAL and not 1000 < code < 5000:
             raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
+        if match.group(3):
+            frames = int(float(match.group(2)))
+            if frames < 1:
+                raise ValueError(f"behaviour {name!r}: drop after at least one frame")
+            return Behaviour(Kind.DROP, code, reason, name=name, after_frames=frames)
         return Behaviour(Kind.DROP, code, reason, float(match.group(2)), name=name)
-    known = ", ".join(["ok", "echo", "hang", "no-begin", *map(str, _HTTP), *_CLOSES, "drop-CODE@S"])
+    match = _QUOTA.match(name)
+    if match:
+        return Behaviour(Kind.QUOTA, 402, _HTTP[402], name=name, sessions=int(match.group(1)))
+    match = _REVISE.match(name)
+    if match:
+        size = int(match.group(1))
+        if size > MAX_REVISION_BYTES:
+            raise ValueError(f"behaviour {name!r}: at most {MAX_REVISION_BYTES} bytes")
+        return Behaviour(Kind.REVISE, name=name, size=size)
+    known = ", ".join(
+        [
+            *("ok", "echo", "hang", "no-begin", "no-termination"),
+            *JUNK,
+            *map(str, _HTTP),
+            *_CLOSES,
+            "drop-CODE@S",
+            "drop-CODE@Nf",
+            "402-after-M",
+            "revise@BYTES",
+        ]
+    )
     raise ValueError(f"unknown behaviour {name[:40]!r} (known: {known})")
 
 

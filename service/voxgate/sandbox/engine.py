@@ -100,6 +100,7 @@ class Transcriber:
         self._word_start: float | None = None
         self._word_sound = 0.0
         self._silence = 0.0
+        self._speech_started: float | None = None
 
     # ------------------------------------------------------------------ input
 
@@ -111,6 +112,8 @@ class Transcriber:
         out: list[dict[str, Any]] = []
         if loud:
             self._silence = 0.0
+            if not self._in_turn():
+                self._speech_started = self.audio_ms
             if self._word_start is None:
                 self._word_start = self.audio_ms
             self._word_sound += millis
@@ -125,6 +128,11 @@ class Transcriber:
             if self._silence >= (self.min_silence if self._words else self.max_silence):
                 out.extend(self._end_turn())
         return out
+
+    def speech_started(self) -> int | None:
+        """Where the latest turn's sound began (ms), once per turn, else None."""
+        started, self._speech_started = self._speech_started, None
+        return None if started is None else int(started)
 
     def force_endpoint(self) -> list[dict[str, Any]]:
         return self._end_turn()

@@ -35,7 +35,7 @@ from voxgate.protocol import (
     parse_stream_params,
     truncate_reason,
 )
-from voxgate.sandbox.behaviours import OK, UNKNOWN_KEY, Behaviour, Kind, parse_behaviour
+from voxgate.sandbox.behaviours import JUNK, OK, UNKNOWN_KEY, Behaviour, Kind, parse_behaviour
 from voxgate.sandbox.session import Admission, SandboxSession, SessionRecord, send_error
 
 #: AssemblyAI caps a session at 3 hours (close 3008).
@@ -119,6 +119,8 @@ class Sandbox:
         self._clock = clock
         self._tokens: dict[str, _Token] = {}
         self._admitted: dict[ServerConnection, Admission] = {}
+        # ``402-after-M``: sessions served per key since its behaviour was set.
+        self._served: dict[str, int] = {}
         self.sessions: deque[SessionRecord] = deque(maxlen=MAX_SESSION_RECORDS)
         self.server: Server | None = None
 
@@ -168,7 +170,7 @@ class Sandbox:
         key = request.headers.get("Authorization", "").strip()
         if not key:
             return _error(401, "Missing Authorization header")
-        behaviour = self.config.behaviour(key)
+        behaviour = self._quota(key, self.config.behaviour(key), serve=False)
         if behaviour.kind is Kind.HTTP:
             return _refusal(behaviour)
         if behaviour is UNKNOWN_KEY:
@@ -194,6 +196,7 @@ class Sandbox:
         if "set" in query:
             try:
                 self.config.keys[query["set"]] = parse_behaviour(query.get("behaviour", "ok"))
+                self._served.pop(query["set"], None)
             except ValueError as exc:
                 return _error(400, str(exc))
         return _json(200, {"keys": {k: b.name for k, b in self.config.keys.items()}})
@@ -215,7 +218,7 @@ class Sandbox:
                     name="bad-token",
                 )
             else:
-                behaviour = self.config.behaviour(found.key)
+                behaviour = self._quota(found.key, self.config.behaviour(found.key))
                 max_session = min(max_session, found.max_session_seconds)
         elif not key:
             behaviour = Behaviour(
@@ -225,7 +228,7 @@ class Sandbox:
                 name="no-key",
             )
         else:
-            behaviour = self.config.behaviour(key)
+            behaviour = self._quota(key, self.config.behaviour(key))
         if behaviour.kind is Kind.HTTP:
             return _refusal(behaviour)
         if behaviour.kind is Kind.HANG:
@@ -240,6 +243,17 @@ class Sandbox:
         self._admitted[connection] = Admission(behaviour, params, violation, max_session)
         return None
 
+    def _quota(self, key: str, behaviour: Behaviour, *, serve: bool = True) -> Behaviour:
+        """``402-after-M``: ``ok`` (counted when ``serve``) for M sessions, then the 402."""
+        if behaviour.kind is not Kind.QUOTA:
+            return behaviour
+        served = self._served.get(key, 0)
+        if served >= behaviour.sessions:
+            return Behaviour(Kind.HTTP, 402, behaviour.reason, name=behaviour.name)
+        if serve:
+            self._served[key] = served + 1
+        return behaviour
+
     # ------------------------------------------------------------------ WebSocket
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -253,13 +267,18 @@ class Sandbox:
         record = SessionRecord(str(uuid.uuid4()), behaviour.name, pairs, self._clock())
         self.sessions.append(record)
         try:
-            if behaviour.kind is Kind.CLOSE:
+            asked = {name for name, _ in pairs}
+            if behaviour.kind is Kind.CLOSE and (not behaviour.when or behaviour.when in asked):
                 await self._refuse(connection, record, behaviour.code, behaviour.reason)
             elif admission.violation is not None:
                 v = admission.violation
                 await self._refuse(connection, record, v.code, v.reason)
             elif behaviour.kind is Kind.NO_BEGIN:
                 await self._idle(connection, record, admission.max_session_seconds)
+            elif behaviour.kind is Kind.JUNK:
+                await connection.send(JUNK[behaviour.name])
+                await self._idle(connection, record, admission.max_session_seconds)
+                record.end = "junk"
             else:
                 assert admission.params is not None
                 await SandboxSession(

@@ -116,6 +116,7 @@ class SandboxSession:
         self.pace = PaceGuard(pace_burst_seconds)
         self.loop = asyncio.get_running_loop()
         self.started = self.loop.time()
+        self._finals: list[dict[str, Any]] = []  # ``revise@BYTES``: the turns to revise
 
     async def send(self, message: dict[str, Any]) -> None:
         async with asyncio.timeout(SEND_TIMEOUT):
@@ -149,7 +150,10 @@ class SandboxSession:
     async def _receive(self) -> None:
         connection = self.connection
         echo = self.behaviour.kind is Kind.ECHO
-        drop_after = self.behaviour.after_seconds if self.behaviour.kind is Kind.DROP else None
+        dropping = self.behaviour.kind is Kind.DROP
+        drop_after = self.behaviour.after_seconds if dropping else None
+        drop_after_frames = self.behaviour.after_frames if dropping else 0
+        frames = 0
         while True:
             if self.inactivity is not None:
                 async with asyncio.timeout(self.inactivity):
@@ -162,25 +166,53 @@ class SandboxSession:
                 if echo:
                     await connection.send('{"type":"Echo","n":"' + message[:8].hex() + '"}')
                     continue
-                for turn in self.transcriber.feed(message):
-                    await self.send(turn)
-                if drop_after is not None and self.pace.audio_seconds >= drop_after:
+                frames += 1
+                turns = self.transcriber.feed(message)
+                started = self.transcriber.speech_started()
+                if started is not None and self.behaviour.kind is Kind.REVISE:
+                    await self.send(
+                        {"type": "SpeechStarted", "timestamp": started, "confidence": 0.9}
+                    )
+                await self._send_turns(turns)
+                if drop_after_frames:
+                    if frames >= drop_after_frames:
+                        await self._drop()
+                        return
+                elif drop_after is not None and self.pace.audio_seconds >= drop_after:
                     await self._drop()
                     return
                 continue
             kind, fields = parse_control(message)
             if kind is ControlType.TERMINATE:
+                if self.behaviour.kind is Kind.NO_TERMINATION:
+                    self.record.end = "terminate_ignored"
+                    continue  # read on, answer never: the client's deadline must end it
                 await self._terminate()
                 return
             if kind is ControlType.FORCE_ENDPOINT:
-                for turn in self.transcriber.force_endpoint():
-                    await self.send(turn)
+                await self._send_turns(self.transcriber.force_endpoint())
             elif kind is ControlType.UPDATE_CONFIGURATION:
                 self.transcriber.update(fields)
 
-    async def _terminate(self) -> None:
-        for turn in self.transcriber.finish():
+    async def _send_turns(self, turns: list[dict[str, Any]]) -> None:
+        """Send turns; ``revise@BYTES``: an LLMGatewayResponse after each final one."""
+        for turn in turns:
             await self.send(turn)
+            if self.behaviour.kind is Kind.REVISE and _completes(turn, self.transcriber):
+                self._finals.append(turn)
+                await self.send(
+                    {
+                        "type": "LLMGatewayResponse",
+                        "turn_order": turn["turn_order"],
+                        "transcript": turn["transcript"],
+                        "data": {"summary": turn["transcript"][:40]},
+                    }
+                )
+
+    async def _terminate(self) -> None:
+        await self._send_turns(self.transcriber.finish())
+        if self.behaviour.kind is Kind.REVISE:
+            await self.send(speaker_revision(self._finals, self.behaviour.size))
         await self.send(
             {
                 "type": "Termination",
@@ -205,3 +237,32 @@ class SandboxSession:
         self.record.close_code = code
         await send_error(self.connection, code, reason)
         await self.connection.close(code, truncate_reason(reason))
+
+
+def _completes(turn: dict[str, Any], transcriber: Transcriber) -> bool:
+    """Whether ``turn`` is its turn's last final (the formatted one with format_turns)."""
+    if not turn.get("end_of_turn"):
+        return False
+    return bool(turn.get("turn_is_formatted")) or not transcriber.format_turns
+
+
+def speaker_revision(finals: list[dict[str, Any]], size: int) -> dict[str, Any]:
+    """A ``SpeakerRevision`` relabelling every final turn as speaker B; the last
+    revision's words are repeated until the message is about ``size`` bytes (a long
+    diarized call's revision is large). Word times stay those of the turn."""
+    revisions = [
+        {
+            "turn_order": turn["turn_order"],
+            "speaker_label": "B",
+            "words": [{**word, "speaker": "B"} for word in turn["words"]],
+        }
+        for turn in finals
+    ]
+    message: dict[str, Any] = {"type": "SpeakerRevision", "revisions": revisions}
+    if revisions and revisions[-1]["words"]:
+        words = revisions[-1]["words"]
+        one = len(json.dumps(words[0])) + 2
+        missing = size - len(json.dumps(message))
+        if missing > 0:
+            words.extend(dict(words[i % len(words)]) for i in range(missing // one))
+    return message

@@ -4,8 +4,9 @@ Sessions hand envelopes to :meth:`Publisher.publish`, which never blocks and nev
 touches the network: the envelope joins a bounded in-memory backlog. One task
 drains the backlog to Redis in order, in batches (one Lua script call each):
 
-* pub/sub: every envelope on ``voxgate:session:<id>``, and on ``voxgate:tag:<tag>``
-  when the client tagged its session;
+* pub/sub: every envelope on ``voxgate:session:<id>``, and on
+  ``voxgate:tag:<client>:<tag>`` when the client tagged its session (the tag is the
+  authenticated client's own: no client can publish into another's channel);
 * stream ``voxgate:transcripts`` (XADD, approximate MAXLEN): lifecycle events and
   final turns (partials too when ``VOXGATE_STREAM_PARTIALS=true``).
 
@@ -24,6 +25,7 @@ leaves the backlog only once that many replicas acknowledged it (``WAIT``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import socket
@@ -66,8 +68,10 @@ GUARD_SECONDS = 3600
 #: Wait between attempts while Redis is down: doubles up to the maximum.
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
-#: On shutdown, how long the backlog may take to reach Redis.
+#: On shutdown, how long the backlog may take to reach Redis (part of the stop budget,
+#: ``server.stop_budget_seconds``), and the wait between two tries within it.
 FLUSH_TIMEOUT = 5.0
+FLUSH_RETRY = 0.1
 
 log = get_logger("voxgate.redis")
 
@@ -114,7 +118,7 @@ class SessionPublisher:
         self._seq = 0
         self._stream_seq = 0
         layout = publisher.layout
-        channels = layout.channels(session_id, tag)
+        channels = layout.channels(session_id, client, tag)
         self._channels = tuple(channels)
         self._key = layout.stream_key(layout.shard(session_id))
         lengths = " ".join(str(_utf8_len(x)) for x in (session_id, *channels))
@@ -229,18 +233,23 @@ class Publisher:
         self._task = asyncio.create_task(self._run(), name="redis-publisher")
 
     async def close(self) -> None:
-        """Stop the sending task, flush what is waiting (bounded by FLUSH_TIMEOUT).
-        The task goes first so that two senders never pop the same batch; a batch it
-        had sent but not yet popped goes again (at least once: ``seq`` tells)."""
+        """Stop the sending task, then flush what is waiting within FLUSH_TIMEOUT,
+        whatever the task last saw: Redis may have come back while the task waited
+        out its retry delay, so every batch is tried, and tried again after a failure,
+        until the backlog is empty or the time is up. The task goes first so that two
+        senders never pop the same batch; a batch it had sent but not yet popped goes
+        again (at least once: ``seq`` tells)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(FLUSH_TIMEOUT):
-                while len(self._backlog) and self.up is not False:
-                    await self._send_batch()
-        except (TimeoutError, RedisError, OSError):
-            pass
+                while len(self._backlog):
+                    try:
+                        await self._send_batch()
+                    except (RedisError, OSError) as exc:
+                        self._set_up(False, type(exc).__name__)
+                        await asyncio.sleep(FLUSH_RETRY)
         if len(self._backlog):
             log.warning("redis_backlog_lost_on_shutdown", envelopes=len(self._backlog))
         await self._writer.aclose()

@@ -2,7 +2,7 @@
 
 Pure. With one Redis (or Sentinel) and one shard, the names are those voxgate has
 always used: the stream ``voxgate:transcripts``, the channels
-``voxgate:session:<id>`` and ``voxgate:tag:<tag>`` (``PUBLISH``). With N shards the
+``voxgate:session:<id>`` and ``voxgate:tag:<client>:<tag>`` (``PUBLISH``). With N shards the
 stream is N keys ``voxgate:transcripts:{sK}``, K = :func:`shard_of` the session id, so
 that no single Redis node carries every write. On a Redis Cluster the live channels
 are sharded channels (``SPUBLISH``: delivered by the node that owns the channel's
@@ -10,8 +10,8 @@ slot, not broadcast to every node) carrying the shard's hash tag, so that one
 script call per shard writes the stream and publishes, all in one slot:
 
 * ``voxgate:session:{sK}:<id>``: one session;
-* ``voxgate:tag:{sK}:<tag>``: sessions with that tag whose id falls in shard K (a
-  consumer of a tag subscribes on every shard);
+* ``voxgate:tag:{sK}:<client>:<tag>``: the client's sessions with that tag whose id
+  falls in shard K (a consumer of a tag subscribes on every shard);
 * ``voxgate:live:{sK}``: every envelope of shard K (sharded pub/sub has no patterns;
   a consumer of everything subscribes on every shard).
 """
@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 STREAM_KEY = "voxgate:transcripts"
 SESSION_CHANNEL = "voxgate:session:{}"
-TAG_CHANNEL = "voxgate:tag:{}"
+#: A tagged session's channel: ``.format(client, tag)``. The client is the name of the
+#: client key that opened the session (for a temporary token, the one that minted it);
+#: names have no ``:``, so the client part is unambiguous.
+TAG_CHANNEL = "voxgate:tag:{}:{}"
 LIVE_CHANNEL = "voxgate:live:{}"
 
 
@@ -64,26 +67,29 @@ class ShardLayout:
             return SESSION_CHANNEL.format(f"{self.tag(self.shard(session_id))}:{session_id}")
         return SESSION_CHANNEL.format(session_id)
 
-    def tag_channel(self, tag: str, shard: int) -> str:
-        """``tag``'s channel for sessions of ``shard`` (the shard matters on a cluster)."""
-        return TAG_CHANNEL.format(f"{self.tag(shard)}:{tag}" if self.cluster else tag)
+    def tag_channel(self, client: str, tag: str, shard: int) -> str:
+        """The channel of ``client``'s sessions tagged ``tag`` in ``shard`` (the shard
+        matters on a cluster only)."""
+        if self.cluster:
+            return TAG_CHANNEL.format(f"{self.tag(shard)}:{client}", tag)
+        return TAG_CHANNEL.format(client, tag)
 
-    def tag_channels(self, tag: str) -> list[str]:
-        """Every channel a consumer of ``tag`` follows."""
+    def tag_channels(self, client: str, tag: str) -> list[str]:
+        """Every channel a consumer of ``client``'s ``tag`` follows."""
         if not self.cluster:
-            return [TAG_CHANNEL.format(tag)]
-        return [self.tag_channel(tag, k) for k in range(self.shards)]
+            return [TAG_CHANNEL.format(client, tag)]
+        return [self.tag_channel(client, tag, k) for k in range(self.shards)]
 
     def live_channels(self) -> list[str]:
         """On a cluster, the per-shard channels that carry every envelope."""
         return [LIVE_CHANNEL.format(self.tag(k)) for k in range(self.shards)]
 
-    def channels(self, session_id: str, tag: str | None) -> list[str]:
+    def channels(self, session_id: str, client: str, tag: str | None) -> list[str]:
         """Where one session's envelopes are published."""
         shard = self.shard(session_id)
         out = [self.session_channel(session_id)]
         if tag:
-            out.append(self.tag_channel(tag, shard))
+            out.append(self.tag_channel(client, tag, shard))
         if self.cluster:
             out.append(LIVE_CHANNEL.format(self.tag(shard)))
         return out

@@ -7,27 +7,28 @@ Every way this can fail is raised as a classified
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from voxgate import __version__
-from voxgate.protocol import MAX_MESSAGE_BYTES, StreamParams
-from voxgate.settings import UpstreamKey
+from voxgate.protocol import StreamParams
+from voxgate.protocol.jsonguard import UnsafeJson, loads_bounded
+from voxgate.settings import DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES, UpstreamKey
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, close_failure, http_failure
 from voxgate.ws.client import ClientWebSocket, InvalidStatus, connect
-from voxgate.ws.connection import ConnectionClosed
+from voxgate.ws.connection import ConnectionClosed, OnLimit
 from voxgate.ws.handshake import HandshakeError
 
 #: The version header the official SDK sends; forwarded when a client sends its own.
 ASSEMBLYAI_VERSION = "2025-05-12"
-#: Upstream messages are JSON text of a few KB; leave ample room.
-MAX_UPSTREAM_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
 #: Messages queued from upstream before reading from it pauses (backpressure).
 UPSTREAM_QUEUE_FRAMES = 32
 #: Seconds a closing handshake may take before the TCP connection is dropped.
 UPSTREAM_CLOSE_TIMEOUT = 1.0
 USER_AGENT = f"voxgate/{__version__}"
+#: Close codes our side sends when upstream breaks the WebSocket rules (bad framing,
+#: bad UTF-8, a message over the size limit).
+_UPSTREAM_BROKE_FRAMING = frozenset({1002, 1007, 1009})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +52,13 @@ async def open_session(
     connect_timeout: float,
     begin_timeout: float,
     api_version: str | None = None,
+    max_message_bytes: int = DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
+    on_limit: OnLimit | None = None,
 ) -> UpstreamSession:
-    """Connect with ``key`` and wait for ``Begin``; raise UpstreamFailure otherwise."""
+    """Connect with ``key`` and wait for ``Begin``; raise UpstreamFailure otherwise.
+    Messages from upstream up to ``max_message_bytes`` are taken (the setting
+    ``VOXGATE_UPSTREAM_MAX_MESSAGE_BYTES``); a larger one closes the connection, and
+    ``on_limit`` is told which limit upstream broke (size, fragments or deadline)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     headers = {
@@ -64,9 +70,10 @@ async def open_session(
             connection = await connect(
                 upstream_uri(base_url, params),
                 headers={**headers, "User-Agent": USER_AGENT},
-                max_size=MAX_UPSTREAM_MESSAGE_BYTES,
+                max_size=max_message_bytes,
                 max_queue=UPSTREAM_QUEUE_FRAMES,
                 close_timeout=UPSTREAM_CLOSE_TIMEOUT,
+                on_limit=on_limit,
             )
     except InvalidStatus as exc:
         raise http_failure(exc.status, exc.body) from None
@@ -78,7 +85,8 @@ async def open_session(
         raise UpstreamFailure(FailureClass.TRANSIENT, 1006, type(exc).__name__) from None
     connect_seconds = loop.time() - started
     try:
-        begin_text, begin = await _await_begin(connection, begin_timeout)
+        asked = [name for name, _ in params.forward]
+        begin_text, begin = await _await_begin(connection, begin_timeout, asked)
     except BaseException:
         await _abort(connection)
         raise
@@ -86,31 +94,52 @@ async def open_session(
 
 
 async def _await_begin(
-    connection: ClientWebSocket, timeout: float
+    connection: ClientWebSocket, timeout: float, asked: list[str]
 ) -> tuple[str, dict[str, object]]:
+    """Read up to ``Begin``. Whatever upstream sends instead (an Error and a close,
+    bad or hostile JSON, a message that is not a JSON object, a binary frame, a
+    message over ``max_message_bytes``, nothing in time) is raised as an
+    UpstreamFailure, so the caller releases the key's lease and counts it."""
     error_text = ""
     try:
         async with asyncio.timeout(timeout):
             while True:
                 raw = await connection.recv()
                 if not isinstance(raw, str):
-                    continue
-                message = json.loads(raw)
-                kind = message.get("type") if isinstance(message, dict) else None
+                    raise _broken("a binary message before Begin")
+                message = loads_bounded(raw)
+                if not isinstance(message, dict):
+                    raise _broken("a message before Begin that is not a JSON object")
+                kind = message.get("type")
                 if kind == "Begin":
                     return raw, message
-                if kind == "Error" or (isinstance(message, dict) and "error" in message):
-                    error_text = str(message.get("error", ""))
+                if kind == "Error" or "error" in message:
+                    error_text = str(message.get("error", ""))[:200]
     except ConnectionClosed as exc:
+        sent = exc.sent
+        if sent is not None and sent.code in _UPSTREAM_BROKE_FRAMING:
+            # Our side closed: upstream broke the framing rules or sent a message over
+            # the size limit. That is upstream's fault, whatever it answered.
+            raise _broken(
+                f"close {sent.code} sent to upstream before Begin: {sent.reason}"
+            ) from None
         code = exc.code
         reason = error_text or (exc.rcvd.reason if exc.rcvd is not None else "")
-        raise close_failure(code, reason) from None
+        raise close_failure(code, reason, asked) from None
     except TimeoutError:
         raise UpstreamFailure(
             FailureClass.TRANSIENT, 1006, f"no Begin within {timeout:g} s"
         ) from None
+    except UnsafeJson as exc:
+        raise _broken(f"Begin refused: {exc}") from None
     except ValueError:
-        raise UpstreamFailure(FailureClass.TRANSIENT, 1006, "Begin was not JSON") from None
+        raise _broken("Begin was not JSON") from None
+
+
+def _broken(detail: str) -> UpstreamFailure:
+    """Upstream broke the protocol before Begin: a transient failure of its key (the
+    key cools down; the session tries another)."""
+    return UpstreamFailure(FailureClass.TRANSIENT, 1006, detail)
 
 
 async def _abort(connection: ClientWebSocket) -> None:

@@ -10,7 +10,6 @@ background through ``/v3/token`` (no billed session) and come back by themselves
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from voxgate.keys.shared import SharedPool
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics
 from voxgate.protocol import StreamParams
+from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.settings import Settings, UpstreamKey
 from voxgate.upstream.connect import USER_AGENT, UpstreamSession, open_session
 from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure
@@ -78,7 +78,17 @@ class Connector:
         self._token_url = token_url(settings.upstream_url)
         self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
 
-    async def open(self, params: StreamParams, api_version: str | None) -> Opened:
+    def _upstream_limit(self, limit: str) -> None:
+        """Upstream sent a message the connection refused (over a size, fragment or
+        time limit): counted as ``voxgate_ws_messages_refused_total{hop="upstream"}``."""
+        self.metrics.ws_limits.labels("upstream", limit).inc()
+
+    async def open(
+        self, params: StreamParams, api_version: str | None, avoid: frozenset[str] = frozenset()
+    ) -> Opened:
+        """An upstream session through the first key that opens one. Keys in ``avoid``
+        (the key that just dropped this client's session) are used only when no other
+        key can take the session."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.failover_timeout
         tried: set[str] = set()
@@ -86,7 +96,7 @@ class Connector:
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
             if deadline - loop.time() <= 0:
                 break
-            lease = await self.acquire(frozenset(tried))
+            lease = await self._acquire_preferring(frozenset(tried), avoid)
             if isinstance(lease, Unavailable):
                 raise NoUpstream(lease)
             left = max(0.001, deadline - loop.time())
@@ -98,9 +108,20 @@ class Connector:
                     connect_timeout=min(self.settings.connect_timeout, left),
                     begin_timeout=min(self.settings.begin_timeout, left),
                     api_version=api_version,
+                    max_message_bytes=self.settings.upstream_max_message_bytes,
+                    on_limit=self._upstream_limit,
                 )
-            except UpstreamFailure as failure:
+            except BaseException as exc:
+                # Whatever went wrong, the lease goes back (else the key's slot leaks
+                # for good); a failure that is not classified counts as transient.
                 self.release(lease)
+                if isinstance(exc, UpstreamFailure):
+                    failure = exc
+                elif isinstance(exc, Exception):
+                    log.exception("upstream_open_failed", key=lease.alias)
+                    failure = UpstreamFailure(FailureClass.TRANSIENT, 1006, type(exc).__name__)
+                else:
+                    raise  # cancelled: the client went away
                 last = failure
                 self.failed(lease.alias, failure)
                 if failure.failure is FailureClass.CLIENT_FAULT:
@@ -115,11 +136,25 @@ class Connector:
             raise NoUpstream(last)
         raise NoUpstream(reason)
 
+    async def _acquire_preferring(
+        self, tried: frozenset[str], avoid: frozenset[str]
+    ) -> Lease | Unavailable:
+        """A lease on a key not in ``avoid`` when one is usable, else on any key."""
+        if avoid - tried:
+            lease = await self.acquire(tried | avoid)
+            if not isinstance(lease, Unavailable):
+                return lease
+        return await self.acquire(tried)
+
     async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
         """A lease from the shared pool when there is one, else from this replica's."""
         if self.shared is not None:
-            return await self.shared.acquire(exclude)
-        return self.pool.acquire(exclude)
+            lease = await self.shared.acquire(exclude)
+        else:
+            lease = self.pool.acquire(exclude)
+        if not isinstance(lease, Unavailable):
+            self.metrics.key_changed(self.pool.record(lease.alias))
+        return lease
 
     def release(self, lease: Lease) -> None:
         if self.shared is not None:
@@ -150,13 +185,16 @@ class Connector:
 
     def dropped(self, alias: str, failure: UpstreamFailure) -> None:
         """A running session's upstream ended with an error. A transient drop is
-        counted and logged but not held against the key (one lost connection says
-        little about a key, and the session's replacement may well use it again)."""
+        counted and logged; one says little about a key, but a key that keeps
+        dropping sessions cools down (the pool decides, see ``KeyPool.report_drop``),
+        and the session's replacement prefers another key (``UpstreamHold.reopen``)."""
         if failure.failure is not FailureClass.TRANSIENT:
             self.failed(alias, failure)
             return
         self.metrics.upstream_failure(alias, failure)
         log.warning("upstream_dropped", key=alias, code=failure.code, detail=failure.detail)
+        self._log(self.pool.report_drop(alias, failure.detail))
+        self.metrics.key_changed(self.pool.record(alias))
 
     # ------------------------------------------------------------------ probes
 
@@ -170,7 +208,7 @@ class Connector:
         def fetch() -> UpstreamFailure | None:
             try:
                 with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
-                    json.loads(response.read(65536))
+                    loads_bounded(response.read(65536))
                     return None
             except urllib.error.HTTPError as exc:
                 return http_failure(exc.code, exc.read(4096))
@@ -216,7 +254,8 @@ class UpstreamHold:
 
     After a mid-session drop, :meth:`reopen` gives the lost upstream's slot back
     first (on a key at its cap the replacement takes it), then opens a replacement
-    through the pool. :meth:`release` gives back whatever is held, once.
+    through the pool on another key when one can take it, else on the same key.
+    :meth:`release` gives back whatever is held, once.
     """
 
     connector: Connector
@@ -227,8 +266,11 @@ class UpstreamHold:
 
     async def reopen(self) -> tuple[UpstreamSession, str]:
         """A replacement upstream and its key's alias (raises NoUpstream)."""
+        lost = self.opened.lease.alias
         self.release()
-        self.opened = await self.connector.open(self.params, api_version=self.api_version)
+        self.opened = await self.connector.open(
+            self.params, api_version=self.api_version, avoid=frozenset({lost})
+        )
         self.held = True
         return self.opened.upstream, self.opened.lease.alias
 

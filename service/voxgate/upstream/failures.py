@@ -7,10 +7,12 @@ all follow from it. See PROTOCOL.md, "Close codes" and "The 402".
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from voxgate.protocol.jsonguard import loads_bounded
 
 
 class FailureClass(StrEnum):
@@ -18,15 +20,33 @@ class FailureClass(StrEnum):
     UNAUTHORIZED = "unauthorized"  # the key itself is refused
     RATE_LIMITED = "rate_limited"  # too many sessions: back off, then retry
     TRANSIENT = "transient"  # dropped, internal, unreachable: retry with backoff
+    #: A refusal for a reason not known here (e.g. a sporadic 1008 "Incorrect
+    #: padding"): the key cools down briefly, another key is tried, and a running
+    #: session is not replaced (the reason may be the session's own).
+    UNEXPLAINED = "unexplained"
     CLIENT_FAULT = "client_fault"  # the client's audio or messages: never the key's fault
     EXPIRED = "expired"  # the session reached its time cap
     NORMAL = "normal"  # not a failure
 
 
-_PAYMENT_WORDS = re.compile(
-    r"balance|billing|funds|payment|paid|upgrade|credit card|account", re.IGNORECASE
+# The words of AssemblyAI's close reasons (PROTOCOL.md; AssemblyAI's "Common session
+# errors and closures": every 1008 reads "Unauthorized Connection: <reason>", so that
+# prefix says nothing by itself). Checked in this order: a rate limit, then the
+# client's own request, then the account, then the key.
+_RATE_WORDS = re.compile(r"too many|concurren|rate limit|per minute", re.IGNORECASE)
+_REQUEST_WORDS = re.compile(
+    r"invalid (?:query )?param|parameter|not (?:available|supported) (?:for|on|with)",
+    re.IGNORECASE,
 )
-_RATE_WORDS = re.compile(r"too many|concurrent|rate limit|per minute", re.IGNORECASE)
+_PAYMENT_WORDS = re.compile(
+    r"balance|billing|funds|payment|credit card|upgrade|paid|free tier|free account",
+    re.IGNORECASE,
+)
+_KEY_WORDS = re.compile(
+    r"api key|invalid key|authori[sz]ation header|not authori[sz]ed|revoked|suspended|"
+    r"disabled|deactivated|(?:invalid|expired)[\w ]{0,20}token",
+    re.IGNORECASE,
+)
 
 _CLOSE_CLASSES: dict[int, FailureClass] = {
     1000: FailureClass.NORMAL,
@@ -44,9 +64,15 @@ _CLOSE_CLASSES: dict[int, FailureClass] = {
     3008: FailureClass.EXPIRED,
     3009: FailureClass.RATE_LIMITED,
     4102: FailureClass.RATE_LIMITED,
+    4000: FailureClass.CLIENT_FAULT,  # legacy: bad sample rate
     4001: FailureClass.UNAUTHORIZED,
     4002: FailureClass.PAYMENT_REQUIRED,
-    4003: FailureClass.PAYMENT_REQUIRED,
+    4003: FailureClass.PAYMENT_REQUIRED,  # unless the reason names what the client asked
+    4008: FailureClass.EXPIRED,
+    4032: FailureClass.CLIENT_FAULT,  # legacy: audio too short
+    4033: FailureClass.CLIENT_FAULT,  # legacy: audio too long
+    4034: FailureClass.CLIENT_FAULT,  # legacy: audio too small to transcode
+    4101: FailureClass.CLIENT_FAULT,  # legacy: bad schema
 }
 
 
@@ -68,15 +94,33 @@ class UpstreamFailure(Exception):
         return f"{self.failure.value} ({where} {self.code}): {self.detail}"
 
 
-def classify_close(code: int, reason: str = "") -> FailureClass:
-    """Classify a close code with its reason (1008's meaning is in its words)."""
-    if code == 1008:
-        if _RATE_WORDS.search(reason):
+def classify_close(code: int, reason: str = "", asked: Iterable[str] = ()) -> FailureClass:
+    """Classify a close code with its reason. ``asked`` names the query parameters the
+    client's request carried: a 1008 or 4003 whose reason names one of them (a paid-only
+    feature, a bad value) is the client's request refused, not the key's fault.
+
+    1008 means whatever its words say: a rate limit, the request, the account's
+    balance (payment required), the key itself; a reason not known here is
+    ``UNEXPLAINED`` (the key cools down briefly, it is not disabled)."""
+    if code in (1008, 4003):
+        if code == 1008 and _RATE_WORDS.search(reason):
             return FailureClass.RATE_LIMITED
-        if _PAYMENT_WORDS.search(reason):
+        if _REQUEST_WORDS.search(reason) or _names_any(reason, asked):
+            return FailureClass.CLIENT_FAULT
+        if _PAYMENT_WORDS.search(reason) or code == 4003:
             return FailureClass.PAYMENT_REQUIRED
-        return FailureClass.UNAUTHORIZED
+        if _KEY_WORDS.search(reason):
+            return FailureClass.UNAUTHORIZED
+        return FailureClass.UNEXPLAINED
     return _CLOSE_CLASSES.get(code, FailureClass.TRANSIENT)
+
+
+def _names_any(reason: str, names: Iterable[str]) -> bool:
+    """Whether ``reason`` names one of ``names`` as a word. Only names in AssemblyAI's
+    multi-word style count (``speaker_labels``): a client can not make upstream's
+    "Insufficient account balance" its own by sending a parameter ``balance``."""
+    words = set(re.findall(r"[a-z0-9_]+", reason.lower()))
+    return any("_" in name and name.lower() in words for name in names)
 
 
 def classify_http(status: int, body: bytes | str = b"") -> FailureClass:
@@ -96,14 +140,14 @@ def http_failure(status: int, body: bytes | str) -> UpstreamFailure:
     return UpstreamFailure(classify_http(status, body), status, _body_error(body), http=True)
 
 
-def close_failure(code: int, reason: str) -> UpstreamFailure:
-    return UpstreamFailure(classify_close(code, reason), code, reason[:200])
+def close_failure(code: int, reason: str, asked: Iterable[str] = ()) -> UpstreamFailure:
+    return UpstreamFailure(classify_close(code, reason, asked), code, reason[:200])
 
 
 def _decode(body: bytes | str) -> object:
     text = body.decode(errors="replace") if isinstance(body, bytes) else body
     try:
-        return json.loads(text[:4096])
+        return loads_bounded(text[:4096])
     except ValueError:
         return text[:200]
 

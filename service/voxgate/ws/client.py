@@ -10,7 +10,7 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-from voxgate.ws.connection import WebSocket
+from voxgate.ws.connection import MESSAGE_TIMEOUT, OnLimit, WebSocket
 from voxgate.ws.handshake import (
     MAX_BODY_BYTES,
     MAX_HEAD_BYTES,
@@ -36,7 +36,7 @@ class InvalidStatus(Exception):
 class ClientWebSocket(WebSocket):
     is_client = True
 
-    def __init__(self, request: bytes, key: str, **kwargs: float | int | None) -> None:
+    def __init__(self, request: bytes, key: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._request = request
         self._key = key
@@ -119,9 +119,14 @@ async def connect(
     max_queue: int,
     close_timeout: float,
     ssl_context: ssl.SSLContext | None = None,
+    max_fragments: int | None = None,
+    message_timeout: float | None = MESSAGE_TIMEOUT,
+    on_limit: OnLimit | None = None,
 ) -> ClientWebSocket:
     """Open the TCP (TLS for wss://) connection and do the handshake. No deadline of
-    its own: callers wrap it in theirs. On failure the socket is closed."""
+    its own: callers wrap it in theirs. On failure the socket is closed. The bounds on
+    the server's messages (``max_size``, ``max_fragments``, ``message_timeout``) are
+    those of :class:`~voxgate.ws.connection.WebSocket`."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"not a WebSocket URL: {url!r}")
@@ -137,7 +142,14 @@ async def connect(
     context = (ssl_context or ssl.create_default_context()) if secure else None
     _, connection = await loop.create_connection(
         lambda: ClientWebSocket(
-            request, key, max_size=max_size, max_queue=max_queue, close_timeout=close_timeout
+            request,
+            key,
+            max_size=max_size,
+            max_queue=max_queue,
+            close_timeout=close_timeout,
+            max_fragments=max_fragments,
+            message_timeout=message_timeout,
+            on_limit=on_limit,
         ),
         parts.hostname,
         port,

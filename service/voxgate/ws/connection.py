@@ -5,8 +5,13 @@ whole messages from a bounded queue, and reading from the socket pauses while th
 queue is full, so a slow reader slows its peer down (TCP backpressure). ``send``
 writes at once and waits only while the transport's write buffer is over its high
 water mark. Pings keep an idle connection honest: a peer silent for a whole
-``ping_interval`` after a ping is dropped. Subclasses (``client``, ``server``)
-do the opening handshake, then call ``_opened``.
+``ping_interval`` after a ping is dropped. A fragmented message must be complete
+within ``message_timeout`` (else 1008); its size and frames are bounded by the
+reader (1009); either is told to ``on_limit``. A connection that fails sends its close
+frame, then shuts down writing and reads (and drops) what the peer still sends until
+the peer closes or ``close_timeout`` passes, so the close frame is not lost to a TCP
+reset. Subclasses (``client``, ``server``) do the opening handshake, then call
+``_opened``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ CLOSE_TIMEOUT: Final = 2.0
 #: Messages received and not yet taken by ``recv`` before reading pauses; it
 #: resumes once the queue is down to a quarter of that.
 MAX_QUEUE: Final = 32
+#: Seconds a fragmented message may take from its first frame to its last.
+MESSAGE_TIMEOUT: Final = 10.0
+
+#: Told which bound a peer's message went over: "size", "fragments" (1009) or
+#: "deadline" (1008), for a metric.
+OnLimit = Callable[[str], None]
 
 
 class State(enum.IntEnum):
@@ -82,9 +93,18 @@ class WebSocket(asyncio.Protocol):
         max_queue: int = MAX_QUEUE,
         ping_interval: float | None = PING_INTERVAL,
         close_timeout: float = CLOSE_TIMEOUT,
+        max_fragments: int | None = None,
+        message_timeout: float | None = MESSAGE_TIMEOUT,
+        on_limit: OnLimit | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._reader = FrameReader(masked=not self.is_client, max_size=max_size)
+        self._reader = FrameReader(
+            masked=not self.is_client, max_size=max_size, max_fragments=max_fragments
+        )
+        self._message_timeout = message_timeout
+        self._on_limit = on_limit
+        self._partial = 0  # the reader's fragmented message the deadline below is for
+        self._partial_timer: asyncio.TimerHandle | None = None
         self._max_queue = max_queue
         self._ping_interval = ping_interval
         self._close_timeout = close_timeout
@@ -135,7 +155,10 @@ class WebSocket(asyncio.Protocol):
             self._handshake_data(data)
             return
         self._heard = True
-        events = self._reader.feed(data)
+        reader = self._reader
+        events = reader.feed(data)
+        if reader.partial != self._partial:
+            self._partial_changed(reader.partial)
         messages = self._messages
         for opcode, payload in events:
             if opcode <= BINARY:
@@ -154,8 +177,10 @@ class WebSocket(asyncio.Protocol):
                 assert isinstance(payload, bytes)
                 self._close_received(payload)
                 break
-        error = self._reader.error
+        error = reader.error
         if error is not None and self.state is State.OPEN:
+            if error.limit is not None:
+                self._limit(error.limit)
             self.fail(error.code, error.reason)  # what came before it is still delivered
         if messages:
             self._queued()
@@ -184,6 +209,8 @@ class WebSocket(asyncio.Protocol):
         self.state = State.CLOSED
         if self._timer is not None:
             self._timer.cancel()
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
         if not self._lost.done():
             self._lost.set_result(None)
         for waiter in (self._waiter, self._drain_waiter):
@@ -288,12 +315,30 @@ class WebSocket(asyncio.Protocol):
             self.abort()
 
     def fail(self, code: int, reason: str) -> None:
-        """End at once: our close frame (if not sent yet), then the TCP connection."""
+        """End now: our close frame (if not sent yet), then the end of our writing (the
+        peer reads the close, then EOF); what the peer still sends is read and dropped
+        until it closes too, for at most ``close_timeout``. Closing with unread data
+        would reset the connection, and a reset can destroy the close frame in flight."""
         if self.state is State.CLOSED:
+            return
+        if self.state is State.CONNECTING:
+            self.transport.close()
             return
         if self.state is State.OPEN:
             self._send_close(code, reason)
-        self.transport.close()
+        transport = self.transport
+        if self._timer is not None:
+            self._timer.cancel()  # no more keepalive; this is the deadline now
+        self._timer = self._loop.call_later(self._close_timeout, self.abort)
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if not self._eof_written and transport.can_write_eof():
+            self._eof_written = True
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):  # already closing: nothing more to say
+                self.abort()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -303,6 +348,30 @@ class WebSocket(asyncio.Protocol):
         await asyncio.shield(self._lost)
 
     # ------------------------------------------------------------------ internals
+
+    def _partial_changed(self, partial: int) -> None:
+        """A fragmented message began (or ended): give it ``message_timeout``."""
+        self._partial = partial
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
+        if partial and self._message_timeout is not None and self.state is State.OPEN:
+            self._partial_timer = self._loop.call_later(
+                self._message_timeout, self._message_late, partial
+            )
+
+    def _message_late(self, partial: int) -> None:
+        self._partial_timer = None
+        if self._reader.partial == partial and self.state is State.OPEN:
+            self._limit("deadline")
+            self.fail(1008, f"message not complete within {self._message_timeout:g} s")
+
+    def _limit(self, limit: str) -> None:
+        if self._on_limit is not None:
+            try:
+                self._on_limit(limit)
+            except Exception:  # a metric must not stop the close
+                log.exception("websocket_limit_callback_failed")
 
     def _opened(self) -> None:
         self.state = State.OPEN
@@ -364,3 +433,4 @@ class WebSocket(asyncio.Protocol):
         self._timer = self._loop.call_later(self._ping_interval, self._keepalive)
 
     _pinged = False
+    _eof_written = False

@@ -4,11 +4,19 @@
 messages and control frames in it; partial frames wait for the next call. The first
 rule a peer breaks stops the reader: it keeps a :class:`FrameError` in ``error``,
 with the close code to answer with: 1002 (protocol), 1007 (text not UTF-8), 1009
-(message too big). What came before the offending frame is still returned.
+(message too big, or in too many fragments). What came before the offending frame is
+still returned.
+
+A message being assembled from fragments is bounded three ways: its payload by
+``max_size``, its frames by ``max_fragments`` (empty ones count: each costs a parse),
+and its memory by the payload alone (fragments are appended to one buffer, so a
+fragment holds no object of its own). Fragmented text is UTF-8 checked as it comes,
+so invalid text fails at the fragment that breaks it, not at the end.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 from collections.abc import Callable
@@ -45,6 +53,21 @@ MAX_CLOSE_REASON: Final = 123
 #: 3000-4999 application range); 1005 and 1006 must never appear on the wire.
 _WIRE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
+#: A message may come in at most one frame per this many bytes of ``max_size`` (so
+#: 8192 frames for 1 MiB, 131072 for 16 MiB: a 4 MiB message in 64-byte fragments, as
+#: Autobahn's section 9 sends, fits a 16 MiB hop), and never fewer than MIN_FRAGMENTS.
+FRAGMENT_BYTES: Final = 128
+MIN_FRAGMENTS: Final = 16
+#: The highest bit of a 64-bit payload length must be 0 (RFC 6455 5.2).
+_LENGTH_TOP_BIT: Final = 1 << 63
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+def default_max_fragments(max_size: int) -> int:
+    """The frame bound of one message for a given ``max_size``."""
+    return max(MIN_FRAGMENTS, max_size // FRAGMENT_BYTES)
+
+
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 _HEAD = struct.Struct("!BB")
@@ -53,12 +76,14 @@ _HEAD64 = struct.Struct("!BBQ")
 
 
 class FrameError(Exception):
-    """The peer broke the framing rules: close the connection with ``code``."""
+    """The peer broke the framing rules: close the connection with ``code``. ``limit``
+    names the bound a message went over ("size", "fragments"), None for other errors."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, limit: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.limit = limit
 
 
 #: Masking keys are read from the OS's random source this many bytes at a time (one
@@ -135,37 +160,52 @@ class FrameReader:
     messages come out as ``str`` (UTF-8 checked), binary ones as ``bytes``; control
     frames as ``(opcode, payload)``. ``max_size`` bounds a whole message, so a
     fragmented one cannot grow past it either, and a partial frame is held only
-    up to that size plus its header.
+    up to that size plus its header. ``max_fragments`` bounds the frames of one
+    message (default: :func:`default_max_fragments`). ``partial`` is 0 when no
+    fragmented message is in progress, else a number unique to that message (so a
+    caller can put a deadline on it).
     """
 
     __slots__ = (
         "_buffer",
+        "_decoder",
+        "_fragment_count",
         "_fragment_op",
         "_fragment_size",
         "_fragments",
         "_have",
         "_mask_bit",
         "_masked",
+        "_max_fragments",
         "_max_size",
         "_need",
         "_parts",
+        "_started",
         "error",
+        "partial",
     )
 
-    def __init__(self, *, masked: bool, max_size: int) -> None:
+    def __init__(self, *, masked: bool, max_size: int, max_fragments: int | None = None) -> None:
         self.error: FrameError | None = None
         self._masked = masked
         self._mask_bit = 0x80 if masked else 0
         self._max_size = max_size
+        self._max_fragments = (
+            default_max_fragments(max_size) if max_fragments is None else max_fragments
+        )
         self._buffer = b""  # the start of an incomplete frame
         # Reads of a frame whose size is known gather here until it is complete, so a
         # big frame arriving in many reads is joined once, not once per read.
         self._parts: list[bytes] = []
         self._have = 0  # bytes in _buffer and _parts
         self._need = 0  # bytes the incomplete frame needs in all (0: not known yet)
-        self._fragments: list[bytes] = []
+        self._fragments = bytearray()  # the message being assembled
         self._fragment_op = 0
         self._fragment_size = 0
+        self._fragment_count = 0
+        self._decoder: codecs.IncrementalDecoder | None = None  # fragmented text only
+        self._started = 0  # fragmented messages begun so far
+        self.partial = 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes | str]]:
         """Every complete message and control frame in what has arrived so far (once
@@ -177,7 +217,8 @@ class FrameReader:
             self._parse(data, out)
         except FrameError as exc:
             self.error = exc
-            self._buffer, self._fragments, self._parts = b"", [], []
+            self._buffer, self._fragments, self._parts = b"", bytearray(), []
+            self._decoder, self.partial = None, 0
         return out
 
     def whole(self, data: bytes) -> bytes | str | None:
@@ -247,6 +288,8 @@ class FrameReader:
                 if end - pos < 10:
                     break
                 (length,) = _U64.unpack_from(buf, pos + 2)
+                if length & _LENGTH_TOP_BIT:
+                    raise FrameError(1002, "64-bit payload length with its top bit set")
                 head = 10
             if opcode >= CLOSE:
                 if opcode not in _CONTROL:
@@ -254,7 +297,11 @@ class FrameReader:
                 if length > MAX_CONTROL_PAYLOAD or not first & 0x80:
                     raise FrameError(1002, "control frame too long or fragmented")
             elif length + self._fragment_size > self._max_size:
-                raise FrameError(1009, f"message over {self._max_size} bytes")
+                raise FrameError(1009, f"message over {self._max_size} bytes", "size")
+            elif not opcode and self._fragment_count >= self._max_fragments:
+                raise FrameError(
+                    1009, f"message in over {self._max_fragments} fragments", "fragments"
+                )
             start = pos + head + (4 if self._masked else 0)
             stop = start + length
             if stop > end:
@@ -277,18 +324,32 @@ class FrameReader:
         if opcode == CONTINUATION:
             if not self._fragment_op:
                 raise FrameError(1002, "continuation without a message to continue")
-            self._fragments.append(payload)
-            self._fragment_size += len(payload)
+            self._fragment_count += 1
+            if self._decoder is not None and not fin:  # (the end is decoded whole below)
+                self._check_text(payload)
+            if payload:
+                self._fragments += payload
+                self._fragment_size += len(payload)
             if not fin:
                 return None
-            opcode, payload = self._fragment_op, b"".join(self._fragments)
-            self._fragments, self._fragment_op, self._fragment_size = [], 0, 0
+            opcode, payload = self._fragment_op, bytes(self._fragments)
+            self._fragments, self._fragment_op, self._fragment_size = bytearray(), 0, 0
+            self._fragment_count, self._decoder, self.partial = 0, None, 0
         elif opcode in _DATA:
             if self._fragment_op:
                 raise FrameError(1002, "new message inside a fragmented one")
             if not fin:
-                self._fragments, self._fragment_op = [payload], opcode
-                self._fragment_size = len(payload)
+                self._fragments = bytearray(payload)
+                self._fragment_op, self._fragment_size, self._fragment_count = (
+                    opcode,
+                    len(payload),
+                    1,
+                )
+                self._started += 1
+                self.partial = self._started
+                if opcode == TEXT:
+                    self._decoder = _utf8_decoder()
+                    self._check_text(payload)
                 return None
         else:
             raise FrameError(1002, f"unknown opcode {opcode}")
@@ -298,3 +359,12 @@ class FrameReader:
             except UnicodeDecodeError:
                 raise FrameError(1007, "text message is not UTF-8") from None
         return BINARY, payload
+
+    def _check_text(self, payload: bytes) -> None:
+        """Fragmented text fails at the first fragment that cannot be UTF-8 (the
+        decoded text is dropped: the whole message is decoded once at its end)."""
+        assert self._decoder is not None
+        try:
+            self._decoder.decode(payload)
+        except UnicodeDecodeError:
+            raise FrameError(1007, "text message is not UTF-8") from None

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.datastructures import Headers, QueryParams
 
 from voxgate.logs import get_logger
-from voxgate.ws.connection import State, WebSocket
+from voxgate.ws.connection import MESSAGE_TIMEOUT, OnLimit, State, WebSocket
 from voxgate.ws.handshake import HandshakeError, Request, accept_response, parse_request, refusal
 
 log = get_logger("voxgate.ws")
@@ -36,9 +36,9 @@ class ServerWebSocket(WebSocket):
         path: str,
         server_state: Any,
         on_refused: Refused | None = None,
-        **kwargs: float | int | None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self._handler = handler
         self._on_refused = on_refused
         self._path = path
@@ -119,6 +119,9 @@ def protocol_factory(
     ping_interval: float,
     close_timeout: float,
     on_refused: Refused | None = None,
+    message_timeout: float | None = MESSAGE_TIMEOUT,
+    max_fragments: int | None = None,
+    on_limit: OnLimit | None = None,
 ) -> Callable[..., ServerWebSocket]:
     """What to pass uvicorn as ``ws``: it calls it with its own config and state."""
 
@@ -132,6 +135,9 @@ def protocol_factory(
             max_queue=max_queue,
             ping_interval=ping_interval,
             close_timeout=close_timeout,
+            message_timeout=message_timeout,
+            max_fragments=max_fragments,
+            on_limit=on_limit,
         )
 
     return make

@@ -1,0 +1,337 @@
+"""The HTTP/1.1 protocol of the gateway's listening socket: uvicorn's httptools
+protocol with the edge limits applied as bytes arrive.
+
+Every connection is admitted or refused (503) before anything is read: the process
+holds at most ``max_connections`` connections and ``max_handshakes`` still sending
+their head, and stays clear of its descriptor limit; a full process still serves
+health probes and scrapes on a few reserved slots. The request head is fed to the
+parser in slices no larger than what is left of ``max_head_bytes``, so the parser
+never holds more than that (httptools joins a header's pieces by copying, which is
+quadratic in the number of pieces) and the head's header count is checked as each
+header completes. The whole head must arrive within ``handshake_timeout`` of the
+accept (408). A refusal is written, the write side shut, what the peer still sends
+discarded for a moment, then the socket closed (so the answer is not lost to a reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from voxgate.edge.limits import (
+    PROBE_PATHS,
+    PROBE_TIMEOUT,
+    STATUS,
+    EdgeLimits,
+    Refusal,
+    Throttle,
+    Tier,
+    admission,
+)
+from voxgate.logs import get_logger
+
+log = get_logger("voxgate.edge")
+
+#: How long a refused connection's later bytes are read and dropped before it is closed,
+#: and how many refused connections may do so at a time (the rest are closed at once).
+REFUSAL_LINGER: Final = 1.0
+LINGER_SLOTS: Final = 64
+#: At most one log line per reason this often (each says how many it stands for).
+LOG_PERIOD: Final = 10.0
+_REASONS: Final = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+class HeadRefused(Exception):
+    """Raised from a parser callback to stop the parser: the head broke a limit."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.value)
+        self.refusal = refusal
+
+
+def refusal_response(refusal: Refusal) -> bytes:
+    status = STATUS[refusal]
+    body = f"{refusal.value}\n".encode()
+    return (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        "content-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    ).encode() + body
+
+
+class Edge:
+    """What the connections of one server share: the limits, the counts, and what
+    to tell (``on_refused`` for a metric)."""
+
+    def __init__(
+        self,
+        limits: EdgeLimits,
+        on_refused: Callable[[Refusal], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.on_refused = on_refused
+        self.clock = clock
+        self.handshakes = 0
+        self.probes = 0
+        self.lingering = 0
+        self.connections: set[Any] = set()  # uvicorn's, once the first connection comes
+        self._throttles = {reason: Throttle(LOG_PERIOD) for reason in Refusal}
+        self._full = {reason: Throttle(LOG_PERIOD) for reason in Refusal}
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.connections)
+
+    def refused(self, refusal: Refusal, **context: object) -> None:
+        if self.on_refused is not None:
+            self.on_refused(refusal)
+        count = self._throttles[refusal].hit(self.clock())
+        if count:
+            level = log.info if STATUS[refusal] in (400, 408, 431) else log.warning
+            level(
+                "edge_refused",
+                reason=refusal.value,
+                status=STATUS[refusal],
+                count=count,
+                open_connections=self.open_connections,
+                handshakes=self.handshakes,
+                **context,
+            )
+
+    def full(self, reason: Refusal, **context: object) -> None:
+        """A connection let in for probes only: the process is at a limit."""
+        count = self._full[reason].hit(self.clock())
+        if count:
+            log.warning(
+                "edge_full",
+                reason=reason.value,
+                count=count,
+                open_connections=self.open_connections,
+                handshakes=self.handshakes,
+                max_connections=self.limits.max_connections,
+                fd_limit=self.limits.fd_limit,
+                **context,
+            )
+
+
+class EdgeHttpProtocol(HttpToolsProtocol):
+    def __init__(self, edge: Edge, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._edge = edge
+        self._limits = edge.limits
+        self._in_head = False
+        self._head_bytes = 0
+        self._header_count = 0
+        self._probe_only = False
+        self._full_reason = Refusal.CONNECTION_CAP  # the limit that made it probe-only
+        self._refused = False
+        self._lingering = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------- the connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        edge = self._edge
+        edge.connections = self.connections
+        open_before = len(self.connections)
+        super().connection_made(transport)  # type: ignore[arg-type]
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        tier, reason = admission(self._limits, open_before, edge.handshakes, edge.probes, fd)
+        if tier is Tier.REFUSED:
+            assert reason is not None
+            self._refuse(reason, linger=reason is not Refusal.DESCRIPTORS, fd=fd)
+            return
+        if tier is Tier.PROBES_ONLY:
+            assert reason is not None
+            self._probe_only = True
+            self._full_reason = reason
+            edge.probes += 1
+            edge.full(reason, fd=fd)
+        self._begin_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_head()
+        self._cancel_deadline()
+        self._release_probe()
+        if self._lingering:
+            self._lingering = False
+            self._edge.lingering -= 1
+        super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        return None  # the transport closes
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering: dropped
+        self._unset_keepalive_if_required()
+        step = self._limits.max_head_bytes
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._in_head:
+                room = step - self._head_bytes
+                if room <= 0:
+                    self._refuse(Refusal.HEAD_TOO_LARGE)
+                    return
+                piece = data[pos : pos + room]
+                self._head_bytes += len(piece)
+            else:
+                piece = data[pos : pos + step]  # a new head may start inside it
+            pos += len(piece)
+            self._feed(piece)
+            if self._refused or self.transport.get_protocol() is not self:
+                return  # refused, or upgraded (what follows the head is dropped, as before)
+        if self._in_head and self._head_bytes >= step:
+            self._refuse(Refusal.HEAD_TOO_LARGE)
+
+    def _feed(self, piece: bytes) -> None:
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HeadRefused):
+                self._refuse(cause.refusal)
+            else:
+                log.warning("http_callback_failed", error=repr(cause))
+                self._refuse(Refusal.BAD_REQUEST)
+        except httptools.HttpParserError:
+            self._refuse(Refusal.BAD_REQUEST)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self._end_head()
+                self._cancel_deadline()  # the WebSocket handler answers now
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    # ------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:
+            self._begin_head()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self._limits.max_headers:
+            raise HeadRefused(Refusal.TOO_MANY_HEADERS)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._probe_only:
+            path = self.url.partition(b"?")[0]
+            if (
+                self.parser.get_method() != b"GET"
+                or self.parser.should_upgrade()
+                or path.decode("latin-1") not in PROBE_PATHS
+            ):
+                raise HeadRefused(self._full_reason)
+        self._end_head()
+        super().on_headers_complete()
+        if self._probe_only and self.cycle is not None:
+            self.cycle.keep_alive = False  # a probe slot serves one request
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._cancel_deadline()
+        if self._in_head:  # a pipelined request's head began meanwhile: its own deadline
+            self._arm_deadline()
+
+    # ------------------------------------------------------------- head and deadline
+
+    def _begin_head(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._edge.handshakes += 1
+        if self._deadline is None:
+            self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        timeout = PROBE_TIMEOUT if self._probe_only else self._limits.handshake_timeout
+        self._deadline = self.loop.call_later(timeout, self._expired)
+
+    def _end_head(self) -> None:
+        if self._in_head:
+            self._in_head = False
+            self._edge.handshakes -= 1
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        """The deadline from accept (or from a keep-alive request's first byte) to the
+        answer: a head still incomplete gets a 408; a request whose answer has not
+        started (a body trickled in) is dropped; an answer being written goes on."""
+        self._deadline = None
+        if self._refused or self.transport.is_closing():
+            return
+        if self._in_head:
+            self._refuse(Refusal.HANDSHAKE_TIMEOUT)
+        elif self.cycle is not None and not self.cycle.response_started:
+            self._edge.refused(Refusal.HANDSHAKE_TIMEOUT)
+            self.transport.close()
+
+    # ------------------------------------------------------------- refusals
+
+    def _refuse(self, refusal: Refusal, *, linger: bool = True, **context: object) -> None:
+        """Answer ``refusal`` and end the connection. It stops counting at once (its
+        connection, head and probe slots are free); while a few refused connections
+        linger (the peer reads the answer instead of a reset), more are closed at once."""
+        if self._refused:
+            return
+        self._refused = True
+        self._end_head()
+        self._cancel_deadline()
+        self._release_probe()
+        self.connections.discard(self)
+        edge = self._edge
+        edge.refused(refusal, **context)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # a pipelined head: closed after the answer in progress
+            return
+        transport.write(refusal_response(refusal))
+        if linger and edge.lingering < LINGER_SLOTS and transport.can_write_eof():
+            edge.lingering += 1
+            self._lingering = True
+            transport.write_eof()
+            self.loop.call_later(REFUSAL_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def _release_probe(self) -> None:
+        if self._probe_only:
+            self._probe_only = False
+            self._edge.probes -= 1
+
+
+def protocol_factory(edge: Edge) -> Callable[..., EdgeHttpProtocol]:
+    """What to pass uvicorn as ``http``: it calls it with its config and state."""
+
+    def make(
+        *, config: Any, server_state: Any, app_state: Any, _loop: Any = None
+    ) -> EdgeHttpProtocol:
+        return EdgeHttpProtocol(
+            edge, config=config, server_state=server_state, app_state=app_state, _loop=_loop
+        )
+
+    return make
