@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 from voxgate.access.admission import Gatekeeper
 from voxgate.access.clientkeys import ClientAuthenticator
 from voxgate.access.origins import OriginPolicy
+from voxgate.access.spent import SpentTokens
 from voxgate.access.tokens import TokenAuthority
 from voxgate.keys.pool import KeyPool
 from voxgate.keys.shared import SharedPool, instance_id
@@ -67,29 +68,32 @@ class Gateway:
         )
         self.shared = (
             SharedPool(
-                settings.redis_url,
+                settings.redis,
                 self.pool,
                 self.metrics,
                 instance=instance_id(settings.instance),
                 max_sessions=settings.key_max_sessions,
                 sessions_per_minute=settings.key_sessions_per_minute,
             )
-            if settings.redis_url and settings.shared_pool
+            if settings.redis is not None and settings.shared_pool
             else None
         )
         self.connector = Connector(settings, self.pool, self.metrics, self.shared)
         self.publisher = (
             Publisher(
-                settings.redis_url,
+                settings.redis,
                 self.metrics,
                 backlog=settings.redis_backlog,
                 stream_maxlen=settings.stream_maxlen,
                 stream_partials=settings.stream_partials,
                 instance=settings.instance,
+                shards=settings.stream_shards,
             )
-            if settings.redis_url
+            if settings.redis is not None
             else None
         )
+        #: Temporary tokens spent once across replicas through Redis.
+        self.spent = SpentTokens(settings.redis) if settings.redis is not None else None
         auth = ClientAuthenticator(settings.client_keys)
         #: Clients managed at runtime, their limits, usage and spend (voxgate.tenants).
         self.tenants = Tenants(settings, auth, self.pool, self.metrics)
@@ -106,6 +110,7 @@ class Gateway:
             ticker=Ticker(WATCHDOG_INTERVAL),  # every session's watchdog
             publisher=self.publisher,
             tenants=self.tenants,
+            spent=self.spent,
         )
         self.health = HealthRoutes(self.registry, self.metrics, self.publisher, self.shared)
         self.tokens = TokenRoutes(auth, origins, minter)
@@ -143,7 +148,7 @@ class Gateway:
     async def close(self) -> None:
         """The lifespan's shutdown: flush the transcripts and usage to Redis and leave the shared
         pool, side by side, within LIFESPAN_MAX or what the stop timeout leaves."""
-        parts = (self.publisher, self.shared, self.tenants)
+        parts = (self.publisher, self.shared, self.tenants, self.spent)
         closing = [c.close() for c in parts if c is not None]
         if not closing:
             return
@@ -164,6 +169,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info(
             "gateway_started",
+            redis=settings.redis.describe() if settings.redis is not None else None,
             upstream=settings.upstream_url,
             keys=[k.alias for k in settings.upstream_keys],
             clients=[k.name for k in settings.client_keys],

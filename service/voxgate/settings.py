@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from voxgate.access.origins import normalize_origin
 from voxgate.protocol import DEFAULT_PACE_BURST_SECONDS
+from voxgate.redis_client import RedisTopology
 
 DEFAULT_UPSTREAM_URL = "wss://streaming.assemblyai.com/v3/ws"
 DEFAULT_PORT = 8080
@@ -42,6 +43,11 @@ DEFAULT_KEY_SESSIONS_PER_MINUTE = 100
 DEFAULT_REDIS_BACKLOG = 10_000
 #: Approximate length cap of the Redis stream of transcripts.
 DEFAULT_STREAM_MAXLEN = 100_000
+#: Transcript stream shards on a Redis Cluster when VOXGATE_STREAM_SHARDS is not set
+#: (several per primary, so that every primary carries some; one Redis: one stream).
+DEFAULT_CLUSTER_STREAM_SHARDS = 16
+#: WAIT's deadline for a write that matters (VOXGATE_REDIS_WAIT_TIMEOUT).
+DEFAULT_REDIS_WAIT_TIMEOUT = 0.5
 #: On SIGTERM, how long running sessions may go on before they are ended for them.
 DEFAULT_DRAIN_TIMEOUT = 30.0
 #: Audio kept per session to replay to a replacement upstream after a mid-session
@@ -122,6 +128,10 @@ class Settings:
     upstream_keys: tuple[UpstreamKey, ...] = ()
     client_keys: tuple[ClientKey, ...] = ()
     redis_url: str | None = None
+    #: Where Redis is: one server, Sentinel or Cluster (None: no Redis).
+    redis: RedisTopology | None = None
+    #: Transcript stream shards (1: the one stream ``voxgate:transcripts``).
+    stream_shards: int = 1
     admin_key: str | None = field(default=None, repr=False)
     redis_backlog: int = DEFAULT_REDIS_BACKLOG
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN
@@ -180,6 +190,8 @@ class Settings:
             upstream_keys=parse_upstream_keys(reader.text("VOXGATE_UPSTREAM_KEYS", "")),
             client_keys=parse_client_keys(reader.text("VOXGATE_CLIENT_KEYS", "")),
             redis_url=reader.text("VOXGATE_REDIS_URL", "") or None,
+            redis=read_redis(source),
+            stream_shards=read_stream_shards(source),
             admin_key=reader.text("VOXGATE_ADMIN_KEY", "") or None,
             redis_backlog=reader.integer(
                 "VOXGATE_REDIS_BACKLOG", DEFAULT_REDIS_BACKLOG, 1, 10_000_000
@@ -268,12 +280,98 @@ class Settings:
                 "VOXGATE_UPSTREAM_KEYS is empty: give at least one AssemblyAI key "
                 "(comma-separated, each optionally alias=key)"
             )
-        if not settings.client_keys and not settings.redis_url:
+        if not settings.client_keys and settings.redis is None:
             raise SettingsError(
                 "VOXGATE_CLIENT_KEYS is empty: give at least one client key as name=secret "
-                "(or set VOXGATE_REDIS_URL and manage clients with /admin/clients)"
+                "(or give Redis, VOXGATE_REDIS_URL or Sentinel, and manage clients with "
+                "/admin/clients)"
             )
         return settings
+
+
+def read_redis(env: Mapping[str, str]) -> RedisTopology | None:
+    """The Redis topology of ``VOXGATE_REDIS_URL``, ``VOXGATE_REDIS_SENTINELS`` +
+    ``VOXGATE_REDIS_SENTINEL_MASTER`` and ``VOXGATE_REDIS_CLUSTER`` (None: no Redis);
+    a contradiction names the variable. (``voxgate tail`` reads the same.)"""
+    reader = _Reader(env)
+    url = reader.text("VOXGATE_REDIS_URL", "") or None
+    raw_sentinels = reader.text("VOXGATE_REDIS_SENTINELS", "")
+    master = reader.text("VOXGATE_REDIS_SENTINEL_MASTER", "") or None
+    cluster = reader.choice("VOXGATE_REDIS_CLUSTER", "false", ("true", "false")) == "true"
+    wait_replicas = reader.integer("VOXGATE_REDIS_WAIT_REPLICAS", 0, 0, 16)
+    wait_timeout = reader.seconds("VOXGATE_REDIS_WAIT_TIMEOUT", DEFAULT_REDIS_WAIT_TIMEOUT)
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(
+                "VOXGATE_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+                f"got scheme {parts.scheme[:20]!r}"
+            )
+    sentinels = _sentinels(raw_sentinels)
+    if sentinels and master is None:
+        raise SettingsError(
+            "VOXGATE_REDIS_SENTINEL_MASTER is empty: with VOXGATE_REDIS_SENTINELS, give "
+            "the name the sentinels monitor"
+        )
+    if master is not None and not sentinels:
+        raise SettingsError(
+            "VOXGATE_REDIS_SENTINEL_MASTER is set but VOXGATE_REDIS_SENTINELS is empty: "
+            "give the sentinels as host:port,host:port"
+        )
+    if cluster and sentinels:
+        raise SettingsError(
+            "VOXGATE_REDIS_CLUSTER=true and VOXGATE_REDIS_SENTINELS are both set: a Redis "
+            "Cluster fails over by itself, choose one"
+        )
+    if cluster and url is None:
+        raise SettingsError(
+            "VOXGATE_REDIS_CLUSTER=true needs VOXGATE_REDIS_URL: the address of a seed node"
+        )
+    if cluster and url is not None:
+        if url.startswith("unix:"):
+            raise SettingsError("VOXGATE_REDIS_URL: a Redis Cluster is reached over TCP")
+        if urlsplit(url).path.strip("/") not in ("", "0"):
+            raise SettingsError(
+                "VOXGATE_REDIS_URL: a Redis Cluster has only database 0, drop the /db"
+            )
+    if sentinels and url is not None and urlsplit(url).scheme != "redis":
+        raise SettingsError(
+            "VOXGATE_REDIS_URL: with VOXGATE_REDIS_SENTINELS it gives the password and db "
+            "only, as redis://[:password@]host/db (TLS to Sentinel is not supported)"
+        )
+    if url is None and not sentinels:
+        if reader.text("VOXGATE_REDIS_WAIT_REPLICAS", ""):
+            raise SettingsError("VOXGATE_REDIS_WAIT_REPLICAS is set but no Redis is configured")
+        return None
+    return RedisTopology(
+        url,
+        sentinels=sentinels,
+        sentinel_master=master,
+        cluster=cluster,
+        wait_replicas=wait_replicas,
+        wait_timeout=wait_timeout,
+    )
+
+
+def read_stream_shards(env: Mapping[str, str]) -> int:
+    """``VOXGATE_STREAM_SHARDS``: 1 by default, 16 on a Redis Cluster."""
+    reader = _Reader(env)
+    cluster = reader.text("VOXGATE_REDIS_CLUSTER", "").lower() == "true"
+    default = DEFAULT_CLUSTER_STREAM_SHARDS if cluster else 1
+    return reader.integer("VOXGATE_STREAM_SHARDS", default, 1, 1024)
+
+
+def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    out: list[tuple[str, int]] = []
+    for item in _items(raw):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"VOXGATE_REDIS_SENTINELS: {item[:60]!r} is not host:port "
+                "(give host:port,host:port,...)"
+            )
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)
 
 
 def parse_upstream_keys(raw: str) -> tuple[UpstreamKey, ...]:

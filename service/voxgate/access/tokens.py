@@ -119,6 +119,11 @@ def _refuse(violation: Violation, why: str) -> ProtocolViolation:
     return ProtocolViolation(CloseCode.POLICY, violation, f"Unauthorized Connection: {why}")
 
 
+def reused() -> ProtocolViolation:
+    """A token already spent (on this replica, or on another as Redis says)."""
+    return _refuse(Violation.TOKEN_REUSED, "temporary token already used")
+
+
 def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -229,7 +234,7 @@ class TokenAuthority:
         if clients is not None and grant.client not in clients:
             raise _refuse(Violation.INVALID_KEY, "the client key behind this token was revoked")
         if grant.token_id in self._used:
-            raise _refuse(Violation.TOKEN_REUSED, "temporary token already used")
+            raise reused()
         if not self._used.add(grant.token_id, grant.expires_at, self._clock()):
             raise ProtocolViolation(
                 CloseCode.TRY_AGAIN_LATER,

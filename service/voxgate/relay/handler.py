@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import structlog
 
 from voxgate.access.admission import Gatekeeper
+from voxgate.access.spent import SpentTokens
+from voxgate.access.tokens import reused
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics, Outcome
 from voxgate.protocol import CloseCode, ProtocolViolation, parse_stream_params
@@ -45,6 +47,8 @@ class StreamHandler:
     ticker: Ticker
     publisher: Publisher | None
     tenants: Tenants | None = None
+    #: Temporary tokens spent once across replicas (None: no Redis).
+    spent: SpentTokens | None = None
 
     async def __call__(self, websocket: ServerWebSocket) -> None:
         # Every log line of this connection (pool, publisher, session) carries its id.
@@ -60,6 +64,10 @@ class StreamHandler:
         try:
             admission = self.gatekeeper.admit(websocket.headers, websocket.query_params)
             params = parse_stream_params(websocket.query_params.multi_items())
+            if admission.token_id is not None and self.spent is not None:
+                first = await self.spent.spend(admission.token_id, admission.token_expires_at)
+                if first is False:
+                    raise reused()
         except ProtocolViolation as violation:
             self.metrics.client_rejections.labels(violation.violation.value).inc()
             log.info("client_refused", reason=violation.reason, code=violation.code)

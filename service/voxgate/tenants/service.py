@@ -158,7 +158,7 @@ class Tenants:
         self.fail_open = settings.limits_on_redis_down == "open"
         self._clock = clock
         self.redis = (
-            connect(settings.redis_url, decode_responses=True) if settings.redis_url else None
+            connect(settings.redis, decode_responses=True) if settings.redis is not None else None
         )
         self._admit = self.redis.register_script(layout.ADMIT_LUA) if self.redis else None
         self._renew = self.redis.register_script(layout.RENEW_LUA) if self.redis else None
