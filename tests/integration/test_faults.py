@@ -38,6 +38,7 @@ from tests.support.gateway import (
     sandbox_sessions,
     wait_backlog_empty,
 )
+from tests.support.http import get_json
 from tests.support.procs import start
 from tests.support.wsclient import DEFAULT_QUERY, WAIT, Outcome, collect, open_client, run
 
@@ -58,6 +59,8 @@ KEYS = ",".join(
         "padding=1008-padding",
         "padding-2=1008-padding",
         "feature=4003-speaker_labels",
+        "blip-a=drop-1012@1.5",  # switched to ok by the test once its sessions run
+        "blip-b=drop-1012@1.5",
     ]
 )
 FRAME_SECONDS = audio.FRAME_MS / 1000
@@ -179,6 +182,42 @@ def test_a_key_that_drops_every_session_beside_a_healthy_one(
     assert admin_keys(gw)["dropper"]["state"] == "cooling_down"
     wait_backlog_empty(gw)
     assert_on_stream(outcomes, redis_server.url)
+
+
+def wait_sessions(sandbox: Server, count: int, timeout: float = WAIT) -> None:
+    """Until the simulator has seen ``count`` sessions."""
+    deadline = time.monotonic() + timeout
+    while len(sandbox_sessions(sandbox)) < count:
+        assert time.monotonic() < deadline, "the sessions did not reach the simulator"
+        time.sleep(0.05)
+
+
+def test_an_upstream_wide_blip_is_nobody_s_key_s_fault(
+    gateway_factory: GatewayFactory, sandbox: Server
+) -> None:
+    """Upstream drops every running session of both keys at once (1012, 1.5 s in; new
+    sessions after that are served as usual): an upstream-wide event, so no key
+    cools down, every session carries on with a replacement and completes with its
+    turns 0, 1, 2, and a new session afterwards is served."""
+    gw = gateway(gateway_factory, "ka=blip-a,kb=blip-b")
+    before = len(sandbox_sessions(sandbox))
+
+    async def scenario() -> list[Outcome]:
+        sessions = asyncio.gather(*(talk(gw.url, 3) for _ in range(10)))
+        await asyncio.to_thread(wait_sessions, sandbox, before + 10)  # then the keys heal
+        for key in ("blip-a", "blip-b"):
+            await asyncio.to_thread(
+                get_json, f"{sandbox.http_url}/sandbox/keys?set={key}&behaviour=ok"
+            )
+        return list(await sessions)
+
+    outcomes = run(scenario())
+    completed = [o for o in outcomes if o.code == 1000 and pairs(o) == continuous(3)]
+    assert len(completed) == 10, [(o.code, o.reason, pairs(o)) for o in outcomes]
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == 10
+    keys = admin_keys(gw)
+    assert keys["ka"]["state"] == keys["kb"]["state"] == "healthy", keys
+    assert run(talk(gw.url, 1)).code == 1000
 
 
 def test_a_key_turning_402_during_a_burst_of_new_sessions(

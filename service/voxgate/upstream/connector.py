@@ -84,11 +84,18 @@ class Connector:
         self.metrics.ws_limits.labels("upstream", limit).inc()
 
     async def open(
-        self, params: StreamParams, api_version: str | None, avoid: frozenset[str] = frozenset()
+        self,
+        params: StreamParams,
+        api_version: str | None,
+        avoid: frozenset[str] = frozenset(),
+        *,
+        replacement: bool = False,
     ) -> Opened:
         """An upstream session through the first key that opens one. Keys in ``avoid``
         (the key that just dropped this client's session) are used only when no other
-        key can take the session."""
+        key can take the session. A ``replacement`` (of a running session's dropped
+        upstream) is not stopped by keys cooling down from drops: with no other key
+        usable it takes the least recently dropped one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.failover_timeout
         tried: set[str] = set()
@@ -96,7 +103,7 @@ class Connector:
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
             if deadline - loop.time() <= 0:
                 break
-            lease = await self._acquire_preferring(frozenset(tried), avoid)
+            lease = await self._acquire_preferring(frozenset(tried), avoid, replacement)
             if isinstance(lease, Unavailable):
                 raise NoUpstream(lease)
             left = max(0.001, deadline - loop.time())
@@ -137,21 +144,27 @@ class Connector:
         raise NoUpstream(reason)
 
     async def _acquire_preferring(
-        self, tried: frozenset[str], avoid: frozenset[str]
+        self, tried: frozenset[str], avoid: frozenset[str], replacement: bool = False
     ) -> Lease | Unavailable:
-        """A lease on a key not in ``avoid`` when one is usable, else on any key."""
+        """A lease on a key not in ``avoid`` when one is usable, else on any key; for
+        a ``replacement``, else on a key cooling down from drops."""
         if avoid - tried:
             lease = await self.acquire(tried | avoid)
             if not isinstance(lease, Unavailable):
                 return lease
-        return await self.acquire(tried)
+        lease = await self.acquire(tried)
+        if isinstance(lease, Unavailable) and replacement:
+            lease = await self.acquire(tried, fallback=True)
+        return lease
 
-    async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
+    async def acquire(
+        self, exclude: frozenset[str] = frozenset(), *, fallback: bool = False
+    ) -> Lease | Unavailable:
         """A lease from the shared pool when there is one, else from this replica's."""
         if self.shared is not None:
-            lease = await self.shared.acquire(exclude)
+            lease = await self.shared.acquire(exclude, fallback=fallback)
         else:
-            lease = self.pool.acquire(exclude)
+            lease = self.pool.acquire(exclude, fallback=fallback)
         if not isinstance(lease, Unavailable):
             self.metrics.key_changed(self.pool.record(lease.alias))
         return lease
@@ -183,17 +196,20 @@ class Connector:
         self._log(self.pool.report_failure(alias, failure.failure, failure.detail))
         self.metrics.key_changed(self.pool.record(alias))
 
-    def dropped(self, alias: str, failure: UpstreamFailure) -> None:
+    def dropped(self, alias: str, failure: UpstreamFailure, *, count: bool = True) -> None:
         """A running session's upstream ended with an error. A transient drop is
         counted and logged; one says little about a key, but a key that keeps
-        dropping sessions cools down (the pool decides, see ``KeyPool.report_drop``),
-        and the session's replacement prefers another key (``UpstreamHold.reopen``)."""
+        dropping sessions cools down (the pool decides, see ``KeyPool.report_drop``;
+        ``count`` false: this client session had a drop counted already), and the
+        session's replacement prefers another key (``UpstreamHold.reopen``)."""
         if failure.failure is not FailureClass.TRANSIENT:
             self.failed(alias, failure)
             return
         self.metrics.upstream_failure(alias, failure)
         log.warning("upstream_dropped", key=alias, code=failure.code, detail=failure.detail)
-        self._log(self.pool.report_drop(alias, failure.detail))
+        for transition in self.pool.report_drop(alias, failure.detail, count=count):
+            self._log(transition)
+            self.metrics.key_changed(self.pool.record(transition.alias))
         self.metrics.key_changed(self.pool.record(alias))
 
     # ------------------------------------------------------------------ probes
@@ -263,13 +279,23 @@ class UpstreamHold:
     api_version: str | None
     opened: Opened
     held: bool = True
+    #: Whether a drop of this client session was counted against a key already.
+    drop_counted: bool = False
+
+    def dropped(self, alias: str, failure: UpstreamFailure) -> None:
+        """The session's upstream ended with an error (``Connector.dropped``): at most
+        one transient drop per client session counts against a key, so a session's
+        own replacements dropping in turn do not cool the only key for everyone."""
+        transient = failure.failure is FailureClass.TRANSIENT
+        self.connector.dropped(alias, failure, count=not (transient and self.drop_counted))
+        self.drop_counted = self.drop_counted or transient
 
     async def reopen(self) -> tuple[UpstreamSession, str]:
         """A replacement upstream and its key's alias (raises NoUpstream)."""
         lost = self.opened.lease.alias
         self.release()
         self.opened = await self.connector.open(
-            self.params, api_version=self.api_version, avoid=frozenset({lost})
+            self.params, api_version=self.api_version, avoid=frozenset({lost}), replacement=True
         )
         self.held = True
         return self.opened.upstream, self.opened.lease.alias
