@@ -61,6 +61,8 @@ KEYS = ",".join(
         "feature=4003-speaker_labels",
         "blip-a=drop-1012@1.5",  # switched to ok by the test once its sessions run
         "blip-b=drop-1012@1.5",
+        "mid-drop=drop-1011@2.0",
+        "early-drop=drop-1011@1.5",
     ]
 )
 FRAME_SECONDS = audio.FRAME_MS / 1000
@@ -96,10 +98,11 @@ async def talk(
     pcm: bytes | None = None,
     query: str = DEFAULT_QUERY,
     vanish_after: int | None = None,
+    configure: dict[str, Any] | None = None,
 ) -> Outcome:
     """One client at real-time pace from ``Begin`` on: ``utterances`` turns (or
     ``pcm``), then Terminate. ``vanish_after``: after that many frames the TCP
-    connection is cut, no close."""
+    connection is cut, no close. ``configure``: an UpdateConfiguration sent first."""
     outcome = Outcome()
     frames = audio.frames(pcm if pcm is not None else audio.utterance(0.8, 0.7) * utterances)
     ws = await open_client(url, query=query)
@@ -107,6 +110,8 @@ async def talk(
         outcome.messages.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
     reader = asyncio.create_task(collect(ws, outcome))
     try:
+        if configure is not None:
+            await ws.send(json.dumps({"type": "UpdateConfiguration", **configure}))
         for i, frame in enumerate(frames):
             if vanish_after is not None and i == vanish_after:
                 ws.transport.abort()
@@ -327,6 +332,58 @@ def test_a_replay_is_paced_to_real_time_plus_the_burst(
     assert pairs(out) == continuous(2)
     upstream = sandbox_sessions(sandbox)[before:]
     assert [u["end"] for u in upstream] == ["dropped", "terminated"], upstream
+
+
+def test_a_replacement_keeps_its_own_pace_for_the_rest_of_its_life(
+    gateway_factory: GatewayFactory, sandbox: Server
+) -> None:
+    """A client with pace credit (it paused) bursts 4.5 s of audio 2 s after its
+    upstream dropped: within the session's pace (the gateway's burst), but 4 s ahead
+    of the replacement's own clock, over the simulator's burst. The gateway keeps
+    the replacement within real time plus the burst from its Begin for as long as
+    it lives (not only until it first caught up): the session completes, the
+    replacement is not closed with 3007."""
+    gw = gateway(gateway_factory, "first=early-drop,second=good-b")
+    before = len(sandbox_sessions(sandbox))
+    pcm = audio.utterance(0.8, 0.7) * 4
+
+    async def scenario() -> Outcome:
+        outcome = Outcome()
+        ws = await open_client(gw.url)
+        outcome.messages.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
+        reader = asyncio.create_task(collect(ws, outcome))
+        frames = audio.frames(pcm)
+        with contextlib.suppress(ConnectionClosed):
+            for i, frame in enumerate(frames):
+                if i == 20:  # 1 s sent: a pause of 2.5 s (pace credit)
+                    await asyncio.sleep(2.5)
+                if i == 36:  # 0.8 s more (upstream dropped 0.5 s into it): 2 s later,
+                    await asyncio.sleep(2.0)  # the rest (4.5 s) at once
+                await ws.send(frame)
+                if i < 36:
+                    await asyncio.sleep(FRAME_SECONDS)
+            await ws.send(json.dumps({"type": "Terminate"}))
+        return await reader
+
+    out = run(scenario())
+    assert out.code == 1000, (out.code, out.reason, out.of_type("Error"))
+    turns = len(pairs(out)) // 2
+    assert turns >= 3 and pairs(out) == continuous(turns), pairs(out)
+    upstream = sandbox_sessions(sandbox)[before:]
+    assert [u["end"] for u in upstream] == ["dropped", "terminated"], upstream
+
+
+def test_update_configuration_outlives_a_reconnect(gateway_factory: GatewayFactory) -> None:
+    """The client sets 3 s turn silences with UpdateConfiguration, then speaks four
+    times with 0.7 s pauses: one turn. Upstream drops 2 s in: the replacement is sent
+    the same configuration before the replay, so the client still gets one turn (not
+    four)."""
+    gw = gateway(gateway_factory, "first=mid-drop,second=good-b")
+    silences = {"min_turn_silence": 3000, "max_turn_silence": 3000}
+    out = run(talk(gw.url, 4, configure=silences))
+    assert out.code == 1000, out
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == 1
+    assert pairs(out) == continuous(1), pairs(out)
 
 
 def test_a_large_upstream_message_is_relayed_and_an_oversized_one_ends_without_retry(

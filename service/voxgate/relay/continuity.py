@@ -41,19 +41,21 @@ class Seam:
         "_bytes",
         "_bytes_per_ms",
         "_elapsed_ms",
-        "_format_turns",
         "_frames",
         "_max_bytes",
         "_offset_ms",
         "_unformatted_final",
         "audio_ms",
         "completed_turns",
+        "format_turns",
         "replacements",
     )
 
     def __init__(self, *, bytes_per_ms: float | None, format_turns: bool, max_replay_bytes: int):
         self._bytes_per_ms = bytes_per_ms
-        self._format_turns = format_turns
+        #: Whether upstream sends each final twice (unformatted, then formatted): set
+        #: at connect, and again when the client's UpdateConfiguration changes it.
+        self.format_turns = format_turns
         self._max_bytes = max_replay_bytes if bytes_per_ms else 0
         self._frames: deque[tuple[float, bytes]] = deque()
         self._bytes = 0
@@ -155,7 +157,7 @@ class Seam:
         if not isinstance(order, int):
             return
         formatted = bool(message.get("turn_is_formatted"))
-        if self._format_turns and not formatted:
+        if self.format_turns and not formatted:
             self._unformatted_final = order  # its formatted repeat completes it
             return
         self.completed_turns = max(self.completed_turns, order + 1)
