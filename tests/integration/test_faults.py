@@ -26,6 +26,7 @@ import pytest
 import redis
 from voxgate.bench.procs import RedisServer, Server
 from voxgate.relay.closes import UPSTREAM_TOO_BIG
+from voxgate.sandbox.behaviours import PAID_ONLY
 from voxgate.transcripts.publisher import STREAM_KEY
 from websockets.exceptions import ConnectionClosed
 
@@ -249,9 +250,11 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
 ) -> None:
     """Two keys answer 1008 "Incorrect padding" at connect: the session goes on with
     the third, and both keys only cool down (not disabled, no 402). A key that
-    refuses a paid-only feature the client asked for (4003 naming speaker_labels):
-    the client gets that 4003 and its words, the key stays in rotation and serves
-    the next session, and no 402 is counted."""
+    refuses a paid-only feature the client asked for (4003 with AssemblyAI's own
+    words, which name no parameter): the gateway confirms through /v3/token that
+    the key's account works, so the client gets that 4003 and its words, no other
+    key is tried, the key stays in rotation and serves the next session, and no 402
+    is counted."""
     gw = gateway(gateway_factory, "pad-1=padding,pad-2=padding-2,healthy=good-a")
     out = run(talk(gw.url, 1))
     assert out.code == 1000, out
@@ -264,7 +267,7 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
     before = len(sandbox_sessions(sandbox))
     refused = run(talk(gw.url, 1, query=DEFAULT_QUERY + "&speaker_labels=true"))
     assert refused.code == 4003, refused
-    assert "speaker_labels" in refused.of_type("Error")[-1]["error"]
+    assert refused.of_type("Error")[-1]["error"] == PAID_ONLY
     assert len(sandbox_sessions(sandbox)) - before == 1  # not failed over
     assert admin_keys(gw)["paid"]["state"] == "healthy"
     assert metric(gw, "voxgate_upstream_402_total", key="paid") == 0

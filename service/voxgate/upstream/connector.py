@@ -23,7 +23,7 @@ from voxgate.protocol import StreamParams
 from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.settings import Settings, UpstreamKey
 from voxgate.upstream.connect import USER_AGENT, UpstreamSession, open_session
-from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure
+from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure, is_paid_only
 
 #: Keys tried for one client session before it is refused.
 MAX_CONNECT_ATTEMPTS = 4
@@ -100,6 +100,7 @@ class Connector:
         deadline = loop.time() + self.settings.failover_timeout
         tried: set[str] = set()
         last: UpstreamFailure | None = None
+        paid_only: set[tuple[int, str]] = set()  # the paid-only refusals of this request
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
             if deadline - loop.time() <= 0:
                 break
@@ -129,6 +130,9 @@ class Connector:
                     failure = UpstreamFailure(FailureClass.TRANSIENT, 1006, type(exc).__name__)
                 else:
                     raise  # cancelled: the client went away
+                if is_paid_only(failure):
+                    left = deadline - loop.time()
+                    failure = await self._confirm_paid_only(lease.key, failure, left, paid_only)
                 last = failure
                 self.failed(lease.alias, failure)
                 if failure.failure is FailureClass.CLIENT_FAULT:
@@ -142,6 +146,34 @@ class Connector:
         if last is not None and reason is Unavailable.UNREACHABLE:
             raise NoUpstream(last)
         raise NoUpstream(reason)
+
+    async def _confirm_paid_only(
+        self,
+        key: UpstreamKey,
+        failure: UpstreamFailure,
+        left: float,
+        seen: set[tuple[int, str]],
+    ) -> UpstreamFailure:
+        """Upstream refused a session as a paid-only feature (close 4003, whose real
+        text names no parameter: a client asking for a paid feature can cause it, on
+        every key). Before the key is disabled on every replica and the 402 alert
+        fires, the verdict is confirmed: the same code and words from a second key
+        for this request, or ``/v3/token`` answering for this key (no billed session;
+        the probe that would put a disabled key back), make it the request's fault (the
+        client gets upstream's code and words, failover stops). A probe that finds
+        payment required (or the key refused) confirms the key's fault; one that gets
+        no answer cools the key briefly (``UNEXPLAINED``) and the next key is tried."""
+        refusal = (failure.code, failure.detail)
+        if refusal in seen:
+            return UpstreamFailure(FailureClass.CLIENT_FAULT, failure.code, failure.detail)
+        seen.add(refusal)
+        probed = await self.probe(key, timeout=min(PROBE_TIMEOUT, max(0.5, left)))
+        if probed is None:
+            log.info("paid_only_refusal_is_the_request_s", key=key.alias, code=failure.code)
+            return UpstreamFailure(FailureClass.CLIENT_FAULT, failure.code, failure.detail)
+        if probed.failure in (FailureClass.PAYMENT_REQUIRED, FailureClass.UNAUTHORIZED):
+            return failure
+        return UpstreamFailure(FailureClass.UNEXPLAINED, failure.code, failure.detail)
 
     async def _acquire_preferring(
         self, tried: frozenset[str], avoid: frozenset[str], replacement: bool = False
@@ -214,7 +246,9 @@ class Connector:
 
     # ------------------------------------------------------------------ probes
 
-    async def probe(self, key: UpstreamKey) -> UpstreamFailure | None:
+    async def probe(
+        self, key: UpstreamKey, timeout: float = PROBE_TIMEOUT
+    ) -> UpstreamFailure | None:
         """Ask upstream for a short-lived token with ``key``: None when the key works."""
         url = f"{self._token_url}?expires_in_seconds={PROBE_TOKEN_SECONDS}"
         request = urllib.request.Request(
@@ -223,7 +257,7 @@ class Connector:
 
         def fetch() -> UpstreamFailure | None:
             try:
-                with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
                     loads_bounded(response.read(65536))
                     return None
             except urllib.error.HTTPError as exc:
