@@ -271,3 +271,18 @@ def test_drops_leave_a_disabled_key_as_it_is() -> None:
         assert p.report_drop("k0", "1011") == []
     assert p.record("k0").state is KeyState.PAYMENT_REQUIRED
     assert p.acquire() is Unavailable.PAYMENT_REQUIRED
+
+
+def test_a_cool_down_that_is_over_is_shown_as_healthy() -> None:
+    """After the backoff the key is usable; expire_cooling says so (for /admin/keys
+    and the metrics) without waiting for its next success, and a further failure
+    still backs off longer (the failures in a row are remembered)."""
+    p, clock = pool(1)
+    p.report_failure("k0", FailureClass.TRANSIENT, "1011")
+    assert p.expire_cooling() == []
+    clock.now += 1.1
+    (moved,) = p.expire_cooling()
+    assert (moved.old, moved.new) == (KeyState.COOLING, KeyState.HEALTHY)
+    assert p.record("k0").state is KeyState.HEALTHY
+    p.report_failure("k0", FailureClass.TRANSIENT, "1011")
+    assert p.record("k0").cooling_until == clock.now + 2.0  # the second backoff: 2 s

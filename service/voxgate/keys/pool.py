@@ -337,6 +337,21 @@ class KeyPool:
         record.last_failure = None
         return self._move(record, KeyState.HEALTHY, "upstream-wide drop, not the key's", probe=None)
 
+    def expire_cooling(self) -> list[Transition]:
+        """Keys whose cool-down is over are healthy again (they were usable already):
+        called before the pool's states are shown, so ``/admin/keys`` and the metrics
+        do not say ``cooling_down`` until the key's next success. The count of failures
+        in a row and the recent drops stay (a further failure still backs off longer)."""
+        now = self._clock()
+        moved: list[Transition] = []
+        for record in self.records():
+            if record.state is KeyState.COOLING and now >= record.cooling_until:
+                record.drop_cooled = False
+                transition = self._move(record, KeyState.HEALTHY, "cool-down over", probe=None)
+                if transition is not None:
+                    moved.append(transition)
+        return moved
+
     def probe_failed(self, alias: str, failure: FailureClass, detail: str) -> Transition | None:
         """A background probe still fails: schedule the next one."""
         record = self._records[alias]

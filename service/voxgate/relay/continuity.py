@@ -25,7 +25,9 @@ must see neither. This module keeps:
   ``Heartbeat``        ``total_audio_received_ms`` plus where the replay began,
                        ``total_duration_ms`` plus the session's time before it
   ``Termination``      ``audio_duration_seconds`` and ``session_duration_seconds``,
-                       likewise (whole seconds, as upstream sends them)
+                       likewise (whole seconds, as upstream sends them: the
+                       replacement's rounded figure plus the offset, so off by
+                       up to 1 s)
   ==================== =============================================================
 """
 

@@ -178,7 +178,9 @@ def parse_behaviour(text: str) -> Behaviour:
             raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
         if match.group(3):
-            frames = int(float(match.group(2)))
+            if "." in match.group(2):
+                raise ValueError(f"behaviour {name!r}: a whole number of frames")
+            frames = int(match.group(2))
             if frames < 1:
                 raise ValueError(f"behaviour {name!r}: drop after at least one frame")
             return Behaviour(Kind.DROP, code, reason, name=name, after_frames=frames)

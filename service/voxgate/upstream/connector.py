@@ -267,7 +267,14 @@ class Connector:
 
         return await asyncio.to_thread(fetch)
 
+    def expire_cooling(self) -> None:
+        """Keys whose cool-down is over shown as healthy (``KeyPool.expire_cooling``)."""
+        for transition in self.pool.expire_cooling():
+            log.info("key_state_changed", **transition.fields())
+            self.metrics.key_changed(self.pool.record(transition.alias))
+
     async def probe_due(self) -> None:
+        self.expire_cooling()
         for key in self.pool.due_probes():
             failure = await self.probe(key)
             record = self.pool.record(key.alias)
