@@ -8,8 +8,8 @@ healthy key could carry completed.
 
 This module has its own simulator: its keys include stateful ones (``402-after-M``),
 and its pace burst (SANDBOX_BURST) is below the gateway's replay (2 s) and above
-the gateway's own burst (GATEWAY_BURST), as AssemblyAI's would be: a replay sent
-at once would be refused.
+the gateway's own burst (GATEWAY_BURST, its replacements' too), as AssemblyAI's
+would be: a replay sent at once would be refused.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def gateway(factory: GatewayFactory, keys: str, **env: str) -> Server:
     return factory(
         keys,
         VOXGATE_PACE_BURST_SECONDS=str(GATEWAY_BURST),
+        VOXGATE_REPLACEMENT_BURST_SECONDS=str(GATEWAY_BURST),
         VOXGATE_ADMIN_KEY=ADMIN_KEY,
         **env,
     )

@@ -19,7 +19,8 @@ and adds the session's use to the per-key counters every second. When upstream
 drops with a transient failure, the same loop goes on with a replacement upstream
 (see ``continuity.py``), at most MAX_RECONNECTS times. The replacement gets the
 client's UpdateConfiguration fields (``configuration.py``), the replay, and then the
-client's audio, for the rest of its life no faster than real time plus the pace burst
+client's audio, for the rest of its life no faster than real time plus its burst
+(VOXGATE_REPLACEMENT_BURST_SECONDS, at least the pace burst: room to catch up)
 counted from its own Begin (replay included): a frame that would put it ahead goes to
 the pump, which waits (the session-wide PaceGuard alone would let a client with pace
 credit burst into a replacement only seconds old).
@@ -300,7 +301,8 @@ class Session:
         per_second = self.params.bytes_per_second
         # Compressed audio has no pace to keep (and nothing is replayed).
         self._pace_bound = bool(per_second)
-        self._fits_after = self._loop.time() - self.settings.pace_burst_seconds
+        burst = max(self.settings.pace_burst_seconds, self.settings.replacement_burst_seconds)
+        self._fits_after = self._loop.time() - burst
         try:
             async with asyncio.timeout(self.settings.send_timeout + self.settings.replay_seconds):
                 if self.configuration:  # as the client set it, before the replay is heard
