@@ -64,6 +64,7 @@ KEYS = ",".join(
         "blip-b=drop-1012@1.5",
         "mid-drop=drop-1011@2.0",
         "early-drop=drop-1011@1.5",
+        "mid-paid=drop-4003@1.0",  # a running session closed 4003 (paid-only)
     ]
 )
 FRAME_SECONDS = audio.FRAME_MS / 1000
@@ -277,6 +278,24 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
     assert [o.code for o in again] == [1000, 1000]
     served = {(u["behaviour"], u["end"]) for u in sandbox_sessions(sandbox)[before:]}
     assert ("4003-speaker_labels", "terminated") in served
+
+
+def test_a_paid_only_close_of_a_running_session_disables_no_key_whose_account_works(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A running session closed with 4003 (as when an UpdateConfiguration asks for a
+    paid feature): the client gets upstream's 4003; the key is disabled only if a
+    /v3/token probe confirms payment is required, and here the account answers: the
+    key stays in rotation, counted as the client's fault, no 402."""
+    gw = gateway(gateway_factory, "paid=mid-paid")
+    out = run(talk(gw.url, 1))
+    assert out.code == 4003, out
+    deadline = time.monotonic() + WAIT
+    while metric(gw, "voxgate_upstream_errors_total", key="paid", failure="client_fault") < 1:
+        assert time.monotonic() < deadline, admin_keys(gw)
+        time.sleep(0.05)
+    assert admin_keys(gw)["paid"]["state"] == "healthy"
+    assert metric(gw, "voxgate_upstream_402_total", key="paid") == 0
 
 
 # --------------------------------------------------------------------------- continuity

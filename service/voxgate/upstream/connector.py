@@ -77,6 +77,8 @@ class Connector:
         self.shared = shared
         self._token_url = token_url(settings.upstream_url)
         self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
+        # Paid-only refusals of running sessions being confirmed (see ``dropped``).
+        self._confirming: set[asyncio.Task[None]] = set()
 
     def _upstream_limit(self, limit: str) -> None:
         """Upstream sent a message the connection refused (over a size, fragment or
@@ -233,7 +235,15 @@ class Connector:
         counted and logged; one says little about a key, but a key that keeps
         dropping sessions cools down (the pool decides, see ``KeyPool.report_drop``;
         ``count`` false: this client session had a drop counted already), and the
-        session's replacement prefers another key (``UpstreamHold.reopen``)."""
+        session's replacement prefers another key (``UpstreamHold.reopen``). A
+        paid-only 4003 is applied once a probe confirms it (``_confirm_paid_only``)."""
+        if is_paid_only(failure):
+            # Mid-session (an UpdateConfiguration asking for a paid feature, say): the
+            # key is disabled only once a probe confirms it (see _confirm_paid_only).
+            task = asyncio.get_running_loop().create_task(self._paid_only_dropped(alias, failure))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+            return
         if failure.failure is not FailureClass.TRANSIENT:
             self.failed(alias, failure)
             return
@@ -243,6 +253,16 @@ class Connector:
             self._log(transition)
             self.metrics.key_changed(self.pool.record(transition.alias))
         self.metrics.key_changed(self.pool.record(alias))
+
+    async def _paid_only_dropped(self, alias: str, failure: UpstreamFailure) -> None:
+        """A running session ended with a paid-only 4003: applied once confirmed."""
+        key = self.pool.record(alias).key
+        try:
+            confirmed = await self._confirm_paid_only(key, failure, PROBE_TIMEOUT, set())
+        except Exception:
+            log.exception("paid_only_confirmation_failed", key=alias)
+            return
+        self.failed(alias, confirmed)
 
     # ------------------------------------------------------------------ probes
 
