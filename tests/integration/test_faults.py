@@ -261,7 +261,9 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
     out = run(talk(gw.url, 1))
     assert out.code == 1000, out
     keys = admin_keys(gw)
-    assert keys["pad-1"]["state"] == keys["pad-2"]["state"] == "cooling_down", keys
+    for alias in ("pad-1", "pad-2"):  # cooled for about a second (the session took longer)
+        cooled = (keys[alias]["state"], keys[alias]["reason"])
+        assert cooled in {("cooling_down", "Incorrect padding"), ("healthy", "cool-down over")}
     assert metric(gw, "voxgate_upstream_errors_total", key="pad-1", failure="unexplained") == 1
     assert metric(gw, "voxgate_upstream_402_total", key="pad-1") == 0
 
