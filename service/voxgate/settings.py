@@ -54,6 +54,10 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 #: drop (the turn in progress). 2 s of 16 kHz PCM is 64 KB; it stays within the
 #: burst upstream accepts ahead of real time.
 DEFAULT_REPLAY_SECONDS = 2.0
+#: How far ahead of real time, from its Begin, a replacement upstream may be sent audio
+#: (at least the pace burst): the replay plus the audio queued meanwhile catch up
+#: within it (AssemblyAI was seen taking ~310 s of look-ahead; the simulator takes 3 s).
+DEFAULT_REPLACEMENT_BURST_SECONDS = 3.0
 #: A key that needs billing is probed this long after the 402 (an upgrade takes
 #: 1-2 minutes to reach upstream), then every PROBE_INTERVAL until it works.
 DEFAULT_PROBE_DELAY = 30.0
@@ -157,6 +161,7 @@ class Settings:
     key_sessions_per_minute: int = DEFAULT_KEY_SESSIONS_PER_MINUTE
     pace_burst_seconds: float = DEFAULT_PACE_BURST_SECONDS
     replay_seconds: float = DEFAULT_REPLAY_SECONDS
+    replacement_burst_seconds: float = DEFAULT_REPLACEMENT_BURST_SECONDS
     probe_delay: float = DEFAULT_PROBE_DELAY
     probe_interval: float = DEFAULT_PROBE_INTERVAL
     upstream_max_message_bytes: int = DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES
@@ -231,6 +236,9 @@ class Settings:
                 "VOXGATE_PACE_BURST_SECONDS", DEFAULT_PACE_BURST_SECONDS
             ),
             replay_seconds=reader.seconds("VOXGATE_REPLAY_SECONDS", DEFAULT_REPLAY_SECONDS),
+            replacement_burst_seconds=reader.seconds(
+                "VOXGATE_REPLACEMENT_BURST_SECONDS", DEFAULT_REPLACEMENT_BURST_SECONDS
+            ),
             probe_delay=reader.seconds("VOXGATE_PROBE_DELAY", DEFAULT_PROBE_DELAY),
             probe_interval=reader.seconds("VOXGATE_PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL),
             upstream_max_message_bytes=reader.integer(

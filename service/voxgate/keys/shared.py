@@ -161,8 +161,11 @@ class SharedPool:
 
     # ------------------------------------------------------------------ leases
 
-    async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
-        """Book a key across replicas; in local mode (or on a Redis failure) locally."""
+    async def acquire(
+        self, exclude: frozenset[str] = frozenset(), *, fallback: bool = False
+    ) -> Lease | Unavailable:
+        """Book a key across replicas; in local mode (or on a Redis failure) locally.
+        ``fallback``: a replacement's last resort (see ``KeyPool.acquire``)."""
         if self.shared:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -171,18 +174,22 @@ class SharedPool:
                 # Queued behind this replica's other bookings past the deadline: Redis
                 # is not at fault (the booking ahead would have said), this replica is
                 # swamped with new sessions. Refuse this one as "try again later".
-                return Unavailable.AT_CAPACITY if self.shared else self.pool.acquire(exclude)
+                return (
+                    Unavailable.AT_CAPACITY
+                    if self.shared
+                    else self.pool.acquire(exclude, fallback=fallback)
+                )
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await self._acquire_shared(exclude)
+                    return await self._acquire_shared(exclude, fallback)
             except REDIS_FAILURES as exc:
                 self._set_shared(False, exc)
             finally:
                 self._lock.release()
-        return self.pool.acquire(exclude)
+        return self.pool.acquire(exclude, fallback=fallback)
 
-    async def _acquire_shared(self, exclude: frozenset[str]) -> Lease | Unavailable:
-        candidates = self.pool.candidates(exclude)
+    async def _acquire_shared(self, exclude: frozenset[str], fallback: bool) -> Lease | Unavailable:
+        candidates = self.pool.candidates(exclude, fallback=fallback)
         if not candidates:
             return self.pool.why_unavailable(exclude)
         keys = [self._keys.instances]

@@ -122,7 +122,7 @@ class StreamHandler:
                 client_name=client_name,
                 settings=self.settings,
                 metrics=self.metrics,
-                on_upstream_failure=self.connector.dropped,
+                on_upstream_failure=hold.dropped,
                 publisher=publisher,
                 reopen=hold.reopen,
                 max_seconds=admission.max_session_seconds,

@@ -17,9 +17,13 @@ The watchdog holds the deadlines that are not on the per-frame path:
 a send that does not finish, Terminate without Termination, a token's session cap,
 and adds the session's use to the per-key counters every second. When upstream
 drops with a transient failure, the same loop goes on with a replacement upstream
-(see ``continuity.py``), at most MAX_RECONNECTS times. The replacement gets the replay
-and then the client's audio no faster than real time plus the pace burst: until it
-has caught up with real time, audio goes through the pump, which waits when ahead.
+(see ``continuity.py``), at most MAX_RECONNECTS times. The replacement gets the
+client's UpdateConfiguration fields (``configuration.py``), the replay, and then the
+client's audio, for the rest of its life no faster than real time plus its burst
+(VOXGATE_REPLACEMENT_BURST_SECONDS, at least the pace burst: room to catch up)
+counted from its own Begin (replay included): a frame that would put it ahead goes to
+the pump, which waits (the session-wide PaceGuard alone would let a client with pace
+credit burst into a replacement only seconds old).
 An upstream message over the size limit ends the session (1011) without a
 replacement: a replacement would be sent the same message again.
 """
@@ -38,6 +42,7 @@ from typing import Any
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics, Outcome
 from voxgate.protocol import (
+    MAX_MESSAGE_BYTES,
     CloseCode,
     ControlType,
     PaceGuard,
@@ -50,6 +55,7 @@ from voxgate.protocol import (
 from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.relay import closes
 from voxgate.relay.closes import Close
+from voxgate.relay.configuration import Configuration
 from voxgate.relay.continuity import Seam
 from voxgate.relay.ticker import Ticker
 from voxgate.settings import Settings
@@ -173,11 +179,17 @@ class Session:
         # The watchdog: checked by the shared ticker, ends the relay through _watch.
         self._ticker = ticker
         self._watch: asyncio.Future[End] | None = None
-        # After a reconnect, until the replacement has caught up with real time: when
-        # its audio started (its Begin) and how many seconds of audio it has been sent.
-        self._catch_up: tuple[float, float] | None = None
-        # The frame the pump holds while it waits for the replacement (see _reconnect).
+        # A replacement upstream's own pace (see _reconnect): whether it applies, and
+        # when the audio sent to it (from its Begin, the replay counted) is within the
+        # pace burst of real time (its Begin + seconds sent - burst): a frame of S
+        # seconds may go at once from _fits_after + S on.
+        self._pace_bound = False
+        self._fits_after = 0.0
+        # The frame the pump holds while it waits for the replacement (checked and
+        # counted as received; replayed if the relay ends meanwhile, see _reconnect).
         self._pacing: bytes | None = None
+        # The client's UpdateConfiguration fields, for a replacement upstream.
+        self.configuration = Configuration(MAX_MESSAGE_BYTES)
         self._relay_up = metrics.relay_up.observe
         self._relay_down = metrics.relay_down.observe
         # The client's usage (voxgate.tenants): (key alias, audio s, session s) deltas.
@@ -274,9 +286,8 @@ class Session:
         down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         tasks: list[asyncio.Future[End]] = [up, down, watch]
         self._ticker.add(self._tick)
-        # Only while this upstream relays (after, messages wait in the queues), and
-        # not while a replacement catches up (the pump paces the audio then).
-        self.client.on_message = self._fast_audio if self._catch_up is None else None
+        # Only while this upstream relays (after, messages wait in the queues).
+        self.client.on_message = self._fast_audio
         self.upstream.connection.on_message = self._fast_message
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -321,14 +332,26 @@ class Session:
         self.metrics.reconnects.labels("upstream").inc()
         self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
         if self._pacing is not None:  # the pump was cancelled holding it: replay it too
-            self.seam.sent(self._pacing)
+            if not self._terminate_sent:  # (checked when received; counted as sent now)
+                self.bytes_up += len(self._pacing)
+                self.seam.sent(self._pacing)
             self._pacing = None
         frames = self.seam.replay(elapsed_ms=(self._loop.time() - self.opened_at) * 1000)
-        self._catch_up = (self._loop.time(), 0.0)
+        per_second = self.params.bytes_per_second
+        # Compressed audio has no pace to keep (and nothing is replayed).
+        self._pace_bound = bool(per_second)
+        burst = max(self.settings.pace_burst_seconds, self.settings.replacement_burst_seconds)
+        self._fits_after = self._loop.time() - burst
         try:
             async with asyncio.timeout(self.settings.send_timeout + self.settings.replay_seconds):
+                if self.configuration:  # as the client set it, before the replay is heard
+                    await upstream.connection.send(self.configuration.message())
                 for frame in frames:
-                    await self._keep_pace(len(frame))
+                    seconds = len(frame) / per_second if per_second else 0.0
+                    wait = self._fits_after + seconds - self._loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    self._fits_after += seconds
                     await upstream.connection.send(frame)
                 if self._terminate_sent:
                     await upstream.connection.send(_TERMINATE)
@@ -371,11 +394,14 @@ class Session:
             if watch.done():  # the relay is ending (a rule broken in a callback, a deadline):
                 return await watch  # no audio after that goes upstream
             if isinstance(data, bytes):
-                if self._catch_up is not None:
-                    self._pacing = data  # if the relay ends meanwhile, it is replayed
-                    await self._keep_pace(len(data))
-                    self._pacing = None
-                wrote = self._audio(data)
+                seconds = self._check_audio(data)
+                if self._pace_bound:  # a replacement: wait while this frame is ahead
+                    wait = self._fits_after + seconds - self._loop.time()
+                    if wait > 0:
+                        self._pacing = data  # if the relay ends meanwhile, it is replayed
+                        await asyncio.sleep(wait)
+                        self._pacing = None
+                wrote = self._write_audio(data, seconds, _perf())
             else:
                 wrote = await self._control(data)
             if wrote and not upstream.writable:  # over its high mark: wait (watchdog deadline)
@@ -399,32 +425,18 @@ class Session:
             except ConnectionClosed as gone:
                 return self._client_gone(gone)
 
-    async def _keep_pace(self, size: int) -> None:
-        """A replacement upstream catching up: wait until ``size`` more bytes of audio
-        keep it within real time plus the pace burst since its Begin. Once it has had
-        no more than real time, audio goes the fast way again."""
-        per_second = self.params.bytes_per_second
-        if self._catch_up is None:
-            return  # caught up already (the replay went slower than real time)
-        started, sent = self._catch_up
-        if not per_second:
-            self._catch_up = None  # compressed audio: nothing was replayed
-            return
-        sent += size / per_second
-        ahead = sent - (self._loop.time() - started) - self.settings.pace_burst_seconds
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-        if sent <= self._loop.time() - started:
-            self._catch_up = None
-            self.client.on_message = self._fast_audio
-        else:
-            self._catch_up = (started, sent)
-
     def _fast_audio(self, data: bytes | str) -> bool:
         """The client's connection calls this with each message as it is parsed, when
         none is queued: audio goes through ``_audio`` at once. Text, and audio while
-        upstream cannot take more, are left to the pump (False: queued for it)."""
+        upstream cannot take more, are left to the pump (False: queued for it); so is
+        a frame that would put a replacement upstream ahead of its pace (a frame of a
+        new size too, its duration not known yet)."""
         if not isinstance(data, bytes) or not self.upstream.connection.writable:
+            return False
+        if self._pace_bound and (
+            len(data) != self._frame_size
+            or self._fits_after + self._frame_seconds > self._loop.time()
+        ):
             return False
         return self._now(self._audio, data)
 
@@ -461,6 +473,11 @@ class Session:
         client's fault), or ConnectionClosed when upstream is closing (the frame is kept
         for the replay)."""
         received = _perf()
+        return self._write_audio(data, self._check_audio(data), received)
+
+    def _check_audio(self, data: bytes) -> float:
+        """An audio frame's checks (size, format, the session's real-time pace), as it
+        is received: its seconds of audio; raises ProtocolViolation."""
         size = len(data)
         if size == self._frame_size:  # clients send frames of one size: checked once
             seconds = self._frame_seconds
@@ -470,6 +487,10 @@ class Session:
         now = self._loop.time()
         self._pace.feed(seconds, now)
         self._active_at = now
+        return seconds
+
+    def _write_audio(self, data: bytes, seconds: float, received: float) -> bool:
+        """A checked audio frame kept for a replay and written upstream."""
         if self._terminate_sent:
             return False
         # Nothing past the client's audio budget (None: no budget, one check per frame).
@@ -477,7 +498,8 @@ class Session:
             if not self.limit_reached:
                 self._over_limit()
             return False
-        self.bytes_up += size
+        self.bytes_up += len(data)
+        self._fits_after += seconds
         self.seam.sent(data)
         self.upstream.connection.write(data)
         self._relay_up(_perf() - received)
@@ -488,8 +510,13 @@ class Session:
         go up as they are, until Terminate. Whether it was written (Terminate waits for
         its own send); raises ProtocolViolation for a bad one."""
         received = _perf()
-        kind, _ = parse_control(text)
+        kind, message = parse_control(text)
         self._active_at = self._loop.time()
+        if kind is ControlType.UPDATE_CONFIGURATION and not self._terminate_sent:
+            # Kept for a replacement upstream; the seam follows format_turns.
+            format_turns = self.configuration.update(message)
+            if format_turns is not None:
+                self.seam.format_turns = format_turns
         if kind is ControlType.TERMINATE:
             await self._send_terminate()
             return False
@@ -558,7 +585,8 @@ class Session:
             if self.limit_reached and self._limit_close is not None:
                 return End(Outcome.LIMITED, self._limit_close, error_frame=False)
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
-        failure = close_failure(code, reason, [name for name, _ in self.params.forward])
+        asked = [name for name, _ in self.params.forward] + self.configuration.names
+        failure = close_failure(code, reason, asked)
         self._on_upstream_failure(self.key_alias, failure)
         retry = (
             failure.failure is FailureClass.TRANSIENT

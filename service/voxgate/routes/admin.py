@@ -81,5 +81,6 @@ class AdminRoutes:
                     self._connector.succeeded(record.alias)
                 else:
                     self._connector.failed(record.alias, failure)
+        self._connector.expire_cooling()  # a cool-down that is over is not shown
         now = time.monotonic()
         return JSONResponse({"keys": [describe(r, now) for r in self._pool.records()]})

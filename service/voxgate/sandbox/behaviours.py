@@ -14,8 +14,9 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
 ``1008-auth``             ... close 1008 about an invalid key
 ``1008-padding``          ... close 1008 "Incorrect padding" (a sporadic refusal seen in the
                           wild that clears on a retry)
-``4003-speaker_labels``   ... close 4003, speaker labels being a paid-only feature, only
-                          when the request asks for ``speaker_labels``; else ``ok``
+``4003-speaker_labels``   ... close 4003 with AssemblyAI's paid-only text (which names no
+                          parameter), only when the request asks for
+                          ``speaker_labels``; else ``ok``
 ``4001`` ``4002``         ... the legacy closes (not authorized, insufficient funds,
 ``4003`` ``4102``         paid-only feature, too many streams)
 ``3009``                  ... close 3009, too many new sessions per minute
@@ -109,6 +110,12 @@ _HTTP: dict[int, str] = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+#: AssemblyAI's paid-only refusal, word for word (the Python SDK's text for 4003): it
+#: names no parameter, whatever the request asked for.
+PAID_ONLY = (
+    "This feature is paid-only and requires you to add a credit card. Please visit "
+    "https://app.assemblyai.com/ to add a credit card to your account"
+)
 _CLOSES: dict[str, tuple[int, str]] = {
     "1008-balance": (
         CloseCode.POLICY,
@@ -118,16 +125,10 @@ _CLOSES: dict[str, tuple[int, str]] = {
     "1008-concurrent": (CloseCode.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
     "1008-auth": (CloseCode.POLICY, "Unauthorized Connection: Invalid API key"),
     "1008-padding": (CloseCode.POLICY, "Incorrect padding"),
-    "4003-speaker_labels": (
-        CloseCode.LEGACY_PAID_ONLY,
-        "This feature is paid-only and requires you to add a credit card: speaker_labels",
-    ),
+    "4003-speaker_labels": (CloseCode.LEGACY_PAID_ONLY, PAID_ONLY),
     "4001": (CloseCode.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
     "4002": (CloseCode.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
-    "4003": (
-        CloseCode.LEGACY_PAID_ONLY,
-        "This feature is paid-only and requires you to add a credit card",
-    ),
+    "4003": (CloseCode.LEGACY_PAID_ONLY, PAID_ONLY),
     "4102": (4102, "Too many streams"),
     "3009": (
         CloseCode.TOO_MANY_SESSIONS,
@@ -189,7 +190,9 @@ def parse_behaviour(text: str) -> Behaviour:
             raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
         if match.group(3):
-            frames = int(float(match.group(2)))
+            if "." in match.group(2):
+                raise ValueError(f"behaviour {name!r}: a whole number of frames")
+            frames = int(match.group(2))
             if frames < 1:
                 raise ValueError(f"behaviour {name!r}: drop after at least one frame")
             return Behaviour(Kind.DROP, code, reason, name=name, after_frames=frames)
