@@ -110,6 +110,7 @@ def build_edge(gateway: Gateway, settings: Settings, fd_limit: int | None = None
         max_connections=settings.max_connections,
         max_handshakes=settings.max_handshakes,
         fd_limit=fd_limit,
+        max_body_bytes=settings.max_body_bytes,
     )
     metrics = gateway.metrics
     counters = {reason: metrics.edge_refusals.labels(reason.value) for reason in Refusal}

@@ -66,6 +66,14 @@ DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 10_000
 #: Connections accepted whose request head is not in yet.
 DEFAULT_MAX_HANDSHAKES = 1_000
+DEFAULT_MAX_BODY_BYTES = 65_536
+#: A session that sends no audio this long is ended (KeepAlive does not count).
+DEFAULT_NO_AUDIO_TIMEOUT = 300.0
+#: A client text message (KeepAlive, UpdateConfiguration, ...) over this many
+#: characters closes the session with 1009 (AssemblyAI's own cap is 128 KB a message).
+DEFAULT_MAX_CONTROL_CHARS = 65_536
+#: Client text messages a session may send per second (the same again as a burst).
+DEFAULT_MAX_CONTROL_RATE = 20
 
 #: A shared token secret must be at least this long (HMAC-SHA256 keys: 32 bytes is ideal).
 MIN_TOKEN_SECRET_CHARS = 32
@@ -148,6 +156,10 @@ class Settings:
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    no_audio_timeout: float = DEFAULT_NO_AUDIO_TIMEOUT
+    max_control_chars: int = DEFAULT_MAX_CONTROL_CHARS
+    max_control_rate: int = DEFAULT_MAX_CONTROL_RATE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -224,6 +236,16 @@ class Settings:
             ),
             max_handshakes=reader.integer(
                 "VOXGATE_MAX_HANDSHAKES", DEFAULT_MAX_HANDSHAKES, 1, 10_000_000
+            ),
+            max_body_bytes=reader.integer(
+                "VOXGATE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024
+            ),
+            no_audio_timeout=reader.seconds("VOXGATE_NO_AUDIO_TIMEOUT", DEFAULT_NO_AUDIO_TIMEOUT),
+            max_control_chars=reader.integer(
+                "VOXGATE_MAX_CONTROL_CHARS", DEFAULT_MAX_CONTROL_CHARS, 1024, 16 * 1024 * 1024
+            ),
+            max_control_rate=reader.integer(
+                "VOXGATE_MAX_CONTROL_RATE", DEFAULT_MAX_CONTROL_RATE, 1, 100_000
             ),
         )
         if settings.demo_client is not None and settings.demo_client not in {

@@ -328,3 +328,120 @@ def test_huge_query_parameter_names_do_not_flood_the_log(gateway_factory: Gatewa
     assert longest <= M5_MAX_LINE
     assert all(_status(data) == 431 for data, _ in answers)
     assert '"reason_len"' in gw.stderr()  # the cut reason says how long it was
+
+
+# ----------------------------------------------------------------------------- pipelining
+
+#: P1: one connection sends tiny requests back to back and never reads an answer. Before
+#: the fix httptools parsed every request read and uvicorn queued each one (24 MiB sent:
+#: RSS 45 -> 2062 MiB in 15 s); now one request is parsed at a time, a head's worth is
+#: held while its answer is written, and reading is paused.
+P1_REQUEST = b"GET /nope HTTP/1.1\r\nHost: g\r\n\r\n"
+P1_BYTES = 4 * MIB
+P1_SECONDS = 4.0
+P1_MAX_RSS_GROWTH = 24 * MIB
+
+
+def _flood(sock: socket.socket, data: bytes, seconds: float) -> int:
+    """Send ``data`` for at most ``seconds`` (the gateway may stop reading); bytes sent."""
+    sock.settimeout(0.2)
+    view, sent, started = memoryview(data), 0, time.monotonic()
+    while sent < len(data) and time.monotonic() - started < seconds:
+        try:
+            sent += sock.send(view[sent : sent + 65536])
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    return sent
+
+
+def test_pipelined_requests_are_parsed_one_at_a_time(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    # A well-behaved pipelining client still gets every answer, in order.
+    polite = _connect(gw)
+    _send(
+        polite,
+        b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n" * 3
+        + b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    data, _ = _answer(polite, 5.0)
+    polite.close()
+    assert data.count(b"HTTP/1.1 200") == 3 and data.count(b"HTTP/1.1 404") == 1, data[:400]
+    flood = P1_REQUEST * (P1_BYTES // len(P1_REQUEST))
+    with RssWatch(gw.pid) as rss:
+        attackers = [_connect(gw) for _ in range(2)]
+        senders = [
+            threading.Thread(target=_flood, args=(sock, flood, P1_SECONDS)) for sock in attackers
+        ]
+        for sender in senders:
+            sender.start()
+        health = []
+        while any(sender.is_alive() for sender in senders):
+            health.append(_healthz_ok(gw))
+            time.sleep(0.5)
+        for sender in senders:
+            sender.join()
+        time.sleep(1.0)  # what the gateway read is parsed
+    for sock in attackers:
+        sock.close()
+    print(f"P1: RSS growth {rss.growth / MIB:.1f} MiB, /healthz {health}")
+    assert rss.growth < P1_MAX_RSS_GROWTH, f"RSS grew {rss.growth / MIB:.1f} MiB"
+    assert health and all(health), health
+
+
+# ----------------------------------------------------------------------------- bodies
+
+#: B1: a request body trickled after its answer, or too big. Before the fix a GET with
+#: Content-Length 1e11, then 1 byte every 3 s, held its connection for good (50 such
+#: sockets took every connection of VOXGATE_MAX_CONNECTIONS=50).
+B1_HANDSHAKE_TIMEOUT = 2.0
+B1_CLOSE_WITHIN = B1_HANDSHAKE_TIMEOUT + 3.0
+
+
+def _trickle_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
+    """Send one byte every 0.25 s, collecting the answer, until the gateway closes."""
+    started, data = time.monotonic(), b""
+    sock.settimeout(0.25)
+    while time.monotonic() - started < seconds:
+        try:
+            got = sock.recv(65536)
+        except TimeoutError:
+            got = None
+        except ConnectionResetError:
+            return data, time.monotonic() - started
+        if got == b"":
+            return data, time.monotonic() - started
+        data += got or b""
+        with contextlib.suppress(OSError):
+            sock.send(b"x")
+    return data, None
+
+
+def test_request_bodies_are_bounded_in_size_and_time(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(VOXGATE_HANDSHAKE_TIMEOUT=str(B1_HANDSHAKE_TIMEOUT))
+    huge = _connect(gw)
+    _send(huge, b"GET /healthz HTTP/1.1\r\nHost: g\r\nContent-Length: 100000000000\r\n\r\n")
+    huge_answer = _trickle_until_closed(huge, B1_CLOSE_WITHIN)
+    # Under the cap, answered before the body is in: closed with the answer.
+    early = _connect(gw)
+    _send(early, b"GET /healthz HTTP/1.1\r\nHost: g\r\nContent-Length: 60000\r\n\r\n")
+    early_answer = _trickle_until_closed(early, B1_CLOSE_WITHIN)
+    # No route reads a body: a POST whose body never completes is answered, then closed.
+    slow = _connect(gw)
+    _send(slow, b"POST /v3/token HTTP/1.1\r\nHost: g\r\nContent-Length: 60000\r\n\r\n")
+    slow_answer = _trickle_until_closed(slow, B1_CLOSE_WITHIN)
+    chunked = _connect(gw)
+    piece = b"ffff\r\n" + b"a" * 0xFFFF + b"\r\n"
+    _send(chunked, b"POST /v3/token HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n")
+    _send(chunked, piece * 4)
+    chunked_answer = _answer(chunked, B1_CLOSE_WITHIN)
+    for sock in (huge, early, slow, chunked):
+        sock.close()
+    print(f"B1: {[(a[0][:12], a[1]) for a in (huge_answer, early_answer, slow_answer)]}")
+    assert _status(huge_answer[0]) == 413 and huge_answer[1] is not None, huge_answer
+    assert _status(early_answer[0]) == 200, early_answer
+    assert early_answer[1] is not None, "a trickled body held the connection after its answer"
+    assert _status(slow_answer[0]) == 405 and slow_answer[1] is not None, slow_answer
+    assert _status(chunked_answer[0]) in (405, 413) and chunked_answer[1] is not None
+    assert metric(gw, "voxgate_edge_refusals_total", reason="body_too_large") >= 1
