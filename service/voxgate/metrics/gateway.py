@@ -167,8 +167,7 @@ class Metrics:
         )
         self.keepalives_coalesced = Counter(
             "keepalives_coalesced",
-            "Client KeepAlive messages not sent upstream: one went up less than a second "
-            "before",
+            "Client KeepAlive messages not sent upstream: one went up less than a second before",
             namespace=NAMESPACE,
             registry=r,
         )
