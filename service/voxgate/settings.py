@@ -157,6 +157,8 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: A second listener for /healthz, /readyz, /metrics only (None: none).
+    probe_port: int | None = None
     no_audio_timeout: float = DEFAULT_NO_AUDIO_TIMEOUT
     max_control_chars: int = DEFAULT_MAX_CONTROL_CHARS
     max_control_rate: int = DEFAULT_MAX_CONTROL_RATE
@@ -236,6 +238,11 @@ class Settings:
             ),
             max_handshakes=reader.integer(
                 "VOXGATE_MAX_HANDSHAKES", DEFAULT_MAX_HANDSHAKES, 1, 10_000_000
+            ),
+            probe_port=(
+                reader.integer("VOXGATE_PROBE_PORT", 0, 0, 65535)
+                if reader.text("VOXGATE_PROBE_PORT", "")
+                else None
             ),
             max_body_bytes=reader.integer(
                 "VOXGATE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024

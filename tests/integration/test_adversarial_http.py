@@ -445,3 +445,87 @@ def test_request_bodies_are_bounded_in_size_and_time(gateway_factory: GatewayFac
     assert _status(slow_answer[0]) == 405 and slow_answer[1] is not None, slow_answer
     assert _status(chunked_answer[0]) in (405, 413) and chunked_answer[1] is not None
     assert metric(gw, "voxgate_edge_refusals_total", reason="body_too_large") >= 1
+
+
+# ----------------------------------------------------------------------------- probe port
+
+#: P3: 40 idle connections reconnecting as soon as they are closed, against a handshake
+#: cap of 20. Before the fix /healthz failed 42 times out of 42 over 10 s (strangers hold
+#: the head slots and the 8 probe slots); the probe listener (VOXGATE_PROBE_PORT) has
+#: its own connections, which the main port's strangers cannot fill.
+P3_HANDSHAKES = 20
+P3_ATTACKERS = 40
+P3_SECONDS = 5.0
+
+
+def _probe_url(gw: Server) -> str:
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        for line in gw.stderr().splitlines():
+            if '"probe_listener"' in line:
+                port = line.split('"port": ')[1].split(",")[0].rstrip("}")
+                return f"http://127.0.0.1:{int(port)}"
+        time.sleep(0.1)
+    raise AssertionError("no probe_listener line in the gateway's log")
+
+
+def _reconnect_forever(gw: Server, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            sock = _connect(gw)
+        except OSError:
+            continue
+        with sock:
+            sock.settimeout(0.5)
+            while not stop.is_set():
+                try:
+                    if sock.recv(4096) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+
+
+def test_probe_listener_answers_while_the_handshake_cap_is_flooded(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = gateway_factory(
+        VOXGATE_MAX_HANDSHAKES=str(P3_HANDSHAKES), VOXGATE_PROBE_PORT="0", VOXGATE_LOG_FORMAT="json"
+    )
+    probes = _probe_url(gw)
+    assert get_text(probes + "/healthz", timeout=2.0)
+    stop = threading.Event()
+    attackers = [
+        threading.Thread(target=_reconnect_forever, args=(gw, stop), daemon=True)
+        for _ in range(P3_ATTACKERS)
+    ]
+    for thread in attackers:
+        thread.start()
+    time.sleep(1.0)  # the flood holds every head slot
+    probe_ok, main_ok = [], []
+    started = time.monotonic()
+    while time.monotonic() - started < P3_SECONDS:
+        try:
+            probe_ok.append(get_text(probes + "/healthz", timeout=2.0) != "")
+        except (urllib.error.URLError, OSError):
+            probe_ok.append(False)
+        main_ok.append(_healthz_ok(gw))
+        time.sleep(0.25)
+    stop.set()
+    for thread in attackers:
+        thread.join(5.0)
+    refused_lines = gw.stderr().count('"edge_refused"')
+    print(
+        f"P3: probe port /healthz {sum(probe_ok)}/{len(probe_ok)}, main port "
+        f"{sum(main_ok)}/{len(main_ok)}, edge_refused lines {refused_lines}"
+    )
+    assert all(probe_ok), probe_ok
+    # The probe listener serves probes only.
+    try:
+        get_text(probes + "/v3/token", timeout=2.0)
+        raise AssertionError("the probe listener served /v3/token")
+    except urllib.error.HTTPError as refused:
+        assert refused.code == 404
+    assert metric(gw, "voxgate_edge_refusals_total", reason="handshake_cap") > 0
+    assert refused_lines < 20  # at most one line per reason every 10 s

@@ -52,6 +52,7 @@ LINGER_SLOTS: Final = 64
 LOG_PERIOD: Final = 10.0
 _REASONS: Final = {
     400: "Bad Request",
+    404: "Not Found",
     408: "Request Timeout",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
@@ -79,16 +80,19 @@ def refusal_response(refusal: Refusal) -> bytes:
 
 
 class Edge:
-    """What the connections of one server share: the limits, the counts, and what
-    to tell (``on_refused`` for a metric)."""
+    """What the connections of one listener share: the limits, the counts, and what
+    to tell (``on_refused`` for a metric). ``probe_listener``: every connection may
+    only GET one of ``PROBE_PATHS`` (VOXGATE_PROBE_PORT), else 404."""
 
     def __init__(
         self,
         limits: EdgeLimits,
         on_refused: Callable[[Refusal], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        probe_listener: bool = False,
     ) -> None:
         self.limits = limits
+        self.probe_listener = probe_listener
         self.on_refused = on_refused
         self.clock = clock
         self.handshakes = 0
@@ -107,7 +111,7 @@ class Edge:
             self.on_refused(refusal)
         count = self._throttles[refusal].hit(self.clock())
         if count:
-            level = log.info if STATUS[refusal] in (400, 408, 431) else log.warning
+            level = log.info if STATUS[refusal] in (400, 404, 408, 413, 431) else log.warning
             level(
                 "edge_refused",
                 reason=refusal.value,
@@ -171,6 +175,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._full_reason = reason
             edge.probes += 1
             edge.full(reason, fd=fd)
+        elif edge.probe_listener:
+            self._probe_only = True
+            self._full_reason = Refusal.NOT_PROBE
+            edge.probes += 1
         self._begin_head()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -23,6 +23,8 @@ PROBE_TIMEOUT: Final = 1.0
 FD_LAST: Final = 16
 #: The paths a full process still serves (health probes and scrapes).
 PROBE_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Connections the probe listener (VOXGATE_PROBE_PORT) holds at a time.
+PROBE_LISTENER_CONNECTIONS: Final = 64
 #: Descriptors one session holds (the client's and upstream's sockets).
 FDS_PER_SESSION: Final = 2
 
@@ -35,6 +37,7 @@ class Refusal(StrEnum):
     HANDSHAKE_TIMEOUT = "handshake_timeout"  # 408: no complete head within the deadline
     BODY_TOO_LARGE = "body_too_large"  # 413: a request body over the byte cap
     BODY_TIMEOUT = "body_timeout"  # 408: a request body not complete within the deadline
+    NOT_PROBE = "not_probe"  # 404: the probe listener serves PROBE_PATHS only
     BAD_REQUEST = "bad_request"  # 400: not HTTP/1.1 as httptools reads it
     CONNECTION_CAP = "connection_cap"  # 503: the process holds its cap of connections
     HANDSHAKE_CAP = "handshake_cap"  # 503: too many connections still sending their head
@@ -48,6 +51,7 @@ STATUS: Final = {
     Refusal.HANDSHAKE_TIMEOUT: 408,
     Refusal.BODY_TOO_LARGE: 413,
     Refusal.BODY_TIMEOUT: 408,
+    Refusal.NOT_PROBE: 404,
     Refusal.BAD_REQUEST: 400,
     Refusal.CONNECTION_CAP: 503,
     Refusal.HANDSHAKE_CAP: 503,
