@@ -24,7 +24,14 @@ from voxgate.bench.procs import Server, start_server
 
 from tests.support import ROOT
 from tests.support.adversary import Bystander, RssWatch
-from tests.support.gateway import CLIENT_KEY, CLIENT_KEYS, TEST_PACE_BURST, GatewayFactory, metric
+from tests.support.gateway import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    CLIENT_KEYS,
+    TEST_PACE_BURST,
+    GatewayFactory,
+    metric,
+)
 from tests.support.http import get_text
 
 MIB = 1024 * 1024
@@ -529,3 +536,52 @@ def test_probe_listener_answers_while_the_handshake_cap_is_flooded(
         assert refused.code == 404
     assert metric(gw, "voxgate_edge_refusals_total", reason="handshake_cap") > 0
     assert refused_lines < 20  # at most one line per reason every 10 s
+
+
+# ----------------------------------------------------------------------------- slow route
+
+#: A6: GET /admin/keys?probe=1 asks upstream's token endpoint about each key, which may
+#: take seconds. Before the fix the edge dropped an answer not started within
+#: VOXGATE_HANDSHAKE_TIMEOUT of the accept (logged as handshake_timeout); the deadline
+#: now covers the request (head and body), not the route's own time.
+A6_HANDSHAKE_TIMEOUT = 1.0
+A6_UPSTREAM_DELAY = 2.0
+
+
+def test_a_slow_route_is_not_cut_off_by_the_edge_deadline(gateway_factory: GatewayFactory) -> None:
+    import http.server
+
+    class SlowTokens(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(A6_UPSTREAM_DELAY)
+            body = b'{"token": "t"}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowTokens)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    try:
+        gw = gateway_factory(
+            VOXGATE_UPSTREAM_URL=f"ws://127.0.0.1:{slow.server_address[1]}/v3/ws",
+            VOXGATE_HANDSHAKE_TIMEOUT=str(A6_HANDSHAKE_TIMEOUT),
+            VOXGATE_ADMIN_KEY=ADMIN_KEY,
+        )
+        sock = _connect(gw)
+        _send(
+            sock,
+            b"GET /admin/keys?probe=1 HTTP/1.1\r\nHost: g\r\nConnection: close\r\n"
+            b"Authorization: " + ADMIN_KEY.encode() + b"\r\n\r\n",
+        )
+        data, closed_after = _answer(sock, A6_UPSTREAM_DELAY + 10.0)
+        sock.close()
+    finally:
+        slow.shutdown()
+    print(f"A6: {data[:15]!r} after {closed_after}")
+    assert _status(data) == 200, data[:200]
+    assert b'"keys"' in data
+    assert metric(gw, "voxgate_edge_refusals_total", reason="handshake_timeout") == 0
