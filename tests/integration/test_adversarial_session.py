@@ -175,7 +175,14 @@ def test_a_tag_is_the_clients_own_channel(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # let it subscribe: pub/sub keeps nothing for late listeners
+    # Wait until it has subscribed: pub/sub keeps nothing for late listeners.
+    deadline = time.monotonic() + 10.0
+    while (
+        dict(client.pubsub_numsub("voxgate:tag:other:desk-1")).get(b"voxgate:tag:other:desk-1", 0)
+        < 1
+    ):
+        assert time.monotonic() < deadline and tail.poll() is None, "voxgate tail never subscribed"
+        time.sleep(0.05)
     query = "sample_rate=16000&voxgate_tag=desk-1"
     mine = run(session(gw.url, audio.speech(1), query=query))
     theirs = run(session(gw.url, audio.speech(1), key=OTHER_KEY, query=query))

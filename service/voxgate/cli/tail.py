@@ -90,7 +90,7 @@ def _matches(envelope: dict[str, Any], ns: argparse.Namespace) -> bool:
 
 async def follow(ns: argparse.Namespace) -> int:
     url = ns.redis or os.environ.get("VOXGATE_REDIS_URL") or "redis://127.0.0.1:6379/0"
-    if ns.tag and not TAG_PATTERN.match(ns.tag):
+    if ns.tag and not TAG_PATTERN.fullmatch(ns.tag):
         print("voxgate tail: --tag is not a valid tag", file=sys.stderr)
         return 2
     if ns.client and not CLIENT_NAME.match(ns.client):
