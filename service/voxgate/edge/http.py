@@ -245,11 +245,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def _hold(self, rest: bytes) -> None:
         """Keep what follows a request waiting for its answer, reading paused; more
         than a head's worth closes the connection once the answer is written."""
+        self.flow.pause_reading()
         if len(rest) > self._limits.max_head_bytes:
             self._refuse(Refusal.HEAD_TOO_LARGE)
             return
         self._held = rest
-        self.flow.pause_reading()
 
     def _feed(self, piece: bytes) -> None:
         try:
