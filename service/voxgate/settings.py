@@ -76,6 +76,14 @@ DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 10_000
 #: Connections accepted whose request head is not in yet.
 DEFAULT_MAX_HANDSHAKES = 1_000
+DEFAULT_MAX_BODY_BYTES = 65_536
+#: A session that sends no audio this long is ended (KeepAlive does not count).
+DEFAULT_NO_AUDIO_TIMEOUT = 300.0
+#: A client text message (KeepAlive, UpdateConfiguration, ...) over this many
+#: characters closes the session with 1009 (AssemblyAI's own cap is 128 KB a message).
+DEFAULT_MAX_CONTROL_CHARS = 65_536
+#: Client text messages a session may send per second (the same again as a burst).
+DEFAULT_MAX_CONTROL_RATE = 20
 
 #: AssemblyAI's list price of streaming, USD per hour (2026): the default estimate.
 DEFAULT_PRICE_PER_HOUR = 0.15
@@ -185,6 +193,12 @@ class Settings:
     budget_alert_share: float = DEFAULT_BUDGET_ALERT_SHARE
     #: Limits of clients without a record in Redis: (client, limit, value).
     client_limits: tuple[tuple[str, str, float], ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: A second listener for /healthz, /readyz, /metrics only (None: none).
+    probe_port: int | None = None
+    no_audio_timeout: float = DEFAULT_NO_AUDIO_TIMEOUT
+    max_control_chars: int = DEFAULT_MAX_CONTROL_CHARS
+    max_control_rate: int = DEFAULT_MAX_CONTROL_RATE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -275,6 +289,21 @@ class Settings:
                 "VOXGATE_BUDGET_ALERT_SHARE", DEFAULT_BUDGET_ALERT_SHARE
             ),
             client_limits=parse_client_limits(reader.text("VOXGATE_CLIENT_LIMITS", "")),
+            probe_port=(
+                reader.integer("VOXGATE_PROBE_PORT", 0, 0, 65535)
+                if reader.text("VOXGATE_PROBE_PORT", "")
+                else None
+            ),
+            max_body_bytes=reader.integer(
+                "VOXGATE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024
+            ),
+            no_audio_timeout=reader.seconds("VOXGATE_NO_AUDIO_TIMEOUT", DEFAULT_NO_AUDIO_TIMEOUT),
+            max_control_chars=reader.integer(
+                "VOXGATE_MAX_CONTROL_CHARS", DEFAULT_MAX_CONTROL_CHARS, 1024, 16 * 1024 * 1024
+            ),
+            max_control_rate=reader.integer(
+                "VOXGATE_MAX_CONTROL_RATE", DEFAULT_MAX_CONTROL_RATE, 1, 100_000
+            ),
         )
         if settings.demo_client is not None and settings.demo_client not in {
             k.name for k in settings.client_keys

@@ -500,3 +500,27 @@ def test_the_receive_queue_is_bounded_in_bytes_as_well_as_messages() -> None:
         return after_one, after_two, resumed, transport.paused
 
     assert run(scenario(), WAIT) == (False, True, True, True)
+
+
+def test_a_frame_trickled_in_bytes_is_held_compactly_and_has_a_partial_number() -> None:
+    """1-byte reads of one big frame: joined every few dozen reads (a list of 1-byte
+    objects cost ~40 bytes of memory per byte), and the incomplete frame is numbered in
+    ``partial`` from its first byte (the connection's message deadline), 0 once done."""
+    size = 100_000
+    frame = encode(BINARY, b"\x01" * size, mask=True)
+    reader = FrameReader(masked=True, max_size=1 << 20)
+    assert reader.partial == 0
+    tracemalloc.start()
+    try:
+        for i in range(len(frame) - 1):
+            assert reader.feed(frame[i : i + 1]) == []
+            if i == 0:
+                first = reader.partial
+                assert first
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reader.partial == first
+    assert peak < 4 * size, peak  # was ~42 bytes per byte held
+    assert reader.feed(frame[-1:]) == [(BINARY, b"\x01" * size)]
+    assert reader.partial == 0

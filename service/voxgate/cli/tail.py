@@ -128,7 +128,7 @@ def target(ns: argparse.Namespace) -> tuple[RedisTopology, ShardLayout]:
 
 
 async def follow(ns: argparse.Namespace) -> int:
-    if ns.tag and not TAG_PATTERN.match(ns.tag):
+    if ns.tag and not TAG_PATTERN.fullmatch(ns.tag):
         print("voxgate tail: --tag is not a valid tag", file=sys.stderr)
         return 2
     if ns.client and not CLIENT_NAME.match(ns.client):

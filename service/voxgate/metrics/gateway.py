@@ -169,6 +169,12 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.keepalives_coalesced = Counter(
+            "keepalives_coalesced",
+            "Client KeepAlive messages not sent upstream: one went up less than a second before",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.reconnects = Counter(
             "reconnects",
             "Connections re-established after a loss, by target (upstream mid-session, redis)",

@@ -67,7 +67,7 @@ _STRING_LIST_PARAMS = frozenset({"keyterms_prompt", "language_codes", "redact_pi
 GATEWAY_PARAM_PREFIX = "voxgate_"
 TAG_PARAM = "voxgate_tag"
 #: A tag becomes part of a Redis channel name: a short, plain identifier.
-TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 AUTH_PARAMS = frozenset({"token"})
 
 
@@ -118,7 +118,7 @@ def check_param(name: str, value: str) -> None:
 def _check_gateway_param(name: str, value: str) -> None:
     if name != TAG_PARAM:
         raise _bad(name[:40], f"unknown gateway parameter (known: {TAG_PARAM})")
-    if not TAG_PATTERN.match(value):
+    if not TAG_PATTERN.fullmatch(value):  # not match(): "$" would let a final "\n" in
         raise ProtocolViolation(
             CloseCode.INVALID_MESSAGE,
             Violation.BAD_TAG,

@@ -139,6 +139,15 @@ def idle(seconds: float) -> Close:
     )
 
 
+def no_audio(seconds: float) -> Close:
+    """A session ended for want of audio while the client kept sending text messages
+    (KeepAlive does not hold a paid upstream session forever)."""
+    return Close(
+        CloseCode.INVALID_MESSAGE,
+        f"Session idle for too long: no audio for {seconds:g} s (VOXGATE_NO_AUDIO_TIMEOUT)",
+    )
+
+
 SESSION_CAP = Close(
     CloseCode.SESSION_EXPIRED,
     "Session Expired: Maximum session duration exceeded (the temporary token's "

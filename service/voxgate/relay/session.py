@@ -57,6 +57,7 @@ from voxgate.relay import closes
 from voxgate.relay.closes import Close
 from voxgate.relay.configuration import Configuration
 from voxgate.relay.continuity import Seam
+from voxgate.relay.control_rate import ControlRate
 from voxgate.relay.ticker import Ticker
 from voxgate.settings import Settings
 from voxgate.transcripts.publisher import SessionPublisher
@@ -162,7 +163,12 @@ class Session:
         # When the client last sent something (audio or a text message): the watchdog
         # ends the session after VOXGATE_IDLE_TIMEOUT without (one store per frame).
         self._active_at = self.opened_at
+        # When the client last sent audio: after VOXGATE_NO_AUDIO_TIMEOUT without, the
+        # session is ended as an idle one (text messages alone do not keep it).
+        self._audio_at = self.opened_at
         self._idle = False
+        self._idle_close = closes.idle(settings.idle_timeout)
+        self._controls = ControlRate(settings.max_control_rate, self.opened_at)
         self._idle_task: asyncio.Task[None] | None = None
         # What _account has added to the counters so far.
         self._counted_at = self.opened_at
@@ -486,7 +492,7 @@ class Session:
             self._frame_size, self._frame_seconds = size, seconds
         now = self._loop.time()
         self._pace.feed(seconds, now)
-        self._active_at = now
+        self._audio_at = now
         return seconds
 
     def _write_audio(self, data: bytes, seconds: float, received: float) -> bool:
@@ -510,8 +516,22 @@ class Session:
         go up as they are, until Terminate. Whether it was written (Terminate waits for
         its own send); raises ProtocolViolation for a bad one."""
         received = _perf()
+        now = self._loop.time()
+        limit = self.settings.max_control_chars
+        if len(text) > limit:  # checked before it is parsed
+            raise ProtocolViolation(
+                CloseCode.TOO_BIG,
+                Violation.MESSAGE_TOO_BIG,
+                f"Message too big: a text message over {limit} characters",
+            )
+        if not self._controls.admit(now):
+            raise ProtocolViolation(
+                CloseCode.POLICY,
+                Violation.MESSAGE_RATE,
+                f"Too many messages: over {self._controls.rate} text messages a second",
+            )
         kind, message = parse_control(text)
-        self._active_at = self._loop.time()
+        self._active_at = now
         if kind is ControlType.UPDATE_CONFIGURATION and not self._terminate_sent:
             # Kept for a replacement upstream; the seam follows format_turns.
             format_turns = self.configuration.update(message)
@@ -521,6 +541,9 @@ class Session:
             await self._send_terminate()
             return False
         if self._terminate_sent:
+            return False
+        if kind is ControlType.KEEP_ALIVE and not self._controls.keepalive_due(now):
+            self.metrics.keepalives_coalesced.inc()
             return False
         self.upstream.connection.write(text)
         self._relay_up(_perf() - received)
@@ -581,7 +604,7 @@ class Session:
             if self._draining:
                 return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
             if self._idle:
-                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
+                return End(Outcome.IDLE, self._idle_close)
             if self.limit_reached and self._limit_close is not None:
                 return End(Outcome.LIMITED, self._limit_close, error_frame=False)
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
@@ -645,23 +668,25 @@ class Session:
                 draining=self._draining,
             )
             if self._idle:
-                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
+                return End(Outcome.IDLE, self._idle_close)
             return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
-        if (
-            not self._terminate_sent
-            and not self._idle
-            and now - self._active_at > self.settings.idle_timeout
-        ):
-            self._end_idle(now)
+        if not self._terminate_sent and not self._idle:
+            audio_at = self._audio_at
+            if now - max(self._active_at, audio_at) > self.settings.idle_timeout:
+                self._end_idle(now, max(self._active_at, audio_at), "nothing")
+            elif now - audio_at > self.settings.no_audio_timeout:
+                self._idle_close = closes.no_audio(self.settings.no_audio_timeout)
+                self._end_idle(now, audio_at, "no_audio")
         return None
 
-    def _end_idle(self, now: float) -> None:
-        """The client sent nothing for VOXGATE_IDLE_TIMEOUT: end upstream as Terminate
+    def _end_idle(self, now: float, since: float, what: str) -> None:
+        """The client sent nothing for VOXGATE_IDLE_TIMEOUT, or no audio for
+        VOXGATE_NO_AUDIO_TIMEOUT (``what``: nothing, no_audio): end upstream as Terminate
         would. Its final turns and Termination are relayed as they come, then the
         client gets 3006 (see ``_upstream_closed``)."""
         self._idle = True
         self.metrics.idle_sessions.inc()
-        self.log.info("session_idle", idle_seconds=round(now - self._active_at, 3))
+        self.log.info("session_idle", idle_seconds=round(now - since, 3), without=what)
         self._idle_task = self._loop.create_task(self._send_terminate())
 
     # ------------------------------------------------------------------ endings

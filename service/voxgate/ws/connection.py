@@ -111,6 +111,7 @@ class WebSocket(asyncio.Protocol):
         self._on_limit = on_limit
         self._partial = 0  # the reader's fragmented message the deadline below is for
         self._partial_timer: asyncio.TimerHandle | None = None
+        self._partial_since = 0.0  # when the pending one began
         self._max_queue = max_queue
         self._max_queue_bytes = max(max_size, MIN_QUEUE_BYTES)
         self._queued_bytes = 0  # of the messages in self._messages
@@ -365,21 +366,33 @@ class WebSocket(asyncio.Protocol):
     # ------------------------------------------------------------------ internals
 
     def _partial_changed(self, partial: int) -> None:
-        """A fragmented message began (or ended): give it ``message_timeout``."""
+        """A fragmented message, or an incomplete frame, began (or ended): it has
+        ``message_timeout`` from now. One timer serves them all (reads that end inside
+        a frame change ``partial`` at every read): it is armed when none is, and when
+        it fires it looks at the one pending then."""
         self._partial = partial
-        if self._partial_timer is not None:
-            self._partial_timer.cancel()
-            self._partial_timer = None
-        if partial and self._message_timeout is not None and self.state is State.OPEN:
-            self._partial_timer = self._loop.call_later(
-                self._message_timeout, self._message_late, partial
-            )
+        if partial:
+            self._partial_since = self._loop.time()
+            if (
+                self._partial_timer is None
+                and self._message_timeout is not None
+                and self.state is State.OPEN
+            ):
+                self._partial_timer = self._loop.call_later(
+                    self._message_timeout, self._message_late
+                )
 
-    def _message_late(self, partial: int) -> None:
+    def _message_late(self) -> None:
         self._partial_timer = None
-        if self._reader.partial == partial and self.state is State.OPEN:
-            self._limit("deadline")
-            self.fail(1008, f"message not complete within {self._message_timeout:g} s")
+        timeout = self._message_timeout
+        if not self._reader.partial or timeout is None or self.state is not State.OPEN:
+            return
+        left = self._partial_since + timeout - self._loop.time()
+        if left > 0:  # the pending one began after the timer was armed
+            self._partial_timer = self._loop.call_later(left, self._message_late)
+            return
+        self._limit("deadline")
+        self.fail(1008, f"message not complete within {timeout:g} s")
 
     def _limit(self, limit: str) -> None:
         if self._on_limit is not None:
