@@ -37,7 +37,9 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def self_signed(directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+def self_signed(
+    directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+) -> tuple[Path, Path]:
     """Make a throwaway self-signed certificate (1 day, EC P-256) for ``hosts`` in
     ``directory``; return (certificate, key). Clients trust it by its certificate
     file: ``SSL_CERT_FILE`` (Python), ``NODE_EXTRA_CA_CERTS`` (Node), or a browser's
