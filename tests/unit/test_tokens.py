@@ -73,12 +73,15 @@ def test_every_token_is_distinct_and_carries_no_secret() -> None:
 
 
 def test_an_expired_token_is_refused() -> None:
-    """Past its expires_in window a token is refused with token_expired, even unused."""
+    """Past its expires_in window a token is refused with token_expired, even unused,
+    and with AssemblyAI's code for it: 3008 (session expired), not 1008."""
     clock = Clock()
     authority = TokenAuthority(SECRET, clock=clock)
     token = authority.mint("web", 5, 600)
     clock.now += 5
-    assert refusal(authority, token).violation is Violation.TOKEN_EXPIRED
+    refused = refusal(authority, token)
+    assert refused.violation is Violation.TOKEN_EXPIRED
+    assert refused.code == CloseCode.SESSION_EXPIRED, refused.code
 
 
 @pytest.mark.parametrize(

@@ -216,7 +216,13 @@ class TokenAuthority:
             raise _refuse(Violation.TOKEN_FORGED, "invalid temporary token")
         grant = _parse_payload(body)
         if self._clock() >= grant.expires_at:
-            raise _refuse(Violation.TOKEN_EXPIRED, "temporary token expired")
+            # AssemblyAI's code for it: 3008, "session expired ... or temporary token
+            # expired" (shared/reference/assemblyai-v3-2026-11.md, E).
+            raise ProtocolViolation(
+                CloseCode.SESSION_EXPIRED,
+                Violation.TOKEN_EXPIRED,
+                "Session Expired: temporary token expired",
+            )
         return grant
 
     def redeem(self, token: str, clients: Container[str] | None = None) -> Grant:

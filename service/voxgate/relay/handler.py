@@ -18,7 +18,7 @@ import structlog
 from voxgate.access.admission import Gatekeeper
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics, Outcome
-from voxgate.protocol import CloseCode, ProtocolViolation, parse_stream_params
+from voxgate.protocol import CloseCode, ProtocolViolation, gateway_params
 from voxgate.relay import closes
 from voxgate.relay.closes import Close
 from voxgate.relay.session import Session
@@ -56,7 +56,7 @@ class StreamHandler:
             return
         try:
             admission = self.gatekeeper.admit(websocket.headers, websocket.query_params)
-            params = parse_stream_params(websocket.query_params.multi_items())
+            params = gateway_params(websocket.query_params.multi_items())
         except ProtocolViolation as violation:
             self.metrics.client_rejections.labels(violation.violation.value).inc()
             log.info("client_refused", reason=violation.reason, code=violation.code)
@@ -65,6 +65,7 @@ class StreamHandler:
         client_name = admission.client
         api_version = websocket.headers.get("assemblyai-version")
         await websocket.accept()
+        accepted_at = loop.time()  # the client may stream from now on (its pace clock)
         try:
             opened = await self.connector.open(params, api_version=api_version)
         except NoUpstream as refused:
@@ -106,6 +107,7 @@ class StreamHandler:
                 max_seconds=admission.max_session_seconds,
                 failovers=opened.attempts - 1,
                 ticker=self.ticker,
+                client_since=accepted_at,
             )
             self.metrics.sessions_started.inc()
             self.metrics.sessions_active.inc()

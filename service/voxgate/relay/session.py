@@ -44,7 +44,7 @@ from voxgate.protocol import (
     StreamParams,
     Violation,
     check_audio_frame,
-    parse_control,
+    client_text,
 )
 from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.relay import closes
@@ -113,6 +113,7 @@ class Session:
         max_seconds: float | None = None,
         failovers: int = 0,
         ticker: Ticker,
+        client_since: float | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -136,7 +137,15 @@ class Session:
             session_id=self.id, client=client_name, key=key_alias
         )
         self._loop = asyncio.get_running_loop()
-        self._pace = PaceGuard(settings.pace_burst_seconds)
+        # The pace clock: AssemblyAI's runs from its Begin, and the time the client
+        # waited for it (the upstream connect, a failover) is not held against the
+        # client, so it runs from the client's accept (``client_since``); what the client
+        # sent meanwhile waited in its bounded queue and socket (backpressure).
+        self._pace = PaceGuard(settings.pace_burst_seconds, start=client_since)
+        # Audio whose duration its size does not tell is paced by a bound that holds
+        # for any encoding (and not counted as audio seconds).
+        self._pace_rate = params.pace_bytes_per_second
+        self._timed_audio = params.bytes_per_second is not None
         self._terminate_sent = False
         self._terminate_deadline: float | None = None
         self._draining = False
@@ -159,6 +168,9 @@ class Session:
         self._counted_up = self._counted_down = 0
         # A temporary token's session cap (AssemblyAI ends such a session with 3008).
         self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
+        self._begin_text = upstream.begin_text
+        if max_seconds is not None:
+            self._begin_text = _capped_begin(upstream.begin_text, time.time() + max_seconds)
         self.upstream_close: tuple[int, str] | None = None
         # Upstream's Error, held back until it is known whether a replacement carries on.
         self._held_error: tuple[str, dict[str, Any]] | None = None
@@ -178,7 +190,7 @@ class Session:
 
     @property
     def audio_seconds(self) -> float:
-        return self._pace.audio_seconds
+        return self._pace.audio_seconds if self._timed_audio else 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -202,7 +214,7 @@ class Session:
 
     async def run(self) -> End:
         try:
-            await self.client.send_text(self.upstream.begin_text)
+            await self.client.send_text(self._begin_text)
         except (ConnectionClosed, OSError):
             await self._abandon_upstream()
             end = End(Outcome.CLIENT_GONE, None)
@@ -426,7 +438,7 @@ class Session:
         if size == self._frame_size:  # clients send frames of one size: checked once
             seconds = self._frame_seconds
         else:
-            seconds = check_audio_frame(size, self.params)
+            seconds = check_audio_frame(size, self.params) or size / self._pace_rate
             self._frame_size, self._frame_seconds = size, seconds
         now = self._loop.time()
         self._pace.feed(seconds, now)
@@ -444,7 +456,7 @@ class Session:
         go up as they are, until Terminate. Whether it was written (Terminate waits for
         its own send); raises ProtocolViolation for a bad one."""
         received = _perf()
-        kind, _ = parse_control(text)
+        kind = client_text(text)  # anything but Terminate goes up as it came
         self._active_at = self._loop.time()
         if kind is ControlType.TERMINATE:
             await self._send_terminate()
@@ -623,7 +635,7 @@ class Session:
         kind = message.get("type")
         if kind == "Turn":
             self.turns += 1
-            self.metrics.turn_received(message, self._pace.audio_seconds)
+            self.metrics.turn_received(message, self.audio_seconds)
         if self.publisher is not None:
             self.publisher.message(raw, message)
         return kind
@@ -666,6 +678,20 @@ class Session:
                 close_code=end.close.code if end.close else None,
                 close_reason=end.close.text if end.close else None,
             )
+
+
+def _capped_begin(begin_text: str, cap: float) -> str:
+    """Upstream's Begin with ``expires_at`` no later than ``cap`` (unix seconds): a
+    session opened with a token that caps its duration ends at the cap (3008), and the
+    client learns when from Begin, as from AssemblyAI. Unchanged when already earlier."""
+    begin = _parse(begin_text)
+    if begin is None:
+        return begin_text
+    expires = begin.get("expires_at")
+    if isinstance(expires, int | float) and not isinstance(expires, bool) and expires <= cap:
+        return begin_text
+    begin["expires_at"] = int(cap)
+    return json.dumps(begin)
 
 
 def _parse(raw: str) -> dict[str, Any] | None:
