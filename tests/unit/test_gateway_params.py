@@ -113,3 +113,15 @@ def test_begin_expires_at_is_capped_by_a_token() -> None:
     early = '{"type":"Begin","expires_at":100}'
     assert _capped_begin(early, 1_000_000_060.0) == early
     assert _capped_begin("nope", 5.0) == "nope"
+
+
+def test_the_version_header_is_the_clients_or_none() -> None:
+    """AssemblyAI-Version goes upstream only when the client sent one: without it
+    AssemblyAI uses its latest version, and so must a client of the gateway."""
+    from voxgate.settings import UpstreamKey
+    from voxgate.upstream.connect import upstream_headers
+
+    key = UpstreamKey("main", "secret")
+    assert "AssemblyAI-Version" not in upstream_headers(key, None)
+    assert upstream_headers(key, "2026-09-01")["AssemblyAI-Version"] == "2026-09-01"
+    assert upstream_headers(key, None)["Authorization"] == "secret"
