@@ -271,3 +271,15 @@ def test_token_settings() -> None:
     ]:
         with pytest.raises(SettingsError, match=variable):
             Settings.from_env({**BASE, **env})
+
+
+def test_a_token_given_back_may_be_redeemed_again() -> None:
+    """A token whose session never began (the gateway had no upstream for it) is given
+    back: the SDK's retry with the same token meets the same refusal, not 'already used'."""
+    authority = TokenAuthority(SECRET, clock=Clock())
+    token = authority.mint("web", 60, 600)
+    grant = authority.redeem(token)
+    assert refusal(authority, token).violation is Violation.TOKEN_REUSED
+    authority.give_back(grant.token_id)
+    assert authority.redeem(token).token_id == grant.token_id
+    assert refusal(authority, token).violation is Violation.TOKEN_REUSED

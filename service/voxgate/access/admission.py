@@ -24,6 +24,8 @@ class Admission:
 
     client: str
     max_session_seconds: int | None = None
+    #: The temporary token redeemed for this session (None: a client key).
+    token_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,5 +46,5 @@ class Gatekeeper:
         credential = presented_credential(headers, query)
         if looks_like_token(credential):
             grant = self.tokens.redeem(credential, self.auth.names)
-            return Admission(grant.client, grant.max_session_seconds)
+            return Admission(grant.client, grant.max_session_seconds, grant.token_id)
         return Admission(self.auth.check(credential))

@@ -152,6 +152,10 @@ class UsedTokens:
             _, token_id = heapq.heappop(heap)
             self._ids.discard(token_id)
 
+    def discard(self, token_id: str) -> None:
+        """Forget ``token_id`` (its heap entry goes at its expiry, as any other)."""
+        self._ids.discard(token_id)
+
     def add(self, token_id: str, expires_at: float, now: float) -> bool:
         """Remember ``token_id``; False when the store is full of unexpired ids."""
         self.purge(now)
@@ -243,6 +247,13 @@ class TokenAuthority:
                 "Too many temporary tokens in use on this gateway; retry after a backoff",
             )
         return grant
+
+    def give_back(self, token_id: str) -> None:
+        """The session a redeemed token was for never began (the gateway had no upstream
+        for it): the token may be presented again while it is valid. The SDKs retry a
+        refused connect with the same token; so they meet the same refusal (its words,
+        e.g. "payment required") rather than "temporary token already used"."""
+        self._used.discard(token_id)
 
 
 def _parse_payload(body: str) -> Grant:

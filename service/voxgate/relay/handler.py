@@ -69,6 +69,8 @@ class StreamHandler:
         try:
             opened = await self.connector.open(params, api_version=api_version)
         except NoUpstream as refused:
+            if admission.token_id is not None:  # no session began: the token is not spent
+                self.gatekeeper.tokens.give_back(admission.token_id)
             close = closes.for_no_upstream(refused.cause)
             self.metrics.sessions_ended.labels(Outcome.UPSTREAM_ERROR).inc()
             log.warning("session_refused", client=client_name, reason=close.text)
