@@ -51,7 +51,7 @@ def tls_gateway(
 def pcm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Raw 16 kHz PCM files: two utterances, and one second of tone (a turn left open)."""
     folder = tmp_path_factory.mktemp("pcm")
-    files = {"speech": b"".join(audio.speech(2)), "tone": audio.tone(1.0)}
+    files = {"speech": b"".join(audio.speech(2)), "tone": audio.tone(1.0), "short": bytes(640)}
     for name, data in files.items():
         (folder / name).write_bytes(data)
     return {name: str(folder / name) for name in files}
@@ -116,6 +116,17 @@ def test_node_sdk_force_endpoint_and_update_configuration(
     assert forced["finals"] == 0, events
     assert of(events, "timeout") == [] and of(events, "error") == [], events
     assert len(of(events, "termination")) == 1, events
+
+
+def test_node_sdk_sees_a_bad_frame_as_3007(
+    tls_gateway: Server, tls_files: tuple[Path, Path], pcm: dict[str, str]
+) -> None:
+    """A 20 ms chunk is refused with 3007, as AssemblyAI does: the SDK's error listener
+    gets the code and its close listener the same code."""
+    steps = [{"do": "stream", "pcm": pcm["short"], "frameBytes": 640}, {"do": "waitClose"}]
+    events = run_scenario(scenario(tls_gateway, apiKey=CLIENT_KEY, steps=steps), tls_files[0])
+    assert [e["code"] for e in of(events, "error")] == [3007], events
+    assert [e["code"] for e in of(events, "close")] == [3007], events
 
 
 def test_node_sdk_sees_a_bad_client_key_as_1008(

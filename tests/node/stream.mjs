@@ -10,6 +10,7 @@
 //   {"do": "stream", "pcm": "<file of raw 16 kHz s16le>", "frameBytes": 3200, "delayMs": 5}
 //   {"do": "waitTurns", "finals": N, "turns": N, "timeoutMs": 15000}
 //   {"do": "forceEndpoint"} | {"do": "update", "config": {...}} | {"do": "close"}
+//   {"do": "waitClose", "timeoutMs": 15000}: until the server closes the socket
 // Every event is printed as one JSON line on stdout; the exit status is 0 unless the
 // driver itself failed. Trust in voxgate's certificate comes from NODE_EXTRA_CA_CERTS.
 import { readFileSync } from "node:fs";
@@ -48,7 +49,11 @@ async function main() {
     emit("turn", { turn_order: turn.turn_order, end_of_turn: turn.end_of_turn, formatted: turn.turn_is_formatted, transcript: turn.transcript });
   });
   transcriber.on("error", (error) => emit("error", { code: error.code ?? null, message: String(error.message) }));
-  transcriber.on("close", (code, reason) => emit("close", { code, reason }));
+  let closed = false;
+  transcriber.on("close", (code, reason) => {
+    closed = true;
+    emit("close", { code, reason });
+  });
   try {
     const begin = await transcriber.connect();
     emit("begin", { id: begin.id, expires_at: begin.expires_at });
@@ -80,6 +85,10 @@ async function main() {
         await sleep(20);
       }
       emit("waited", { finals: finals(), turns: turns.length });
+    } else if (step.do === "waitClose") {
+      const deadline = Date.now() + (step.timeoutMs ?? 15000);
+      while (!closed && Date.now() < deadline) await sleep(20);
+      if (!closed) emit("timeout", { waited: step });
     } else if (step.do === "forceEndpoint") {
       transcriber.forceEndpoint();
       emit("sent", { what: "ForceEndpoint", finals: finals() });
