@@ -33,6 +33,7 @@ from voxgate.edge.limits import (
     Refusal,
     connection_cap,
 )
+from voxgate.edge.tls import server_context
 from voxgate.logs import get_logger
 from voxgate.protocol import MAX_MESSAGE_BYTES, Violation
 from voxgate.settings import Settings
@@ -200,9 +201,15 @@ def uvicorn_config(app: Any, settings: Settings, edge: Edge | None = None) -> uv
         max_fragments=settings.ws_max_fragments,
         on_limit=lambda limit: gateway.metrics.ws_limits.labels("client", limit).inc(),
     )
+    tls: dict[str, Any] = {}
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        # Loaded here, so a bad pair fails at start with TlsError naming the variables.
+        context = server_context(settings.tls_cert, settings.tls_key)
+        tls = {"ssl_certfile": settings.tls_cert, "ssl_context_factory": lambda *_: context}
     return uvicorn.Config(
         app,
         loop=best_loop(),
+        **tls,
         http=http_protocol_factory(edge),  # type: ignore[arg-type]  # called like uvicorn's
         ws=websocket,  # type: ignore[arg-type]  # uvicorn calls it like its own classes
         lifespan="on",
@@ -242,5 +249,6 @@ def run_gateway(settings: Settings) -> None:
         hard=fds.hard,
         max_connections=connection_cap(settings.max_connections, fds.soft),
     )
-    print(f"voxgate gateway listening on ws://{host}:{port}", flush=True)
+    scheme = "wss" if settings.tls else "ws"
+    print(f"voxgate gateway listening on {scheme}://{host}:{port}", flush=True)
     server.run(sockets=[sock])

@@ -199,6 +199,14 @@ class Settings:
     no_audio_timeout: float = DEFAULT_NO_AUDIO_TIMEOUT
     max_control_chars: int = DEFAULT_MAX_CONTROL_CHARS
     max_control_rate: int = DEFAULT_MAX_CONTROL_RATE
+    #: PEM certificate (chain) and private key: set both and the gateway serves wss://
+    #: and https:// on its port (docs/deployment.md, "TLS"); neither: plain ws:// and http://.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -304,7 +312,14 @@ class Settings:
             max_control_rate=reader.integer(
                 "VOXGATE_MAX_CONTROL_RATE", DEFAULT_MAX_CONTROL_RATE, 1, 100_000
             ),
+            tls_cert=reader.file("VOXGATE_TLS_CERT"),
+            tls_key=reader.file("VOXGATE_TLS_KEY"),
         )
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise SettingsError(
+                "VOXGATE_TLS_CERT and VOXGATE_TLS_KEY go together: set both "
+                "(a PEM certificate and its private key) or neither"
+            )
         if settings.demo_client is not None and settings.demo_client not in {
             k.name for k in settings.client_keys
         }:
@@ -555,6 +570,15 @@ class _Reader:
         parts = urlsplit(value)
         if parts.scheme not in ("ws", "wss") or not parts.netloc:
             raise SettingsError(f"{name} must be a ws:// or wss:// URL, got {value[:80]!r}")
+        return value
+
+    def file(self, name: str) -> str | None:
+        """A path to a readable file, or None when the variable is unset or empty."""
+        value = self.text(name, "")
+        if not value:
+            return None
+        if not os.path.isfile(value) or not os.access(value, os.R_OK):
+            raise SettingsError(f"{name}: {value[:200]!r} is not a readable file")
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:

@@ -297,8 +297,8 @@ def _m1_attack(gw: Server) -> None:
 M5_REQUESTS = 3
 M5_NAME_BYTES = 4 * MIB
 M5_MAX_LOG_GROWTH = 64 * 1024
-#: A name that fits the head (twice under 16 KB) reaches the parameter check: its log
-#: line is cut.
+#: A name that fits the head (twice under 16 KB) is forwarded upstream (AssemblyAI judges
+#: parameters, issue 16): no log line holds it in full.
 M5_FITTING_NAME = 7 * 1024
 M5_MAX_LINE = 8192
 
@@ -334,7 +334,7 @@ def test_huge_query_parameter_names_do_not_flood_the_log(gateway_factory: Gatewa
     assert grown < M5_MAX_LOG_GROWTH, f"the log grew {grown} B"
     assert longest <= M5_MAX_LINE
     assert all(_status(data) == 431 for data, _ in answers)
-    assert '"reason_len"' in gw.stderr()  # the cut reason says how long it was
+    assert "q" * 300 not in gw.stderr()  # logged cut (dict keys at 64, values at 200)
 
 
 # ----------------------------------------------------------------------------- pipelining

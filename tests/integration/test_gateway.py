@@ -76,15 +76,16 @@ def test_bad_client_key_is_refused_before_any_upstream_session(
 @pytest.mark.parametrize(
     ("query", "needle"),
     [
-        ("encoding=pcm_s16le", "sample_rate"),
-        ("sample_rate=16000&encoding=wav", "encoding"),
-        ("sample_rate=16000&format_turns=maybe", "format_turns"),
+        ("sample_rate=16000&voxgate_colour=red", "voxgate_colour"),
+        ("sample_rate=16000&voxgate_tag=a&voxgate_tag=b", "voxgate_tag"),
+        ("&".join(["x=1"] * 300), "parameters"),
     ],
 )
 def test_bad_parameters_get_3006_before_any_upstream_session(
     gateway: Server, sandbox: Server, query: str, needle: str
 ) -> None:
-    """Malformed query parameters are refused with 3006 naming the parameter."""
+    """What the gateway refuses itself (its own namespace and limits; AssemblyAI's
+    parameters are upstream's to judge, test_passthrough.py) is a 3006 naming it."""
     before = len(sandbox_sessions(sandbox))
     out = run(session(gateway.url, [], query=query))
     assert out.code == 3006
@@ -113,7 +114,6 @@ def ended_upstream_session(sandbox: Server, before: int) -> dict[str, Any]:
         (bytes(1601), 3007, "frame_misaligned"),
         (bytes(128 * 1024 + 2), 1009, "frame_too_big"),
         ("this is not json", 3006, "bad_json"),
-        ('{"type": "Dance"}', 3006, "unknown_message"),
         (b"\xff" * 3, 3007, "frame_misaligned"),
     ],
 )

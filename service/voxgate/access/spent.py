@@ -56,6 +56,16 @@ class SpentTokens:
             return None
         return reply is not None
 
+    async def give_back(self, token_id: str) -> None:
+        """Un-spend a token whose session never began (no upstream for it): its retry is
+        then refused for the same reason as the first try, not as a reuse. Best effort:
+        a Redis that does not answer leaves the token spent."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.delete(TOKEN_KEY.format(token_id))
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("token_give_back_failed", error=type(exc).__name__)
+
     async def close(self) -> None:
         await self._writer.aclose()
         await self._redis.aclose()

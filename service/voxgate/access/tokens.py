@@ -157,6 +157,10 @@ class UsedTokens:
             _, token_id = heapq.heappop(heap)
             self._ids.discard(token_id)
 
+    def discard(self, token_id: str) -> None:
+        """Forget ``token_id`` (its heap entry goes at its expiry, as any other)."""
+        self._ids.discard(token_id)
+
     def add(self, token_id: str, expires_at: float, now: float) -> bool:
         """Remember ``token_id``; False when the store is full of unexpired ids."""
         self.purge(now)
@@ -221,7 +225,13 @@ class TokenAuthority:
             raise _refuse(Violation.TOKEN_FORGED, "invalid temporary token")
         grant = _parse_payload(body)
         if self._clock() >= grant.expires_at:
-            raise _refuse(Violation.TOKEN_EXPIRED, "temporary token expired")
+            # AssemblyAI's code for it: 3008, "session expired ... or temporary token
+            # expired" (shared/reference/assemblyai-v3-2026-11.md, E).
+            raise ProtocolViolation(
+                CloseCode.SESSION_EXPIRED,
+                Violation.TOKEN_EXPIRED,
+                "Session Expired: temporary token expired",
+            )
         return grant
 
     def redeem(self, token: str, clients: Container[str] | None = None) -> Grant:
@@ -242,6 +252,13 @@ class TokenAuthority:
                 "Too many temporary tokens in use on this gateway; retry after a backoff",
             )
         return grant
+
+    def give_back(self, token_id: str) -> None:
+        """The session a redeemed token was for never began (the gateway had no upstream
+        for it): the token may be presented again while it is valid. The SDKs retry a
+        refused connect with the same token; so they meet the same refusal (its words,
+        e.g. "payment required") rather than "temporary token already used"."""
+        self._used.discard(token_id)
 
 
 def _parse_payload(body: str) -> Grant:

@@ -21,7 +21,7 @@ from voxgate.access.spent import SpentTokens
 from voxgate.access.tokens import reused
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics, Outcome
-from voxgate.protocol import CloseCode, ProtocolViolation, parse_stream_params
+from voxgate.protocol import CloseCode, ProtocolViolation, gateway_params
 from voxgate.relay import closes
 from voxgate.relay.closes import Close
 from voxgate.relay.session import Session
@@ -63,7 +63,7 @@ class StreamHandler:
             return
         try:
             admission = self.gatekeeper.admit(websocket.headers, websocket.query_params)
-            params = parse_stream_params(websocket.query_params.multi_items())
+            params = gateway_params(websocket.query_params.multi_items())
             if admission.token_id is not None and self.spent is not None:
                 first = await self.spent.spend(admission.token_id, admission.token_expires_at)
                 if first is False:
@@ -82,11 +82,15 @@ class StreamHandler:
                 await refuse(websocket, admitted)
                 return
             ticket = admitted
+        accepted_at = loop.time()  # the client may stream from now on (its pace clock)
         try:
             await websocket.accept()
+            accepted_at = loop.time()
             opened = await self.connector.open(params, api_version=api_version)
         except NoUpstream as refused:
             self._release(ticket)
+            if admission.token_id is not None:  # no session began: the token is not spent
+                await self._give_back(admission.token_id)
             close = closes.for_no_upstream(refused.cause)
             self.metrics.sessions_ended.labels(Outcome.UPSTREAM_ERROR).inc()
             log.warning("session_refused", client=client_name, reason=close.text)
@@ -133,6 +137,7 @@ class StreamHandler:
                     if ticket is not None and self.tenants is not None
                     else None
                 ),
+                client_since=accepted_at,
             )
             if ticket is not None and self.tenants is not None:
                 self.tenants.attach(ticket, session, alias)
@@ -155,6 +160,13 @@ class StreamHandler:
                 # or the task cancelled): upstream must not stay open (it bills by time).
                 hold.opened.upstream.connection.fail(CloseCode.INTERNAL, "")
             self._release(ticket)
+
+    async def _give_back(self, token_id: str) -> None:
+        """The session a token was redeemed for never began: the token may be presented
+        again (on this replica, and on every replica when Redis keeps spent tokens)."""
+        self.gatekeeper.tokens.give_back(token_id)
+        if self.spent is not None:
+            await self.spent.give_back(token_id)
 
     def _release(self, ticket: Ticket | None) -> None:
         if ticket is not None and self.tenants is not None:

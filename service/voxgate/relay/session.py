@@ -50,7 +50,7 @@ from voxgate.protocol import (
     StreamParams,
     Violation,
     check_audio_frame,
-    parse_control,
+    read_client_text,
 )
 from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.relay import closes
@@ -122,6 +122,7 @@ class Session:
         failovers: int = 0,
         ticker: Ticker,
         on_usage: Callable[[str, float, float], None] | None = None,
+        client_since: float | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -145,7 +146,15 @@ class Session:
             session_id=self.id, client=client_name, key=key_alias
         )
         self._loop = asyncio.get_running_loop()
-        self._pace = PaceGuard(settings.pace_burst_seconds)
+        # The pace clock: AssemblyAI's runs from its Begin, and the time the client
+        # waited for it (the upstream connect, a failover) is not held against the
+        # client, so it runs from the client's accept (``client_since``); what the client
+        # sent meanwhile waited in its bounded queue and socket (backpressure).
+        self._pace = PaceGuard(settings.pace_burst_seconds, start=client_since)
+        # Audio whose duration its size does not tell is paced by a bound that holds
+        # for any encoding (and not counted as audio seconds).
+        self._pace_rate = params.pace_bytes_per_second
+        self._timed_audio = params.bytes_per_second is not None
         self._terminate_sent = False
         self._terminate_deadline: float | None = None
         self._draining = False
@@ -176,6 +185,9 @@ class Session:
         self._counted_up = self._counted_down = 0
         # A temporary token's session cap (AssemblyAI ends such a session with 3008).
         self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
+        self._begin_text = upstream.begin_text
+        if max_seconds is not None:
+            self._begin_text = _capped_begin(upstream.begin_text, time.time() + max_seconds)
         self.upstream_close: tuple[int, str] | None = None
         # Upstream's Error, held back until it is known whether a replacement carries on.
         self._held_error: tuple[str, dict[str, Any]] | None = None
@@ -207,7 +219,7 @@ class Session:
 
     @property
     def audio_seconds(self) -> float:
-        return self._pace.audio_seconds
+        return self._pace.audio_seconds if self._timed_audio else 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -259,7 +271,7 @@ class Session:
 
     async def run(self) -> End:
         try:
-            await self.client.send_text(self.upstream.begin_text)
+            await self.client.send_text(self._begin_text)
         except (ConnectionClosed, OSError):
             await self._abandon_upstream()
             end = End(Outcome.CLIENT_GONE, None)
@@ -488,7 +500,7 @@ class Session:
         if size == self._frame_size:  # clients send frames of one size: checked once
             seconds = self._frame_seconds
         else:
-            seconds = check_audio_frame(size, self.params)
+            seconds = check_audio_frame(size, self.params) or size / self._pace_rate
             self._frame_size, self._frame_seconds = size, seconds
         now = self._loop.time()
         self._pace.feed(seconds, now)
@@ -530,7 +542,7 @@ class Session:
                 Violation.MESSAGE_RATE,
                 f"Too many messages: over {self._controls.rate} text messages a second",
             )
-        kind, message = parse_control(text)
+        kind, message = read_client_text(text)  # all but Terminate goes up as it came
         self._active_at = now
         if kind is ControlType.UPDATE_CONFIGURATION and not self._terminate_sent:
             # Kept for a replacement upstream; the seam follows format_turns.
@@ -726,7 +738,7 @@ class Session:
         kind = message.get("type")
         if kind == "Turn":
             self.turns += 1
-            self.metrics.turn_received(message, self._pace.audio_seconds)
+            self.metrics.turn_received(message, self.audio_seconds)
         if self.publisher is not None:
             self.publisher.message(raw, message)
         return kind
@@ -771,6 +783,20 @@ class Session:
                 close_code=end.close.code if end.close else None,
                 close_reason=end.close.text if end.close else None,
             )
+
+
+def _capped_begin(begin_text: str, cap: float) -> str:
+    """Upstream's Begin with ``expires_at`` no later than ``cap`` (unix seconds): a
+    session opened with a token that caps its duration ends at the cap (3008), and the
+    client learns when from Begin, as from AssemblyAI. Unchanged when already earlier."""
+    begin = _parse(begin_text)
+    if begin is None:
+        return begin_text
+    expires = begin.get("expires_at")
+    if isinstance(expires, int | float) and not isinstance(expires, bool) and expires <= cap:
+        return begin_text
+    begin["expires_at"] = int(cap)
+    return json.dumps(begin)
 
 
 def _parse(raw: str) -> dict[str, Any] | None:

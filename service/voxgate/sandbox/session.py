@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from voxgate.protocol import (
     CloseCode,
     ControlType,
+    Encoding,
     PaceGuard,
     ProtocolViolation,
     StreamParams,
@@ -98,7 +99,7 @@ class SandboxSession:
         values = dict(self.params.forward)
         per_second = self.params.bytes_per_second
         self.transcriber = Transcriber(
-            encoding=self.params.encoding,
+            encoding=Encoding(self.params.encoding),  # StreamParams.encoding is a str now
             bytes_per_ms=per_second / 1000.0 if per_second else None,
             format_turns=self.params.format_turns(),
             min_turn_silence_ms=float(
