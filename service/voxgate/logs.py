@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import reprlib
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
@@ -34,6 +35,16 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _UNSAFE_LONG = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+#: Beyond MAX_DEPTH a value is shown by a repr bounded as it is built (never the
+#: whole value's repr, then cut).
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxstring = _SHORT.maxother = MAX_VALUE_CHARS
+_SHORT.maxlong = 40
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
+_SHORT.maxfrozenset = _SHORT.maxdeque = _SHORT.maxarray = 8
+
+
 def _escape_char(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -53,7 +64,7 @@ def _bound(value: object, depth: int) -> object:
     if isinstance(value, bytes | bytearray):
         return bound_text(bytes(value[: MAX_VALUE_CHARS + 1]).decode("latin-1"))
     if depth >= MAX_DEPTH:
-        return bound_text(repr(value)[: MAX_VALUE_CHARS + 1])
+        return bound_text(_SHORT.repr(value)[: MAX_VALUE_CHARS + 1])
     if isinstance(value, Mapping):
         items = list(value.items())[:MAX_ITEMS]
         return {bound_text(str(k), 64): _bound(v, depth + 1) for k, v in items}
@@ -79,6 +90,31 @@ def bound_values(
                 event_dict[f"{key}_len"] = len(value)
             event_dict[key] = _bound(value, 0)
     return event_dict
+
+
+def indent_traceback(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor (console only): every line of a traceback after its first is
+    indented, so text a client put in an exception message cannot pass for a log line
+    of its own (JSON escapes line breaks by itself)."""
+    text = event_dict.get("exception")
+    if isinstance(text, str) and "\n" in text:
+        event_dict["exception"] = text.replace("\n", "\n  ")
+    return event_dict
+
+
+class _ThroughStructlog(logging.Handler):
+    """Hands a stdlib record (uvicorn's own ``uvicorn.error``) to structlog, so it is
+    bounded and escaped like every other line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            get_logger(record.name).log(
+                record.levelno, "uvicorn", message=record.getMessage(), exc_info=record.exc_info
+            )
+        except Exception:
+            self.handleError(record)
 
 
 class CappedRenderer:
@@ -114,6 +150,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             bound_values,
+            *([] if use_json else [indent_traceback]),
             CappedRenderer(renderer),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
@@ -122,6 +159,9 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     )
     # uvicorn's own access/error logs: keep errors, drop per-request chatter.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    error = logging.getLogger("uvicorn.error")
+    error.handlers = [_ThroughStructlog()]
+    error.propagate = False
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -79,3 +79,26 @@ def gateway_factory(sandbox: Server, tmp_path: Path) -> Iterator[GatewayFactory]
 def gateway(gateway_factory: GatewayFactory) -> Server:
     """A gateway with one working upstream key."""
     return gateway_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for localhost and 127.0.0.1, and its key."""
+    from voxgate.edge.tls import self_signed
+
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_gateway_factory(
+    gateway_factory: GatewayFactory, tls_files: tuple[Path, Path]
+) -> GatewayFactory:
+    """Like ``gateway_factory``, serving wss:// and https:// with ``tls_files``."""
+
+    def make(upstream_keys: str = "main=good-key", **env: str) -> Server:
+        cert, key = tls_files
+        return gateway_factory(
+            upstream_keys, VOXGATE_TLS_CERT=str(cert), VOXGATE_TLS_KEY=str(key), **env
+        )
+
+    return make

@@ -24,7 +24,14 @@ from voxgate.bench.procs import Server, start_server
 
 from tests.support import ROOT
 from tests.support.adversary import Bystander, RssWatch
-from tests.support.gateway import CLIENT_KEY, CLIENT_KEYS, TEST_PACE_BURST, GatewayFactory, metric
+from tests.support.gateway import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    CLIENT_KEYS,
+    TEST_PACE_BURST,
+    GatewayFactory,
+    metric,
+)
 from tests.support.http import get_text
 
 MIB = 1024 * 1024
@@ -290,8 +297,8 @@ def _m1_attack(gw: Server) -> None:
 M5_REQUESTS = 3
 M5_NAME_BYTES = 4 * MIB
 M5_MAX_LOG_GROWTH = 64 * 1024
-#: A name that fits the head (twice under 16 KB) reaches the parameter check: its log
-#: line is cut.
+#: A name that fits the head (twice under 16 KB) is forwarded upstream (AssemblyAI judges
+#: parameters, issue 16): no log line holds it in full.
 M5_FITTING_NAME = 7 * 1024
 M5_MAX_LINE = 8192
 
@@ -327,4 +334,254 @@ def test_huge_query_parameter_names_do_not_flood_the_log(gateway_factory: Gatewa
     assert grown < M5_MAX_LOG_GROWTH, f"the log grew {grown} B"
     assert longest <= M5_MAX_LINE
     assert all(_status(data) == 431 for data, _ in answers)
-    assert '"reason_len"' in gw.stderr()  # the cut reason says how long it was
+    assert "q" * 300 not in gw.stderr()  # logged cut (dict keys at 64, values at 200)
+
+
+# ----------------------------------------------------------------------------- pipelining
+
+#: P1: one connection sends tiny requests back to back and never reads an answer. Before
+#: the fix httptools parsed every request read and uvicorn queued each one (24 MiB sent:
+#: RSS 45 -> 2062 MiB in 15 s); now one request is parsed at a time, a head's worth is
+#: held while its answer is written, and reading is paused.
+P1_REQUEST = b"GET /nope HTTP/1.1\r\nHost: g\r\n\r\n"
+P1_BYTES = 4 * MIB
+P1_SECONDS = 4.0
+P1_MAX_RSS_GROWTH = 24 * MIB
+
+
+def _flood(sock: socket.socket, data: bytes, seconds: float) -> int:
+    """Send ``data`` for at most ``seconds`` (the gateway may stop reading); bytes sent."""
+    sock.settimeout(0.2)
+    view, sent, started = memoryview(data), 0, time.monotonic()
+    while sent < len(data) and time.monotonic() - started < seconds:
+        try:
+            sent += sock.send(view[sent : sent + 65536])
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    return sent
+
+
+def test_pipelined_requests_are_parsed_one_at_a_time(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    # A well-behaved pipelining client still gets every answer, in order.
+    polite = _connect(gw)
+    _send(
+        polite,
+        b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n" * 3
+        + b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    data, _ = _answer(polite, 5.0)
+    polite.close()
+    assert data.count(b"HTTP/1.1 200") == 3 and data.count(b"HTTP/1.1 404") == 1, data[:400]
+    flood = P1_REQUEST * (P1_BYTES // len(P1_REQUEST))
+    with RssWatch(gw.pid) as rss:
+        attackers = [_connect(gw) for _ in range(2)]
+        senders = [
+            threading.Thread(target=_flood, args=(sock, flood, P1_SECONDS)) for sock in attackers
+        ]
+        for sender in senders:
+            sender.start()
+        health = []
+        while any(sender.is_alive() for sender in senders):
+            health.append(_healthz_ok(gw))
+            time.sleep(0.5)
+        for sender in senders:
+            sender.join()
+        time.sleep(1.0)  # what the gateway read is parsed
+    for sock in attackers:
+        sock.close()
+    print(f"P1: RSS growth {rss.growth / MIB:.1f} MiB, /healthz {health}")
+    assert rss.growth < P1_MAX_RSS_GROWTH, f"RSS grew {rss.growth / MIB:.1f} MiB"
+    assert health and all(health), health
+
+
+# ----------------------------------------------------------------------------- bodies
+
+#: B1: a request body trickled after its answer, or too big. Before the fix a GET with
+#: Content-Length 1e11, then 1 byte every 3 s, held its connection for good (50 such
+#: sockets took every connection of VOXGATE_MAX_CONNECTIONS=50).
+B1_HANDSHAKE_TIMEOUT = 2.0
+B1_CLOSE_WITHIN = B1_HANDSHAKE_TIMEOUT + 3.0
+
+
+def _trickle_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
+    """Send one byte every 0.25 s, collecting the answer, until the gateway closes."""
+    started, data = time.monotonic(), b""
+    sock.settimeout(0.25)
+    while time.monotonic() - started < seconds:
+        try:
+            got = sock.recv(65536)
+        except TimeoutError:
+            got = None
+        except ConnectionResetError:
+            return data, time.monotonic() - started
+        if got == b"":
+            return data, time.monotonic() - started
+        data += got or b""
+        with contextlib.suppress(OSError):
+            sock.send(b"x")
+    return data, None
+
+
+def test_request_bodies_are_bounded_in_size_and_time(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(VOXGATE_HANDSHAKE_TIMEOUT=str(B1_HANDSHAKE_TIMEOUT))
+    huge = _connect(gw)
+    _send(huge, b"GET /healthz HTTP/1.1\r\nHost: g\r\nContent-Length: 100000000000\r\n\r\n")
+    huge_answer = _trickle_until_closed(huge, B1_CLOSE_WITHIN)
+    # Under the cap, answered before the body is in: closed with the answer.
+    early = _connect(gw)
+    _send(early, b"GET /healthz HTTP/1.1\r\nHost: g\r\nContent-Length: 60000\r\n\r\n")
+    early_answer = _trickle_until_closed(early, B1_CLOSE_WITHIN)
+    # No route reads a body: a POST whose body never completes is answered, then closed.
+    slow = _connect(gw)
+    _send(slow, b"POST /v3/token HTTP/1.1\r\nHost: g\r\nContent-Length: 60000\r\n\r\n")
+    slow_answer = _trickle_until_closed(slow, B1_CLOSE_WITHIN)
+    chunked = _connect(gw)
+    piece = b"ffff\r\n" + b"a" * 0xFFFF + b"\r\n"
+    _send(chunked, b"POST /v3/token HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n")
+    _send(chunked, piece * 4)
+    chunked_answer = _answer(chunked, B1_CLOSE_WITHIN)
+    for sock in (huge, early, slow, chunked):
+        sock.close()
+    print(f"B1: {[(a[0][:12], a[1]) for a in (huge_answer, early_answer, slow_answer)]}")
+    assert _status(huge_answer[0]) == 413 and huge_answer[1] is not None, huge_answer
+    assert _status(early_answer[0]) == 200, early_answer
+    assert early_answer[1] is not None, "a trickled body held the connection after its answer"
+    assert _status(slow_answer[0]) == 405 and slow_answer[1] is not None, slow_answer
+    assert _status(chunked_answer[0]) in (405, 413) and chunked_answer[1] is not None
+    assert metric(gw, "voxgate_edge_refusals_total", reason="body_too_large") >= 1
+
+
+# ----------------------------------------------------------------------------- probe port
+
+#: P3: 40 idle connections reconnecting as soon as they are closed, against a handshake
+#: cap of 20. Before the fix /healthz failed 42 times out of 42 over 10 s (strangers hold
+#: the head slots and the 8 probe slots); the probe listener (VOXGATE_PROBE_PORT) has
+#: its own connections, which the main port's strangers cannot fill.
+P3_HANDSHAKES = 20
+P3_ATTACKERS = 40
+P3_SECONDS = 5.0
+
+
+def _probe_url(gw: Server) -> str:
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        for line in gw.stderr().splitlines():
+            if '"probe_listener"' in line:
+                port = line.split('"port": ')[1].split(",")[0].rstrip("}")
+                return f"http://127.0.0.1:{int(port)}"
+        time.sleep(0.1)
+    raise AssertionError("no probe_listener line in the gateway's log")
+
+
+def _reconnect_forever(gw: Server, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            sock = _connect(gw)
+        except OSError:
+            continue
+        with sock:
+            sock.settimeout(0.5)
+            while not stop.is_set():
+                try:
+                    if sock.recv(4096) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+
+
+def test_probe_listener_answers_while_the_handshake_cap_is_flooded(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = gateway_factory(
+        VOXGATE_MAX_HANDSHAKES=str(P3_HANDSHAKES), VOXGATE_PROBE_PORT="0", VOXGATE_LOG_FORMAT="json"
+    )
+    probes = _probe_url(gw)
+    assert get_text(probes + "/healthz", timeout=2.0)
+    stop = threading.Event()
+    attackers = [
+        threading.Thread(target=_reconnect_forever, args=(gw, stop), daemon=True)
+        for _ in range(P3_ATTACKERS)
+    ]
+    for thread in attackers:
+        thread.start()
+    time.sleep(1.0)  # the flood holds every head slot
+    probe_ok, main_ok = [], []
+    started = time.monotonic()
+    while time.monotonic() - started < P3_SECONDS:
+        try:
+            probe_ok.append(get_text(probes + "/healthz", timeout=2.0) != "")
+        except (urllib.error.URLError, OSError):
+            probe_ok.append(False)
+        main_ok.append(_healthz_ok(gw))
+        time.sleep(0.25)
+    stop.set()
+    for thread in attackers:
+        thread.join(5.0)
+    refused_lines = gw.stderr().count('"edge_refused"')
+    print(
+        f"P3: probe port /healthz {sum(probe_ok)}/{len(probe_ok)}, main port "
+        f"{sum(main_ok)}/{len(main_ok)}, edge_refused lines {refused_lines}"
+    )
+    assert all(probe_ok), probe_ok
+    # The probe listener serves probes only.
+    try:
+        get_text(probes + "/v3/token", timeout=2.0)
+        raise AssertionError("the probe listener served /v3/token")
+    except urllib.error.HTTPError as refused:
+        assert refused.code == 404
+    assert metric(gw, "voxgate_edge_refusals_total", reason="handshake_cap") > 0
+    assert refused_lines < 20  # at most one line per reason every 10 s
+
+
+# ----------------------------------------------------------------------------- slow route
+
+#: A6: GET /admin/keys?probe=1 asks upstream's token endpoint about each key, which may
+#: take seconds. Before the fix the edge dropped an answer not started within
+#: VOXGATE_HANDSHAKE_TIMEOUT of the accept (logged as handshake_timeout); the deadline
+#: now covers the request (head and body), not the route's own time.
+A6_HANDSHAKE_TIMEOUT = 1.0
+A6_UPSTREAM_DELAY = 2.0
+
+
+def test_a_slow_route_is_not_cut_off_by_the_edge_deadline(gateway_factory: GatewayFactory) -> None:
+    import http.server
+
+    class SlowTokens(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(A6_UPSTREAM_DELAY)
+            body = b'{"token": "t"}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowTokens)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    try:
+        gw = gateway_factory(
+            VOXGATE_UPSTREAM_URL=f"ws://127.0.0.1:{slow.server_address[1]}/v3/ws",
+            VOXGATE_HANDSHAKE_TIMEOUT=str(A6_HANDSHAKE_TIMEOUT),
+            VOXGATE_ADMIN_KEY=ADMIN_KEY,
+        )
+        sock = _connect(gw)
+        _send(
+            sock,
+            b"GET /admin/keys?probe=1 HTTP/1.1\r\nHost: g\r\nConnection: close\r\n"
+            b"Authorization: " + ADMIN_KEY.encode() + b"\r\n\r\n",
+        )
+        data, closed_after = _answer(sock, A6_UPSTREAM_DELAY + 10.0)
+        sock.close()
+    finally:
+        slow.shutdown()
+    print(f"A6: {data[:15]!r} after {closed_after}")
+    assert _status(data) == 200, data[:200]
+    assert b'"keys"' in data
+    assert metric(gw, "voxgate_edge_refusals_total", reason="handshake_timeout") == 0

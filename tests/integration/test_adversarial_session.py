@@ -2,7 +2,10 @@
 
 * an abandoned session (no audio, no message) is ended cleanly after
   ``VOXGATE_IDLE_TIMEOUT``: Terminate upstream, its finals and Termination relayed,
-  then 3006; a client that keeps sending (audio, or KeepAlive) is left alone;
+  then 3006; a client that keeps sending (audio, or KeepAlive) is left alone until
+  ``VOXGATE_NO_AUDIO_TIMEOUT`` without audio, then ended the same way;
+* client text messages are bounded in size (1009) and rate (1008), and KeepAlive goes
+  upstream at most once a second;
 * M4: a ``voxgate_tag`` is the authenticated client's own: no client can publish into
   another client's tag channel;
 * M6: an upstream that sends junk instead of ``Begin`` (JSON nested 100,000 deep, bad
@@ -43,6 +46,8 @@ IDLE = 1.5
 #: How late after IDLE the close may come on a busy machine: a watchdog tick (0.25 s),
 #: upstream's answer to Terminate, the relay of its last messages.
 IDLE_GRACE = 6.0
+#: The no-audio timeout of the gateways here: a session sending only KeepAlive.
+NO_AUDIO = 5.0
 OTHER_KEY = "other-client-key"
 
 
@@ -64,18 +69,24 @@ async def _abandoned(url: str) -> tuple[Outcome, float]:
 
 async def _keeps_alive(url: str, seconds: float) -> Outcome:
     """Speak, then send only KeepAlive for ``seconds`` (longer than IDLE), then Terminate."""
+    return (await _keeps_alive_timed(url, seconds))[0]
+
+
+async def _keeps_alive_timed(url: str, seconds: float) -> tuple[Outcome, float]:
+    """As ``_keeps_alive``; also the seconds from the last audio frame to the close."""
     outcome = Outcome()
     ws = await open_client(url)
     reader = asyncio.create_task(collect(ws, outcome))
     for frame in audio.speech(1):
         await ws.send(frame)
+    last_audio = time.monotonic()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not reader.done():
         await ws.send(json.dumps({"type": "KeepAlive"}))
         await asyncio.sleep(IDLE / 3)
     if not reader.done():
         await ws.send(json.dumps({"type": "Terminate"}))
-    return await reader
+    return await reader, time.monotonic() - last_audio
 
 
 def test_an_idle_session_is_terminated_upstream_and_closed_with_3006(
@@ -85,15 +96,31 @@ def test_an_idle_session_is_terminated_upstream_and_closed_with_3006(
     Error + close 3006 "Session idle for too long" after IDLE (within IDLE_GRACE); the
     upstream session was ended with Terminate (not dropped); the end is counted and the
     key's slot is free. Beside it, a client sending only KeepAlive for 2 x IDLE and an
-    SDK session streaming at real-time pace are left alone."""
-    gw = gateway_factory(VOXGATE_IDLE_TIMEOUT=str(IDLE))
+    SDK session streaming at real-time pace are left alone; a client that sends only
+    KeepAlive for longer than NO_AUDIO is ended the same clean way (before the fix it
+    held its upstream session and key slot for as long as it liked)."""
+    gw = gateway_factory(VOXGATE_IDLE_TIMEOUT=str(IDLE), VOXGATE_NO_AUDIO_TIMEOUT=str(NO_AUDIO))
 
-    async def both() -> tuple[tuple[Outcome, float], Outcome]:
-        return await asyncio.gather(_abandoned(gw.url), _keeps_alive(gw.url, 2 * IDLE))
+    async def all_three() -> tuple[tuple[Outcome, float], Outcome, tuple[Outcome, float]]:
+        return await asyncio.gather(
+            _abandoned(gw.url),
+            _keeps_alive(gw.url, 2 * IDLE),
+            _keeps_alive_timed(gw.url, NO_AUDIO + IDLE_GRACE),
+        )
 
     with Bystander(gw.url, CLIENT_KEY, utterances=2) as bystander:
-        (idle, after), alive = run(both(), deadline=IDLE + IDLE_GRACE + 20)
-    print(f"idle session closed {after:.2f} s after its last frame (timeout {IDLE} s)")
+        (idle, after), alive, (mute, mute_after) = run(
+            all_three(), deadline=NO_AUDIO + IDLE_GRACE + 20
+        )
+    print(
+        f"idle session closed {after:.2f} s after its last frame (timeout {IDLE} s); "
+        f"KeepAlive-only {mute_after:.2f} s after its last audio (timeout {NO_AUDIO} s)"
+    )
+    assert mute.code == 3006, (mute.code, mute.reason)
+    assert mute.reason.startswith("Session idle for too long: no audio"), mute.reason
+    assert [m.get("type") for m in mute.messages][-2:] == ["Termination", "Error"]
+    assert mute.finals
+    assert NO_AUDIO <= mute_after < NO_AUDIO + IDLE_GRACE
 
     assert idle.code == 3006, (idle.code, idle.reason)
     assert idle.reason.startswith("Session idle for too long")
@@ -107,9 +134,9 @@ def test_an_idle_session_is_terminated_upstream_and_closed_with_3006(
     assert bystander.sessions and bystander.completed == bystander.sessions
 
     ends = [s for s in sandbox_sessions(sandbox) if s.get("end") == "terminated"]
-    assert len(ends) >= 2 + len(bystander.sessions)  # the idle one was Terminated too
-    assert metric(gw, "voxgate_idle_sessions_total") == 1.0
-    assert metric(gw, "voxgate_sessions_ended_total", outcome="idle") == 1.0
+    assert len(ends) >= 3 + len(bystander.sessions)  # the idle ones were Terminated too
+    assert metric(gw, "voxgate_idle_sessions_total") == 2.0
+    assert metric(gw, "voxgate_sessions_ended_total", outcome="idle") == 2.0
     assert metric(gw, "voxgate_upstream_key_sessions_active", key="main") == 0.0
 
 
@@ -148,7 +175,14 @@ def test_a_tag_is_the_clients_own_channel(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # let it subscribe: pub/sub keeps nothing for late listeners
+    # Wait until it has subscribed: pub/sub keeps nothing for late listeners.
+    deadline = time.monotonic() + 10.0
+    while (
+        dict(client.pubsub_numsub("voxgate:tag:other:desk-1")).get(b"voxgate:tag:other:desk-1", 0)
+        < 1
+    ):
+        assert time.monotonic() < deadline and tail.poll() is None, "voxgate tail never subscribed"
+        time.sleep(0.05)
     query = "sample_rate=16000&voxgate_tag=desk-1"
     mine = run(session(gw.url, audio.speech(1), query=query))
     theirs = run(session(gw.url, audio.speech(1), key=OTHER_KEY, query=query))
@@ -233,3 +267,55 @@ def test_upstream_junk_before_begin_frees_the_slot_and_counts_against_the_key(
             assert out.code == 1000, (junk, out.code, out.reason)
     finally:
         _set_behaviour(sandbox, key, "ok")
+
+
+# --------------------------------------------------------------------------- text messages
+
+#: A KeepAlive padded to about 990 KB (accepted and relayed before the fix).
+PADDED = json.dumps({"type": "KeepAlive", "pad": [[]] * 240_000})
+#: KeepAlive sent back to back: before the fix every one went upstream.
+FLOOD = 2000
+
+
+async def _send_then_collect(url: str, texts: list[str]) -> Outcome:
+    outcome = Outcome()
+    ws = await open_client(url)
+    reader = asyncio.create_task(collect(ws, outcome))
+    for frame in audio.speech(1)[:5]:
+        await ws.send(frame)
+    try:
+        for text in texts:
+            await ws.send(text)
+        await asyncio.wait_for(asyncio.shield(reader), 5.0)
+    except Exception:  # closed by the gateway mid-flood, or still open after 5 s
+        pass
+    if not reader.done():
+        await ws.send(json.dumps({"type": "Terminate"}))
+    return await reader
+
+
+def test_client_text_messages_are_bounded_in_size_and_rate(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = gateway_factory()
+    keepalive = json.dumps({"type": "KeepAlive"})
+
+    async def attacks() -> tuple[Outcome, Outcome, Outcome]:
+        return await asyncio.gather(
+            _send_then_collect(gw.url, [PADDED]),
+            _send_then_collect(gw.url, [keepalive] * FLOOD),
+            _send_then_collect(gw.url, [keepalive] * 15),  # within the burst: left alone
+        )
+
+    with Bystander(gw.url, CLIENT_KEY, utterances=1) as bystander:
+        big, flood, polite = run(attacks(), deadline=60)
+    print(f"text: big {big.code} {big.reason!r}, flood {flood.code} {flood.reason!r}")
+    assert len(PADDED) > 900_000
+    assert big.code == 1009, (big.code, big.reason)
+    assert flood.code == 1008 and "Too many messages" in flood.reason, (flood.code, flood.reason)
+    assert polite.code == 1000 and polite.of_type("Termination"), (polite.code, polite.reason)
+    assert metric(gw, "voxgate_client_rejections_total", reason="message_too_big") == 1
+    assert metric(gw, "voxgate_client_rejections_total", reason="message_rate") == 1
+    # Of the polite client's 15 KeepAlive (sent within a second) at most two went up.
+    assert metric(gw, "voxgate_keepalives_coalesced_total") >= 13
+    assert bystander.sessions and bystander.completed == bystander.sessions

@@ -240,3 +240,38 @@ def test_a_64_bit_length_with_its_top_bit_set_is_closed_1002(gateway: Server) ->
     outcome, _ = attack_outcome(attacker, CLOSE_WITHIN)
     attacker.close()
     assert outcome == 1002
+
+
+def test_a_single_frame_trickled_in_is_under_the_message_deadline(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """One unfragmented 60 KB binary frame sent a byte every 0.05 s: before the fix it
+    was under no deadline (only the message's size bound); now it is closed with 1008
+    about VOXGATE_WS_MESSAGE_TIMEOUT (1 s) after its first byte, and counted."""
+    gw = gateway_factory(VOXGATE_WS_MESSAGE_TIMEOUT="1")
+    attacker = RawClient(gw)
+    size = 60_000  # a 16-bit length, masked with the all-zero key
+    frame = bytes([0x82, 0x80 | 126]) + struct.pack("!H", size) + b"\0\0\0\0" + b"\0" * size
+    started = time.monotonic()
+    ended: list[int | str] = []
+
+    def trickle() -> None:
+        try:
+            for i in range(len(frame)):
+                if ended or time.monotonic() - started > 1 + CLOSE_WITHIN:
+                    return
+                attacker.sock.sendall(frame[i : i + 1])
+                time.sleep(0.05)
+        except OSError:
+            return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    outcome, _ = attack_outcome(attacker, 1 + CLOSE_WITHIN)
+    took = time.monotonic() - started
+    ended.append(outcome)
+    thread.join(timeout=WAIT)
+    attacker.close()
+    assert outcome == 1008, outcome
+    assert 0.9 < took < 1 + CLOSE_WITHIN, took
+    assert metric(gw, "voxgate_ws_messages_refused_total", hop="client", limit="deadline") == 1

@@ -11,14 +11,19 @@ import asyncio
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
+import redis
 import yaml
-from voxgate.bench.procs import Server
+from voxgate.bench.procs import RedisServer, Server
 from voxgate.settings import Settings
 from voxgate.shutdown import stop_budget_seconds
+from voxgate.transcripts.publisher import STREAM_KEY
 
 from tests.support import ROOT, audio
 from tests.support.deploy import (
@@ -32,6 +37,7 @@ from tests.support.deploy import (
     tool,
 )
 from tests.support.gateway import GatewayFactory
+from tests.support.http import get_json
 from tests.support.wsclient import Outcome, collect, open_client, run
 
 
@@ -55,20 +61,52 @@ def test_dockerfile_is_hadolint_clean() -> None:
     assert result.stdout.strip() == ""
 
 
-def test_dockerfile_healthcheck_passes_on_a_live_gateway_and_fails_on_a_stopped_one(
-    gateway: Server,
-) -> None:
-    """The HEALTHCHECK command itself, run as Docker would (with the gateway's
-    VOXGATE_PORT): exit 0 while the gateway serves, non-zero once it is gone."""
+def health_checks() -> dict[str, list[str]]:
+    """Every health check the deploy files give a gateway: the Dockerfile's and each
+    compose gateway service's, as argv (CMD dropped)."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
     (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK")]
-    command = json.loads(line.split(" CMD ", 1)[1])
-    assert command[0] == "python"
-    command[0] = sys.executable
-    env = {**os.environ, "VOXGATE_PORT": str(urllib.parse.urlsplit(gateway.url).port)}
-    assert run_tool(command, env).returncode == 0
+    checks = {"Dockerfile": json.loads(line.split(" CMD ", 1)[1])}
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in raw["services"].items():
+        if re.fullmatch(r"voxgate-\d+", name):
+            test = service["healthcheck"]["test"]
+            assert test[0] == "CMD", (name, test)
+            checks[f"compose {name}"] = test[1:]
+    return checks
+
+
+def test_gateway_healthchecks_pass_on_a_live_gateway_and_fail_on_a_stopped_one(
+    gateway: Server,
+) -> None:
+    """Each health check command itself, run as Docker would (with the gateway's
+    VOXGATE_PORT, and an http_proxy in the environment, as many hosts pass on to
+    containers: a dead one here): exit 0 while the gateway serves, 1 once it is gone."""
+    checks = health_checks()
+    assert len(checks) >= 3
+    env = {
+        **os.environ,
+        "VOXGATE_PORT": str(urllib.parse.urlsplit(gateway.url).port),
+        "http_proxy": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    env.pop("no_proxy", None)
+    env.pop("NO_PROXY", None)
+
+    def argv(command: list[str]) -> list[str]:
+        if command[0] == "voxgate":
+            return [sys.executable, "-m", "voxgate", *command[1:]]
+        assert command[0] == "python", command
+        return [sys.executable, *command[1:]]
+
+    for where, command in checks.items():
+        result = run_tool(argv(command), env)
+        assert result.returncode == 0, (where, result.stdout + result.stderr)
     gateway.stop()
-    assert run_tool(command, env).returncode != 0
+    for where, command in checks.items():
+        result = run_tool(argv(command), env)
+        assert result.returncode == 1, (where, result.stdout + result.stderr)
+        assert "healthz" in result.stderr and "\n" not in result.stderr.strip(), result.stderr
 
 
 # ---------------------------------------------------------------- compose
@@ -202,13 +240,14 @@ def test_kubernetes_manifests_validate_against_the_api_schemas() -> None:
 # ---------------------------------------------------------------- the stop budget
 
 
-def test_a_gateway_told_its_stop_timeout_warns_at_start_and_drains_within_it(
+def test_a_gateway_told_its_stop_timeout_says_so_at_start_and_drains_once_within_it(
     gateway_factory: GatewayFactory,
 ) -> None:
     """With VOXGATE_STOP_TIMEOUT=10 (the image's: podman's and Docker's default) and the
-    default 30 s drain, the gateway says at start that the drain is cut; on SIGTERM it
-    ends the running session at once and cleanly (final turn, Termination, 1012) rather
-    than waiting out a drain that SIGKILL would cut, and exits 0."""
+    default 30 s drain, the gateway says at start, at info level and with the figures,
+    that the drain is cut (no warning: the clean end fits); on SIGTERM it ends the
+    running session at once and cleanly (final turn, Termination, 1012) rather than
+    waiting out a drain that SIGKILL would cut, drains once, and exits 0."""
     gw = gateway_factory(VOXGATE_STOP_TIMEOUT="10", VOXGATE_DRAIN_TIMEOUT="30")
 
     async def scenario() -> Outcome:
@@ -234,8 +273,100 @@ def test_a_gateway_told_its_stop_timeout_warns_at_start_and_drains_within_it(
     assert out.messages[-1]["type"] == "Termination"
     assert gw.wait() == 0
     log = [json.loads(line) for line in gw.stderr().splitlines() if line.startswith("{")]
-    warnings = [e for e in log if e.get("event") == "drain_exceeds_stop_timeout"]
-    assert len(warnings) == 1 and warnings[0]["level"] == "warning", log
-    assert "0 s to end by themselves" in warnings[0]["problem"]
-    drain = [e for e in log if e.get("event") == "drain_started"]
-    assert drain and drain[0]["drain_timeout"] == 0.0, drain
+    assert not [e for e in log if e.get("level") == "warning"], log
+    (fitted,) = [e for e in log if e.get("event") == "drain_fitted_to_stop_timeout"]
+    assert fitted["level"] == "info"
+    assert "0 s to end by themselves (VOXGATE_DRAIN_TIMEOUT 30 s)" in fitted["detail"], fitted
+    assert "4 s for upstream's final turns" in fitted["detail"], fitted
+    drains = [e for e in log if e.get("event") in ("drain_started", "drain_finished")]
+    assert [e["event"] for e in drains] == ["drain_started", "drain_finished"], drains
+    assert drains[0]["drain_timeout"] == 0.0 and drains[1]["ended"] == 1, drains
+
+
+def test_a_stop_fits_the_declared_stop_timeout_when_upstream_never_answers_terminate(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """Upstream takes Terminate and never answers (``no-termination``); the gateway has
+    VOXGATE_STOP_TIMEOUT=10 (the image's) and the default 10 s Terminate deadline. On
+    SIGTERM mid-session it still closes the client itself with 1013 and a reason,
+    publishes session.ended to Redis and exits 0 before a runtime's SIGKILL at 10 s (the
+    wait below is that SIGKILL)."""
+    limit = 10.0
+    gw = gateway_factory(
+        "main=deaf-key",
+        VOXGATE_STOP_TIMEOUT=f"{limit:g}",
+        VOXGATE_REDIS_URL=redis_server.url,
+    )
+    signalled: list[float] = []
+
+    async def scenario() -> Outcome:
+        out = Outcome()
+        ws = await open_client(gw.url)
+        reader = asyncio.create_task(collect(ws, out))
+        for frame in audio.frames(audio.utterance(1.0, 0.6)):
+            await ws.send(frame)
+            await asyncio.sleep(0.02)
+        gw.send_signal()
+        signalled.append(time.monotonic())
+        await reader
+        return out
+
+    out = run(scenario())
+    assert out.messages and out.messages[0]["type"] == "Begin", out
+    assert out.code == 1013 and "Terminate" in out.reason, out
+    try:
+        status = gw.wait(timeout=max(0.0, signalled[0] + limit - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running {limit:g} s after SIGTERM: SIGKILL") from None
+    assert status == 0
+    client = redis.Redis.from_url(redis_server.url)
+    entries = [json.loads(f[b"envelope"]) for _id, f in client.xrange(STREAM_KEY)]
+    client.close()
+    ended = [e for e in entries if e["event"] == "session.ended"]
+    assert len(ended) == 1 and ended[0]["session_id"] == out.messages[0]["id"], entries
+    assert ended[0]["close_code"] == 1013, ended
+
+
+def test_a_stop_fits_the_declared_stop_timeout_when_redis_hangs_at_shutdown(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """Redis stops answering (SIGSTOP: connections open, no replies) while a session
+    runs on an upstream deaf to Terminate: after the Terminate wait, the lifespan's
+    flush and the shared pool's last sync and leave wait out their Redis deadlines. With
+    VOXGATE_STOP_TIMEOUT=7 (the least that fits a clean end) the gateway still closes the
+    client itself (1013) and exits 0 within 7 s of SIGTERM (the wait is the SIGKILL)."""
+    limit = 7.0
+    gw = gateway_factory(
+        "main=deaf-key", VOXGATE_STOP_TIMEOUT=f"{limit:g}", VOXGATE_REDIS_URL=redis_server.url
+    )
+    deadline = time.monotonic() + 15
+    while get_json(gw.http_url + "/readyz")["pool"] != "shared":  # Redis in use
+        assert time.monotonic() < deadline, "the shared pool never reached Redis"
+        time.sleep(0.1)
+    signalled: list[float] = []
+
+    async def scenario() -> Outcome:
+        out = Outcome()
+        ws = await open_client(gw.url)
+        began = json.loads(await ws.recv())  # the key is booked in Redis by now
+        assert began["type"] == "Begin", began
+        reader = asyncio.create_task(collect(ws, out))
+        os.kill(redis_server.pid, signal.SIGSTOP)
+        for frame in audio.frames(audio.utterance(1.0, 0.6)):
+            await ws.send(frame)
+            await asyncio.sleep(0.02)
+        gw.send_signal()
+        signalled.append(time.monotonic())
+        await reader
+        return out
+
+    try:
+        out = run(scenario())
+        assert out.code == 1013 and "Terminate" in out.reason, out
+        try:
+            status = gw.wait(timeout=max(0.0, signalled[0] + limit - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {limit:g} s after SIGTERM: SIGKILL") from None
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    assert status == 0

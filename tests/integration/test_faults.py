@@ -8,8 +8,8 @@ healthy key could carry completed.
 
 This module has its own simulator: its keys include stateful ones (``402-after-M``),
 and its pace burst (SANDBOX_BURST) is below the gateway's replay (2 s) and above
-the gateway's own burst (GATEWAY_BURST), as AssemblyAI's would be: a replay sent
-at once would be refused.
+the gateway's own burst (GATEWAY_BURST, its replacements' too), as AssemblyAI's
+would be: a replay sent at once would be refused.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pytest
 import redis
 from voxgate.bench.procs import RedisServer, Server
 from voxgate.relay.closes import UPSTREAM_TOO_BIG
+from voxgate.sandbox.behaviours import PAID_ONLY
 from voxgate.transcripts.publisher import STREAM_KEY
 from websockets.exceptions import ConnectionClosed
 
@@ -38,6 +39,7 @@ from tests.support.gateway import (
     sandbox_sessions,
     wait_backlog_empty,
 )
+from tests.support.http import get_json
 from tests.support.procs import start
 from tests.support.wsclient import DEFAULT_QUERY, WAIT, Outcome, collect, open_client, run
 
@@ -58,6 +60,11 @@ KEYS = ",".join(
         "padding=1008-padding",
         "padding-2=1008-padding",
         "feature=4003-speaker_labels",
+        "blip-a=drop-1012@1.5",  # switched to ok by the test once its sessions run
+        "blip-b=drop-1012@1.5",
+        "mid-drop=drop-1011@2.0",
+        "early-drop=drop-1011@1.5",
+        "mid-paid=drop-4003@1.0",  # a running session closed 4003 (paid-only)
     ]
 )
 FRAME_SECONDS = audio.FRAME_MS / 1000
@@ -81,6 +88,7 @@ def gateway(factory: GatewayFactory, keys: str, **env: str) -> Server:
     return factory(
         keys,
         VOXGATE_PACE_BURST_SECONDS=str(GATEWAY_BURST),
+        VOXGATE_REPLACEMENT_BURST_SECONDS=str(GATEWAY_BURST),
         VOXGATE_ADMIN_KEY=ADMIN_KEY,
         **env,
     )
@@ -93,10 +101,11 @@ async def talk(
     pcm: bytes | None = None,
     query: str = DEFAULT_QUERY,
     vanish_after: int | None = None,
+    configure: dict[str, Any] | None = None,
 ) -> Outcome:
     """One client at real-time pace from ``Begin`` on: ``utterances`` turns (or
     ``pcm``), then Terminate. ``vanish_after``: after that many frames the TCP
-    connection is cut, no close."""
+    connection is cut, no close. ``configure``: an UpdateConfiguration sent first."""
     outcome = Outcome()
     frames = audio.frames(pcm if pcm is not None else audio.utterance(0.8, 0.7) * utterances)
     ws = await open_client(url, query=query)
@@ -104,6 +113,8 @@ async def talk(
         outcome.messages.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
     reader = asyncio.create_task(collect(ws, outcome))
     try:
+        if configure is not None:
+            await ws.send(json.dumps({"type": "UpdateConfiguration", **configure}))
         for i, frame in enumerate(frames):
             if vanish_after is not None and i == vanish_after:
                 ws.transport.abort()
@@ -181,6 +192,42 @@ def test_a_key_that_drops_every_session_beside_a_healthy_one(
     assert_on_stream(outcomes, redis_server.url)
 
 
+def wait_sessions(sandbox: Server, count: int, timeout: float = WAIT) -> None:
+    """Until the simulator has seen ``count`` sessions."""
+    deadline = time.monotonic() + timeout
+    while len(sandbox_sessions(sandbox)) < count:
+        assert time.monotonic() < deadline, "the sessions did not reach the simulator"
+        time.sleep(0.05)
+
+
+def test_an_upstream_wide_blip_is_nobody_s_key_s_fault(
+    gateway_factory: GatewayFactory, sandbox: Server
+) -> None:
+    """Upstream drops every running session of both keys at once (1012, 1.5 s in; new
+    sessions after that are served as usual): an upstream-wide event, so no key
+    cools down, every session carries on with a replacement and completes with its
+    turns 0, 1, 2, and a new session afterwards is served."""
+    gw = gateway(gateway_factory, "ka=blip-a,kb=blip-b")
+    before = len(sandbox_sessions(sandbox))
+
+    async def scenario() -> list[Outcome]:
+        sessions = asyncio.gather(*(talk(gw.url, 3) for _ in range(10)))
+        await asyncio.to_thread(wait_sessions, sandbox, before + 10)  # then the keys heal
+        for key in ("blip-a", "blip-b"):
+            await asyncio.to_thread(
+                get_json, f"{sandbox.http_url}/sandbox/keys?set={key}&behaviour=ok"
+            )
+        return list(await sessions)
+
+    outcomes = run(scenario())
+    completed = [o for o in outcomes if o.code == 1000 and pairs(o) == continuous(3)]
+    assert len(completed) == 10, [(o.code, o.reason, pairs(o)) for o in outcomes]
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == 10
+    keys = admin_keys(gw)
+    assert keys["ka"]["state"] == keys["kb"]["state"] == "healthy", keys
+    assert run(talk(gw.url, 1)).code == 1000
+
+
 def test_a_key_turning_402_during_a_burst_of_new_sessions(
     gateway_factory: GatewayFactory, sandbox: Server
 ) -> None:
@@ -205,14 +252,18 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
 ) -> None:
     """Two keys answer 1008 "Incorrect padding" at connect: the session goes on with
     the third, and both keys only cool down (not disabled, no 402). A key that
-    refuses a paid-only feature the client asked for (4003 naming speaker_labels):
-    the client gets that 4003 and its words, the key stays in rotation and serves
-    the next session, and no 402 is counted."""
+    refuses a paid-only feature the client asked for (4003 with AssemblyAI's own
+    words, which name no parameter): the gateway confirms through /v3/token that
+    the key's account works, so the client gets that 4003 and its words, no other
+    key is tried, the key stays in rotation and serves the next session, and no 402
+    is counted."""
     gw = gateway(gateway_factory, "pad-1=padding,pad-2=padding-2,healthy=good-a")
     out = run(talk(gw.url, 1))
     assert out.code == 1000, out
     keys = admin_keys(gw)
-    assert keys["pad-1"]["state"] == keys["pad-2"]["state"] == "cooling_down", keys
+    for alias in ("pad-1", "pad-2"):  # cooled for about a second (the session took longer)
+        cooled = (keys[alias]["state"], keys[alias]["reason"])
+        assert cooled in {("cooling_down", "Incorrect padding"), ("healthy", "cool-down over")}
     assert metric(gw, "voxgate_upstream_errors_total", key="pad-1", failure="unexplained") == 1
     assert metric(gw, "voxgate_upstream_402_total", key="pad-1") == 0
 
@@ -220,7 +271,7 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
     before = len(sandbox_sessions(sandbox))
     refused = run(talk(gw.url, 1, query=DEFAULT_QUERY + "&speaker_labels=true"))
     assert refused.code == 4003, refused
-    assert "speaker_labels" in refused.of_type("Error")[-1]["error"]
+    assert refused.of_type("Error")[-1]["error"] == PAID_ONLY
     assert len(sandbox_sessions(sandbox)) - before == 1  # not failed over
     assert admin_keys(gw)["paid"]["state"] == "healthy"
     assert metric(gw, "voxgate_upstream_402_total", key="paid") == 0
@@ -229,6 +280,24 @@ def test_an_unexplained_1008_cools_keys_and_a_refused_feature_is_the_client_s(
     assert [o.code for o in again] == [1000, 1000]
     served = {(u["behaviour"], u["end"]) for u in sandbox_sessions(sandbox)[before:]}
     assert ("4003-speaker_labels", "terminated") in served
+
+
+def test_a_paid_only_close_of_a_running_session_disables_no_key_whose_account_works(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A running session closed with 4003 (as when an UpdateConfiguration asks for a
+    paid feature): the client gets upstream's 4003; the key is disabled only if a
+    /v3/token probe confirms payment is required, and here the account answers: the
+    key stays in rotation, counted as the client's fault, no 402."""
+    gw = gateway(gateway_factory, "paid=mid-paid")
+    out = run(talk(gw.url, 1))
+    assert out.code == 4003, out
+    deadline = time.monotonic() + WAIT
+    while metric(gw, "voxgate_upstream_errors_total", key="paid", failure="client_fault") < 1:
+        assert time.monotonic() < deadline, admin_keys(gw)
+        time.sleep(0.05)
+    assert admin_keys(gw)["paid"]["state"] == "healthy"
+    assert metric(gw, "voxgate_upstream_402_total", key="paid") == 0
 
 
 # --------------------------------------------------------------------------- continuity
@@ -288,6 +357,58 @@ def test_a_replay_is_paced_to_real_time_plus_the_burst(
     assert pairs(out) == continuous(2)
     upstream = sandbox_sessions(sandbox)[before:]
     assert [u["end"] for u in upstream] == ["dropped", "terminated"], upstream
+
+
+def test_a_replacement_keeps_its_own_pace_for_the_rest_of_its_life(
+    gateway_factory: GatewayFactory, sandbox: Server
+) -> None:
+    """A client with pace credit (it paused) bursts 4.5 s of audio 2 s after its
+    upstream dropped: within the session's pace (the gateway's burst), but 4 s ahead
+    of the replacement's own clock, over the simulator's burst. The gateway keeps
+    the replacement within real time plus the burst from its Begin for as long as
+    it lives (not only until it first caught up): the session completes, the
+    replacement is not closed with 3007."""
+    gw = gateway(gateway_factory, "first=early-drop,second=good-b")
+    before = len(sandbox_sessions(sandbox))
+    pcm = audio.utterance(0.8, 0.7) * 4
+
+    async def scenario() -> Outcome:
+        outcome = Outcome()
+        ws = await open_client(gw.url)
+        outcome.messages.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
+        reader = asyncio.create_task(collect(ws, outcome))
+        frames = audio.frames(pcm)
+        with contextlib.suppress(ConnectionClosed):
+            for i, frame in enumerate(frames):
+                if i == 20:  # 1 s sent: a pause of 2.5 s (pace credit)
+                    await asyncio.sleep(2.5)
+                if i == 36:  # 0.8 s more (upstream dropped 0.5 s into it): 2 s later,
+                    await asyncio.sleep(2.0)  # the rest (4.5 s) at once
+                await ws.send(frame)
+                if i < 36:
+                    await asyncio.sleep(FRAME_SECONDS)
+            await ws.send(json.dumps({"type": "Terminate"}))
+        return await reader
+
+    out = run(scenario())
+    assert out.code == 1000, (out.code, out.reason, out.of_type("Error"))
+    turns = len(pairs(out)) // 2
+    assert turns >= 3 and pairs(out) == continuous(turns), pairs(out)
+    upstream = sandbox_sessions(sandbox)[before:]
+    assert [u["end"] for u in upstream] == ["dropped", "terminated"], upstream
+
+
+def test_update_configuration_outlives_a_reconnect(gateway_factory: GatewayFactory) -> None:
+    """The client sets 3 s turn silences with UpdateConfiguration, then speaks four
+    times with 0.7 s pauses: one turn. Upstream drops 2 s in: the replacement is sent
+    the same configuration before the replay, so the client still gets one turn (not
+    four)."""
+    gw = gateway(gateway_factory, "first=mid-drop,second=good-b")
+    silences = {"min_turn_silence": 3000, "max_turn_silence": 3000}
+    out = run(talk(gw.url, 4, configure=silences))
+    assert out.code == 1000, out
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == 1
+    assert pairs(out) == continuous(1), pairs(out)
 
 
 def test_a_large_upstream_message_is_relayed_and_an_oversized_one_ends_without_retry(

@@ -11,12 +11,18 @@ from typing import Any
 
 import pytest
 from voxgate.bench.procs import Server
-from voxgate.keys.pool import DROP_LIMIT
 from voxgate.relay.session import MAX_RECONNECTS
 from websockets.exceptions import ConnectionClosed
 
 from tests.support import audio
-from tests.support.gateway import CLIENT_KEY, GatewayFactory, metric, sandbox_sessions
+from tests.support.gateway import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    GatewayFactory,
+    admin_keys,
+    metric,
+    sandbox_sessions,
+)
 from tests.support.http import get_json, get_text
 from tests.support.wsclient import Outcome, collect, open_client, run, session
 
@@ -70,15 +76,16 @@ def test_bad_client_key_is_refused_before_any_upstream_session(
 @pytest.mark.parametrize(
     ("query", "needle"),
     [
-        ("encoding=pcm_s16le", "sample_rate"),
-        ("sample_rate=16000&encoding=wav", "encoding"),
-        ("sample_rate=16000&format_turns=maybe", "format_turns"),
+        ("sample_rate=16000&voxgate_colour=red", "voxgate_colour"),
+        ("sample_rate=16000&voxgate_tag=a&voxgate_tag=b", "voxgate_tag"),
+        ("&".join(["x=1"] * 300), "parameters"),
     ],
 )
 def test_bad_parameters_get_3006_before_any_upstream_session(
     gateway: Server, sandbox: Server, query: str, needle: str
 ) -> None:
-    """Malformed query parameters are refused with 3006 naming the parameter."""
+    """What the gateway refuses itself (its own namespace and limits; AssemblyAI's
+    parameters are upstream's to judge, test_passthrough.py) is a 3006 naming it."""
     before = len(sandbox_sessions(sandbox))
     out = run(session(gateway.url, [], query=query))
     assert out.code == 3006
@@ -107,7 +114,6 @@ def ended_upstream_session(sandbox: Server, before: int) -> dict[str, Any]:
         (bytes(1601), 3007, "frame_misaligned"),
         (bytes(128 * 1024 + 2), 1009, "frame_too_big"),
         ("this is not json", 3006, "bad_json"),
-        ('{"type": "Dance"}', 3006, "unknown_message"),
         (b"\xff" * 3, 3007, "frame_misaligned"),
     ],
 )
@@ -203,20 +209,20 @@ def test_upstream_that_never_answers_is_cut_at_its_deadline(
 def test_upstream_that_keeps_failing_mid_session_ends_with_its_error_after_bounded_retries(
     gateway_factory: GatewayFactory,
 ) -> None:
-    """An upstream 1011 after Begin, on every replacement too: the gateway tries
-    replacements until the key, having dropped DROP_LIMIT sessions, cools down (at
-    most MAX_RECONNECTS), then the client gets upstream's Error and 1011."""
-    gw = gateway_factory("drop=drop-key")
+    """An upstream 1011 after Begin, on every replacement too, on a one-key pool: the
+    session tries MAX_RECONNECTS replacements on that key (its own drops count once
+    against the key: they do not cool the only key for everyone), then the client
+    gets upstream's Error and 1011; the key stays in rotation."""
+    gw = gateway_factory("drop=drop-key", VOXGATE_ADMIN_KEY=ADMIN_KEY)
     out = run(session(gw.url, audio.frames(audio.tone(1.5)), terminate=False, frame_interval=0.05))
     assert out.code == 1011, out
     assert out.of_type("Error")[-1]["error_code"] == 1011
     assert len(out.of_type("Error")) == 1
     assert len(out.of_type("Begin")) == 1
     drops = metric(gw, "voxgate_upstream_errors_total", key="drop", failure="transient")
-    assert drops == min(1 + MAX_RECONNECTS, DROP_LIMIT)
-    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == min(
-        MAX_RECONNECTS, DROP_LIMIT
-    )
+    assert drops == 1 + MAX_RECONNECTS
+    assert metric(gw, "voxgate_failovers_total", phase="mid_session") == MAX_RECONNECTS
+    assert admin_keys(gw)["drop"]["state"] == "healthy"
 
 
 def test_upstream_tcp_drop_mid_session_reaches_the_client_as_1011(

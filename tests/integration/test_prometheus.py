@@ -111,6 +111,13 @@ def test_real_prometheus_answers_every_dashboard_and_alert_expression(
         'voxgate_transcript_lag_seconds_count{turn="final"}',
     ):
         prom.wait_for(f"{series} > 0", lambda s=series: (prom.value(s) or 0.0) > 0)
+    # The clients' and keys' usage panels (issue 17) show the sessions' audio and spend.
+    for series in (
+        'sum(voxgate_client_audio_seconds_total{client="tester"})',
+        'sum(voxgate_client_spend_usd_total{client="tester"})',
+        'sum(voxgate_key_spend_usd_total{key="main"})',
+    ):
+        prom.wait_for(f"{series} > 0", lambda s=series: (prom.value(s) or 0.0) > 0)
     prom.wait_for(
         "3 completed sessions",
         lambda: prom.value('voxgate_sessions_ended_total{outcome="completed"}') == 3.0,

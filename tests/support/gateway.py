@@ -35,6 +35,7 @@ SANDBOX_KEYS = ",".join(
         "flaky-abort-key=drop-1006@2.0",
         "hang-key=hang",
         "silent-key=no-begin",
+        "deaf-key=no-termination",
     ]
 )
 #: Tests send a few seconds of audio at once instead of at real-time pace (a 3 s

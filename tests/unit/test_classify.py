@@ -7,7 +7,15 @@ import json
 import pytest
 from voxgate.protocol import MAX_CLOSE_REASON_BYTES
 from voxgate.relay.closes import DRAINING, for_connect_failure, for_upstream_close
-from voxgate.upstream.failures import FailureClass, UpstreamFailure, classify_close, classify_http
+from voxgate.upstream.failures import (
+    FailureClass,
+    UpstreamFailure,
+    classify_close,
+    classify_http,
+    close_failure,
+    http_failure,
+    is_paid_only,
+)
 
 PAY = FailureClass.PAYMENT_REQUIRED
 
@@ -143,3 +151,19 @@ def test_upstream_close_1006_becomes_1011_for_the_client() -> None:
     """1006 may not be sent on the wire; a dropped upstream reaches the client as 1011."""
     assert for_upstream_close(1006, "").code == 1011
     assert for_upstream_close(3005, "boom").code == 3005
+
+
+def test_only_a_4003_read_as_payment_required_is_confirmed_before_disabling() -> None:
+    """AssemblyAI's paid-only 4003 names no parameter: it is classed payment required
+    and marked for confirmation (the connector probes the key first); a 402 or a 1008
+    about the balance is not (those are the account's, whatever the request)."""
+    real = (
+        "This feature is paid-only and requires you to add a credit card. Please visit "
+        "https://app.assemblyai.com/ to add a credit card to your account"
+    )
+    paid_only = close_failure(4003, real, ["speaker_labels"])
+    assert paid_only.failure is FailureClass.PAYMENT_REQUIRED
+    assert is_paid_only(paid_only)
+    assert not is_paid_only(close_failure(1008, "Insufficient account balance"))
+    assert not is_paid_only(http_failure(402, b'{"error": "Account not upgraded"}'))
+    assert not is_paid_only(close_failure(4003, real + ": speaker_labels", ["speaker_labels"]))

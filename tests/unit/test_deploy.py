@@ -20,14 +20,24 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from voxgate.app import create_app
+from voxgate.redis_client import REDIS_TIMEOUT
 from voxgate.settings import Settings, SettingsError
 from voxgate.shutdown import (
     DEFAULT_STOP_TIMEOUTS,
+    EXIT_MARGIN,
+    GRACEFUL_MIN,
+    LIFESPAN_MAX,
+    LIFESPAN_MIN,
     clean_end_seconds,
     drain_seconds,
+    min_stop_seconds,
     stop_budget_seconds,
+    stop_fitting,
+    stop_plan,
     stop_warning,
+    terminate_seconds,
 )
+from voxgate.transcripts.publisher import FLUSH_TIMEOUT
 
 from tests.support import ROOT
 from tests.support.deploy import K8S, TEST_KEYS, k8s_object
@@ -78,8 +88,9 @@ def check_exec_form(where: str, test: Any) -> None:
 
 def test_dockerfile_is_pinned_non_root_healthchecked_and_stops_with_sigterm() -> None:
     """Every stage's base is pinned to an exact version, dependencies are installed from
-    constraints.txt, the gateway runs as a numeric non-root user, the HEALTHCHECK hits
-    /healthz and the stop signal is SIGTERM (what the drain listens for)."""
+    constraints.txt, the gateway runs as a numeric non-root user, the HEALTHCHECK is
+    `voxgate healthcheck` (GET /healthz, tests/unit/test_healthcheck.py) and the stop
+    signal is SIGTERM (what the drain listens for)."""
     text = (ROOT / "Dockerfile").read_text()
     lines = re.sub(r"\\\n", " ", text).splitlines()
     instructions = [ln.split(None, 1) for ln in lines if ln.strip() and not ln.startswith("#")]
@@ -95,7 +106,7 @@ def test_dockerfile_is_pinned_non_root_healthchecked_and_stops_with_sigterm() ->
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid (runAsNonRoot)"
     health = [rest for op, rest in instructions if op == "HEALTHCHECK"]
-    assert len(health) == 1 and "/healthz" in health[0]
+    assert len(health) == 1 and health[0].endswith('CMD ["voxgate", "healthcheck"]')
     assert [rest.strip() for op, rest in instructions if op == "STOPSIGNAL"] == ["SIGTERM"]
 
 
@@ -285,22 +296,54 @@ def test_a_declared_stop_timeout_cuts_the_drain_so_that_the_clean_end_fits() -> 
     (never below 0); undeclared, the drain is whole and nothing is said."""
     whole = settings_with()
     assert whole.stop_timeout is None and stop_warning(whole) is None
+    assert stop_fitting(whole) is None
     assert drain_seconds(whole) == whole.drain_timeout == 30
     roomy = settings_with(stop_timeout="60")
     assert drain_seconds(roomy) == 30 and stop_budget_seconds(roomy) <= 60
-    assert stop_warning(roomy) is None
+    assert stop_warning(roomy) is None and stop_fitting(roomy) is None
     tight = settings_with(stop_timeout="40")
-    assert drain_seconds(tight) == 40 - clean_end_seconds(tight)
+    assert drain_seconds(tight) == 40 - EXIT_MARGIN - clean_end_seconds(tight) == 24
     assert stop_budget_seconds(tight) == 40
-    warning = stop_warning(tight)
-    assert warning is not None and "13 s to end by themselves" in warning
-    short = settings_with(stop_timeout="10", terminate_timeout="1", drain_timeout="30")
-    assert stop_budget_seconds(short) <= 10  # a short Terminate deadline fits 10 s
+    assert stop_warning(tight) is None
+    fitting = stop_fitting(tight)
+    assert fitting is not None and "24 s to end by themselves" in fitting
     podman = settings_with(stop_timeout="10")
-    assert drain_seconds(podman) == 0
-    warning = stop_warning(podman)
-    assert warning is not None and "0 s to end by themselves" in warning
-    assert "past SIGKILL" in warning and "\n" not in warning
+    assert drain_seconds(podman) == 0 and terminate_seconds(podman) == 4
+    assert stop_budget_seconds(podman) == 10
+    assert stop_warning(podman) is None  # the image's and compose's default fits
+    fitting = stop_fitting(podman)
+    assert fitting is not None and "0 s to end by themselves" in fitting
+    assert "4 s for upstream's final turns" in fitting and "\n" not in fitting
+    short = settings_with(stop_timeout="10", terminate_timeout="1", drain_timeout="30")
+    assert drain_seconds(short) == 3 and stop_budget_seconds(short) == 10
+
+
+@pytest.mark.parametrize("limit", [1, 5, 6.5, 7, 8, 10, 15, 30, 45, 60, 120])
+def test_the_whole_stop_fits_a_declared_stop_timeout_or_warns(limit: float) -> None:
+    """Every part of the stop, the lifespan's flush to Redis included, fits inside
+    VOXGATE_STOP_TIMEOUT; only a stop timeout under the clean end's minimum warns."""
+    settings = settings_with(stop_timeout=f"{limit:g}")
+    plan = stop_plan(settings)
+    assert plan.lifespan >= LIFESPAN_MIN and plan.graceful >= GRACEFUL_MIN
+    assert plan.terminate <= settings.terminate_timeout
+    assert plan.drain <= settings.drain_timeout
+    if limit >= min_stop_seconds():
+        assert stop_budget_seconds(settings) <= limit
+        assert plan.terminate >= 1
+        assert stop_warning(settings) is None
+    else:
+        warning = stop_warning(settings)
+        assert warning is not None and f"under the {min_stop_seconds():g} s" in warning
+
+
+def test_the_stop_budget_counts_the_lifespan_shutdown() -> None:
+    """Undeclared, the budget holds every part at its longest: the drain, the Terminate
+    deadline and its margin, uvicorn's graceful shutdown, and the lifespan shutdown
+    (the publisher's FLUSH_TIMEOUT beside the shared pool's Redis calls)."""
+    whole = settings_with()
+    plan = stop_plan(whole)
+    assert plan.lifespan == LIFESPAN_MAX >= FLUSH_TIMEOUT + REDIS_TIMEOUT
+    assert stop_budget_seconds(whole) == 30 + 10 + plan.close_margin + plan.graceful + plan.lifespan
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "ten"])

@@ -19,7 +19,14 @@ from voxgate.edge.limits import (
     admission,
     connection_cap,
 )
-from voxgate.logs import MAX_LINE_CHARS, MAX_VALUE_CHARS, CappedRenderer, bound_values
+from voxgate.logs import (
+    MAX_LINE_CHARS,
+    MAX_VALUE_CHARS,
+    CappedRenderer,
+    bound_values,
+    configure_logging,
+    indent_traceback,
+)
 from voxgate.settings import Settings, SettingsError
 
 LIMITS = EdgeLimits.build(
@@ -103,6 +110,46 @@ def test_log_values_are_cut_and_escaped() -> None:
 def test_a_traceback_keeps_its_line_breaks() -> None:
     event = bound_values(None, "error", {"event": "x", "exception": "Traceback\n  line\x07"})
     assert event["exception"] == "Traceback\n  line\\x07"
+
+
+class _Counted:
+    reprs = 0
+
+    def __repr__(self) -> str:
+        _Counted.reprs += 1
+        return "c"
+
+
+def test_a_deep_value_is_cut_before_it_is_shown() -> None:
+    """Below MAX_DEPTH a value is shown by a repr bounded as it is built: a deep list of
+    100,000 items costs a few item reprs, not 100,000 (then cut to 200 characters)."""
+    _Counted.reprs = 0
+    deep = {"a": {"b": {"c": [_Counted() for _ in range(100_000)]}}}
+    event = bound_values(None, "info", {"event": "x", "deep": deep})
+    shown = event["deep"]["a"]["b"]["c"]
+    assert isinstance(shown, str) and len(shown) <= MAX_VALUE_CHARS + 1
+    assert _Counted.reprs <= 16, _Counted.reprs
+
+
+def test_a_console_traceback_cannot_forge_a_log_line() -> None:
+    event = indent_traceback(
+        None, "error", {"exception": "Traceback\nValueError: a\n2026 [info] forged"}
+    )
+    assert event["exception"].splitlines()[2] == "  2026 [info] forged"
+
+
+def test_uvicorn_error_lines_go_through_the_bounds(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    configure_logging("json", "info")
+    try:
+        logging.getLogger("uvicorn.error").error("bad %s", "x" * 5000 + "\n[forged]")
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+    (line,) = [json.loads(raw) for raw in err.splitlines() if raw.strip()]
+    assert line["event"] == "uvicorn" and line["message_len"] == 5013
+    assert len(line["message"]) == MAX_VALUE_CHARS + 1
 
 
 def test_a_log_line_has_a_size_cap() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from voxgate.keys.pool import (
     DROP_COOLDOWN,
+    DROP_LIMIT,
     DROP_WINDOW,
     FIRST_PROBE_DELAY,
     PROBE_INTERVAL,
+    UPSTREAM_WIDE_WINDOW,
     KeyPool,
     KeyState,
     Lease,
@@ -179,11 +181,11 @@ def test_a_key_that_keeps_dropping_sessions_cools_down_longer_each_time() -> Non
     DROP_COOLDOWN, and a further one doubles it. A connect that works in between does
     not forgive the drops (the key connects, then drops)."""
     p, clock = pool(2)
-    assert p.report_drop("k0", "1011") is None
-    assert p.report_drop("k0", "1011") is None
+    assert p.report_drop("k0", "1011") == []
+    assert p.report_drop("k0", "1011") == []
     p.report_success("k0")
-    moved = p.report_drop("k0", "1011")
-    assert moved is not None and moved.new is KeyState.COOLING and "3 sessions" in moved.reason
+    (moved,) = p.report_drop("k0", "1011")
+    assert moved.new is KeyState.COOLING and "3 sessions" in moved.reason
     assert [lease(p).alias for _ in range(2)] == ["k1", "k1"]
     clock.now += DROP_COOLDOWN + 0.1
     p.report_success("k0")
@@ -194,13 +196,58 @@ def test_a_key_that_keeps_dropping_sessions_cools_down_longer_each_time() -> Non
     assert "k0" in p.candidates()
 
 
+def test_drops_of_several_keys_within_a_second_are_an_upstream_wide_event() -> None:
+    """Upstream drops every session at once (both keys within UPSTREAM_WIDE_WINDOW):
+    no key cools down, even one whose own drops reached DROP_LIMIT before the other
+    key's first came in (it is back in rotation), and new sessions are served."""
+    p, clock = pool(2, cap=20)
+    for _ in range(DROP_LIMIT):
+        p.report_drop("k0", "1012")
+        clock.now += 0.001
+    assert p.record("k0").state is KeyState.COOLING
+    (back,) = p.report_drop("k1", "1012")
+    assert (back.alias, back.new) == ("k0", KeyState.HEALTHY)
+    for alias in ["k0", "k1"] * 4:
+        clock.now += 0.001
+        assert p.report_drop(alias, "1012") == []
+    assert [r.state for r in p.records()] == [KeyState.HEALTHY] * 2
+    assert isinstance(p.acquire(), Lease)
+    # One key alone dropping again later is counted as before.
+    clock.now += UPSTREAM_WIDE_WINDOW + 0.1
+    for _ in range(DROP_LIMIT):
+        p.report_drop("k1", "1011")
+    assert p.record("k1").state is KeyState.COOLING
+
+
+def test_a_drop_not_counted_and_drop_cooling_never_stops_a_replacement() -> None:
+    """``count=False`` (the client session had a drop counted already) leaves the key
+    alone. Keys cooling down from drops are skipped by new sessions, but a
+    replacement (``fallback``) gets the least recently dropped one; a key cooling
+    after a failure at connect is never a fallback."""
+    p, clock = pool(3, cap=5)
+    for _ in range(DROP_LIMIT + 2):
+        assert p.report_drop("k0", "1011", count=False) == []
+    assert p.record("k0").state is KeyState.HEALTHY
+    for alias in ("k0", "k1"):
+        for _ in range(DROP_LIMIT):
+            p.report_drop(alias, "1011")
+        clock.now += UPSTREAM_WIDE_WINDOW + 0.1
+    p.report_failure("k2", FailureClass.TRANSIENT, "1011 at connect")
+    assert p.acquire() is Unavailable.UNREACHABLE
+    assert p.candidates(fallback=True) == ["k0", "k1"]
+    replacement = p.acquire(frozenset({"k1"}), fallback=True)
+    assert isinstance(replacement, Lease) and replacement.alias == "k0"
+    p.report_success("k0")  # the replacement's connect does not end the cool-down
+    assert p.record("k0").state is KeyState.COOLING
+
+
 def test_drops_older_than_the_window_are_forgotten() -> None:
     """Two drops, then one more a window later: still healthy."""
     p, clock = pool(1)
     p.report_drop("k0", "1011")
     p.report_drop("k0", "1011")
     clock.now += DROP_WINDOW + 1
-    assert p.report_drop("k0", "1011") is None
+    assert p.report_drop("k0", "1011") == []
     assert p.record("k0").state is KeyState.HEALTHY
 
 
@@ -221,6 +268,21 @@ def test_drops_leave_a_disabled_key_as_it_is() -> None:
     p, _ = pool(1)
     p.report_failure("k0", FailureClass.PAYMENT_REQUIRED, "402")
     for _ in range(4):
-        assert p.report_drop("k0", "1011") is None
+        assert p.report_drop("k0", "1011") == []
     assert p.record("k0").state is KeyState.PAYMENT_REQUIRED
     assert p.acquire() is Unavailable.PAYMENT_REQUIRED
+
+
+def test_a_cool_down_that_is_over_is_shown_as_healthy() -> None:
+    """After the backoff the key is usable; expire_cooling says so (for /admin/keys
+    and the metrics) without waiting for its next success, and a further failure
+    still backs off longer (the failures in a row are remembered)."""
+    p, clock = pool(1)
+    p.report_failure("k0", FailureClass.TRANSIENT, "1011")
+    assert p.expire_cooling() == []
+    clock.now += 1.1
+    (moved,) = p.expire_cooling()
+    assert (moved.old, moved.new) == (KeyState.COOLING, KeyState.HEALTHY)
+    assert p.record("k0").state is KeyState.HEALTHY
+    p.report_failure("k0", FailureClass.TRANSIENT, "1011")
+    assert p.record("k0").cooling_until == clock.now + 2.0  # the second backoff: 2 s

@@ -10,6 +10,7 @@ import re
 import yaml
 from prometheus_client import generate_latest
 from voxgate.metrics.gateway import Metrics
+from voxgate.tenants.metrics import TenantMetrics
 
 from tests.support.deploy import (
     DASHBOARD,
@@ -38,6 +39,14 @@ def test_deploy_files_name_only_metrics_the_gateway_exports() -> None:
     metrics.redis_publish_seconds.observe(0.001)
     metrics.key_state.labels("main", "healthy").set(1)
     metrics.key_sessions_active.labels("main").set(0)
+    tenants = TenantMetrics(metrics.registry)  # the clients' and spend series
+    tenants.client_label("tester")
+    tenants.client_audio.labels("tester", "default").inc(1)
+    tenants.client_session.labels("tester", "default").inc(1)
+    tenants.client_spend.labels("tester", "default").inc(1)
+    tenants.key_spend.labels("main", "default").inc(1)
+    tenants.key_budget_used.labels("main").set(0)
+    tenants.key_budget_alert.labels("main").set(0.8)
     exported = set(re.findall(r"^(voxgate_\w+)", generate_latest(metrics.registry).decode(), re.M))
     used = {expr for _, expr in dashboard_exprs()} | {r["expr"] for r in alert_rules()}
     names = {name for expr in used for name in re.findall(r"\bvoxgate_\w+", expr)}
@@ -52,6 +61,9 @@ def test_deploy_files_name_only_metrics_the_gateway_exports() -> None:
         "voxgate_redis_backlog_envelopes",
         "voxgate_upstream_session_seconds_total",
         "voxgate_reconnects_total",
+        "voxgate_client_audio_seconds_total",
+        "voxgate_key_spend_usd_total",
+        "voxgate_key_budget_used_ratio",
     ]
     panel_names = {n for _, e in dashboard_exprs() for n in re.findall(r"\bvoxgate_\w+", e)}
     assert set(groups) <= panel_names, sorted(set(groups) - panel_names)

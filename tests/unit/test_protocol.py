@@ -48,6 +48,12 @@ def test_defaults_and_forwarding_keep_unknown_parameters_in_order() -> None:
     assert p.bytes_per_second == 32000
 
 
+def test_a_tag_with_a_final_newline_is_refused() -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        params(sample_rate="16000", voxgate_tag="desk-1\n")
+    assert caught.value.violation is Violation.BAD_TAG
+
+
 @pytest.mark.parametrize(
     ("query", "needle"),
     [

@@ -139,6 +139,7 @@ def test_bad_key_specs_are_refused_with_the_reason() -> None:
         ("a=drop-1011@0f", "at least one frame"),
         ("a=revise@999999999", "at most"),
         ("a=late-begin@61", "at most"),
+        ("a=drop-1011@2.5f", "whole number of frames"),
         ("=ok", "no key"),
     ]:
         with pytest.raises(ValueError, match=needle):

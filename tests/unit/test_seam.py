@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from voxgate.relay.configuration import Configuration
 from voxgate.relay.continuity import Seam
 
 FRAME = bytes(1600)  # 50 ms of 16 kHz PCM
@@ -161,3 +163,21 @@ def test_compressed_audio_is_not_replayed() -> None:
     s = Seam(bytes_per_ms=None, format_turns=True, max_replay_bytes=64_000)
     s.sent(b"\x01" * 100)
     assert s.replay() == [] and s.replay_bytes == 0
+
+
+def test_the_configuration_kept_for_a_replacement_is_merged_and_bounded() -> None:
+    """Later fields replace earlier ones; a message that would take the merged fields
+    over the limit starts afresh from its own; format_turns is reported when set."""
+    kept = Configuration(limit=200)
+    assert not kept
+    assert kept.update({"type": "UpdateConfiguration", "min_turn_silence": 400}) is None
+    assert kept.update({"type": "UpdateConfiguration", "min_turn_silence": 900}) is None
+    assert kept.update({"type": "UpdateConfiguration", "format_turns": "false"}) is False
+    assert json.loads(kept.message()) == {
+        "type": "UpdateConfiguration",
+        "min_turn_silence": 900,
+        "format_turns": "false",
+    }
+    assert kept.names == ["min_turn_silence", "format_turns"]
+    kept.update({"type": "UpdateConfiguration", "prompt": "p" * 150})
+    assert kept.names == ["prompt"]

@@ -5,6 +5,7 @@ by the connection's callback as it is parsed, or taken by the pump after ``recv`
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from voxgate.metrics.gateway import Metrics
@@ -32,7 +33,9 @@ SETTINGS = Settings.from_env(
 )
 
 
-def make_session(wire: list[tuple[str, bytes]]) -> tuple[Session, WebSocket, WebSocket]:
+def make_session(
+    wire: list[tuple[str, bytes]], query: list[tuple[str, str]] | None = None
+) -> tuple[Session, WebSocket, WebSocket]:
     """A session between two recording connections, as the handler would start it
     (after Begin), with a replacement upstream allowed after a drop."""
     client = opened(ServerSide, "client", wire)
@@ -44,7 +47,7 @@ def make_session(wire: list[tuple[str, bytes]]) -> tuple[Session, WebSocket, Web
     session = Session(
         client=client,  # type: ignore[arg-type]
         upstream=UpstreamSession(upstream, '{"type":"Begin"}', {"id": "s1"}, 0.01),  # type: ignore[arg-type]
-        params=parse_stream_params([("sample_rate", "16000")]),
+        params=parse_stream_params(query or [("sample_rate", "16000")]),
         key_alias="main",
         client_name="tester",
         settings=SETTINGS,
@@ -168,3 +171,40 @@ def test_upstreams_error_is_held_without_waiting_for_a_slow_client() -> None:
     end: End = run(scenario(), WAIT)
     assert end.reconnect
     assert end.upstream_error is not None and "upstream hiccup" in end.upstream_error
+
+
+def test_format_turns_turned_off_mid_session_is_followed_by_the_seam() -> None:
+    """format_turns=true at connect, then an UpdateConfiguration turns it off: each
+    final from then on is single (unformatted) and completes its turn. After two
+    such turns and a drop, the replacement's turn 0 is the client's turn 2 (not a
+    duplicate 0), and the replacement is sent the configuration first."""
+
+    def final(order: int, end: int) -> str:
+        words = [{"text": "x", "start": end - 300, "end": end}]
+        return json.dumps(
+            {
+                "type": "Turn",
+                "turn_order": order,
+                "end_of_turn": True,
+                "turn_is_formatted": False,
+                "transcript": "x",
+                "words": words,
+            }
+        )
+
+    async def scenario() -> tuple[Session, dict[str, Any] | None]:
+        session, _, _ = make_session([], [("sample_rate", "16000"), ("format_turns", "true")])
+        await session._control('{"type": "UpdateConfiguration", "format_turns": false}')
+        for _ in range(20):
+            session._audio(FRAME[:1600])
+        session._downstream(final(0, 400))
+        session._downstream(final(1, 800))
+        session.seam.replay()
+        return session, session.seam.rewrite(json.loads(final(0, 300)))
+
+    session, first = run(scenario(), WAIT)
+    assert first is not None and first["turn_order"] == 2
+    assert json.loads(session.configuration.message()) == {
+        "type": "UpdateConfiguration",
+        "format_turns": False,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from voxgate.access.clientkeys import ClientAuthenticator
@@ -19,6 +20,7 @@ def test_defaults_follow_the_configuration_contract() -> None:
     assert s.port == 8080
     assert s.redis_url is None
     assert [k.alias for k in s.upstream_keys] == ["main"]
+    assert s.pace_burst_seconds == 60.0  # generous: AssemblyAI's own pace rule is upstream's
 
 
 def test_keys_never_show_their_secret_in_repr() -> None:
@@ -103,3 +105,27 @@ def test_idle_timeout_defaults_to_a_minute() -> None:
     """VOXGATE_IDLE_TIMEOUT: 60 s unless set (seconds, more than 0)."""
     assert Settings.from_env(BASE).idle_timeout == 60.0
     assert Settings.from_env({**BASE, "VOXGATE_IDLE_TIMEOUT": "2.5"}).idle_timeout == 2.5
+
+
+def test_tls_needs_both_files_readable_and_a_matching_pair(tmp_path: Path) -> None:
+    """VOXGATE_TLS_CERT and VOXGATE_TLS_KEY: neither (plain), both (TLS); one alone or a
+    missing file fails at start naming the variables; a key that is not the
+    certificate's fails when the context is built (voxgate serve exits 2)."""
+    from voxgate.edge.tls import TlsError, self_signed, server_context
+
+    assert Settings.from_env(BASE).tls is False
+    cert, key = self_signed(tmp_path)
+    on = Settings.from_env({**BASE, "VOXGATE_TLS_CERT": str(cert), "VOXGATE_TLS_KEY": str(key)})
+    assert on.tls and on.tls_cert == str(cert)
+    server_context(str(cert), str(key))
+    with pytest.raises(SettingsError, match="VOXGATE_TLS_CERT and VOXGATE_TLS_KEY"):
+        Settings.from_env({**BASE, "VOXGATE_TLS_CERT": str(cert)})
+    with pytest.raises(SettingsError, match="VOXGATE_TLS_KEY"):
+        Settings.from_env(
+            {**BASE, "VOXGATE_TLS_CERT": str(cert), "VOXGATE_TLS_KEY": str(tmp_path / "none")}
+        )
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_key = self_signed(other)
+    with pytest.raises(TlsError, match="VOXGATE_TLS_CERT"):
+        server_context(str(cert), str(other_key))

@@ -73,12 +73,15 @@ def test_every_token_is_distinct_and_carries_no_secret() -> None:
 
 
 def test_an_expired_token_is_refused() -> None:
-    """Past its expires_in window a token is refused with token_expired, even unused."""
+    """Past its expires_in window a token is refused with token_expired, even unused,
+    and with AssemblyAI's code for it: 3008 (session expired), not 1008."""
     clock = Clock()
     authority = TokenAuthority(SECRET, clock=clock)
     token = authority.mint("web", 5, 600)
     clock.now += 5
-    assert refusal(authority, token).violation is Violation.TOKEN_EXPIRED
+    refused = refusal(authority, token)
+    assert refused.violation is Violation.TOKEN_EXPIRED
+    assert refused.code == CloseCode.SESSION_EXPIRED, refused.code
 
 
 @pytest.mark.parametrize(
@@ -268,3 +271,15 @@ def test_token_settings() -> None:
     ]:
         with pytest.raises(SettingsError, match=variable):
             Settings.from_env({**BASE, **env})
+
+
+def test_a_token_given_back_may_be_redeemed_again() -> None:
+    """A token whose session never began (the gateway had no upstream for it) is given
+    back: the SDK's retry with the same token meets the same refusal, not 'already used'."""
+    authority = TokenAuthority(SECRET, clock=Clock())
+    token = authority.mint("web", 60, 600)
+    grant = authority.redeem(token)
+    assert refusal(authority, token).violation is Violation.TOKEN_REUSED
+    authority.give_back(grant.token_id)
+    assert authority.redeem(token).token_id == grant.token_id
+    assert refusal(authority, token).violation is Violation.TOKEN_REUSED

@@ -463,3 +463,64 @@ def test_a_refused_message_half_closes_instead_of_closing() -> None:
         assert calls == ["abort"]
 
     run(scenario(), WAIT)
+
+
+class PausingTransport(RecordingTransport):
+    """Records whether reading is paused."""
+
+    paused = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+def test_the_receive_queue_is_bounded_in_bytes_as_well_as_messages() -> None:
+    """Two 700 KB messages (1 MiB max_size, so the queue holds at most 1 MiB) pause
+    reading, far below the 32-message bound; taking them resumes it. Many small
+    messages still pause at 32."""
+
+    async def scenario() -> tuple[bool, bool, bool, bool]:
+        ws = ServerSide(max_size=1 << 20, ping_interval=None)
+        transport = PausingTransport("peer", [])
+        ws.connection_made(transport)  # type: ignore[arg-type]
+        ws.state = State.OPEN
+        big = encode(BINARY, bytes(700_000), mask=True)
+        ws.data_received(big)
+        after_one = transport.paused
+        ws.data_received(big)
+        after_two = transport.paused
+        await ws.recv()
+        await ws.recv()
+        resumed = not transport.paused
+        for _ in range(32):
+            ws.data_received(encode(BINARY, b"x" * 100, mask=True))
+        return after_one, after_two, resumed, transport.paused
+
+    assert run(scenario(), WAIT) == (False, True, True, True)
+
+
+def test_a_frame_trickled_in_bytes_is_held_compactly_and_has_a_partial_number() -> None:
+    """1-byte reads of one big frame: joined every few dozen reads (a list of 1-byte
+    objects cost ~40 bytes of memory per byte), and the incomplete frame is numbered in
+    ``partial`` from its first byte (the connection's message deadline), 0 once done."""
+    size = 100_000
+    frame = encode(BINARY, b"\x01" * size, mask=True)
+    reader = FrameReader(masked=True, max_size=1 << 20)
+    assert reader.partial == 0
+    tracemalloc.start()
+    try:
+        for i in range(len(frame) - 1):
+            assert reader.feed(frame[i : i + 1]) == []
+            if i == 0:
+                first = reader.partial
+                assert first
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reader.partial == first
+    assert peak < 4 * size, peak  # was ~42 bytes per byte held
+    assert reader.feed(frame[-1:]) == [(BINARY, b"\x01" * size)]
+    assert reader.partial == 0

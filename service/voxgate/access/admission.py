@@ -24,6 +24,10 @@ class Admission:
 
     client: str
     max_session_seconds: int | None = None
+    #: The temporary token's id and expiry (unix time) when it came with one: the
+    #: handler spends it in Redis too, once across replicas (access/spent.py).
+    token_id: str | None = None
+    token_expires_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,5 +48,7 @@ class Gatekeeper:
         credential = presented_credential(headers, query)
         if looks_like_token(credential):
             grant = self.tokens.redeem(credential, self.auth.names)
-            return Admission(grant.client, grant.max_session_seconds)
+            return Admission(
+                grant.client, grant.max_session_seconds, grant.token_id, grant.expires_at
+            )
         return Admission(self.auth.check(credential))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 from voxgate.protocol import CloseCode, ProtocolViolation, Violation
 from voxgate.settings import ClientKey, digest_secret
@@ -25,7 +26,13 @@ class ClientAuthenticator:
     or how much of one, matched.
     """
 
-    def __init__(self, keys: Sequence[ClientKey]) -> None:
+    def __init__(self, keys: Sequence[ClientKey], clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._keys = tuple(keys)
+        self.names = frozenset(key.name for key in self._keys)
+
+    def load(self, keys: Sequence[ClientKey]) -> None:
+        """Replace the keys (the clients managed at runtime, see ``voxgate.tenants``)."""
         self._keys = tuple(keys)
         self.names = frozenset(key.name for key in self._keys)
 
@@ -43,8 +50,10 @@ class ClientAuthenticator:
             )
         digest = digest_secret(presented)
         found: str | None = None
+        now = self._clock()
         for key in self._keys:
-            if hmac.compare_digest(digest, key.digest) and found is None:
+            live = key.expires_at is None or now < key.expires_at
+            if hmac.compare_digest(digest, key.digest) and found is None and live:
                 found = key.name
         if found is None:
             raise ProtocolViolation(

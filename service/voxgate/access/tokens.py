@@ -119,6 +119,11 @@ def _refuse(violation: Violation, why: str) -> ProtocolViolation:
     return ProtocolViolation(CloseCode.POLICY, violation, f"Unauthorized Connection: {why}")
 
 
+def reused() -> ProtocolViolation:
+    """A token already spent (on this replica, or on another as Redis says)."""
+    return _refuse(Violation.TOKEN_REUSED, "temporary token already used")
+
+
 def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -151,6 +156,10 @@ class UsedTokens:
         while heap and heap[0][0] <= now:
             _, token_id = heapq.heappop(heap)
             self._ids.discard(token_id)
+
+    def discard(self, token_id: str) -> None:
+        """Forget ``token_id`` (its heap entry goes at its expiry, as any other)."""
+        self._ids.discard(token_id)
 
     def add(self, token_id: str, expires_at: float, now: float) -> bool:
         """Remember ``token_id``; False when the store is full of unexpired ids."""
@@ -216,7 +225,13 @@ class TokenAuthority:
             raise _refuse(Violation.TOKEN_FORGED, "invalid temporary token")
         grant = _parse_payload(body)
         if self._clock() >= grant.expires_at:
-            raise _refuse(Violation.TOKEN_EXPIRED, "temporary token expired")
+            # AssemblyAI's code for it: 3008, "session expired ... or temporary token
+            # expired" (shared/reference/assemblyai-v3-2026-11.md, E).
+            raise ProtocolViolation(
+                CloseCode.SESSION_EXPIRED,
+                Violation.TOKEN_EXPIRED,
+                "Session Expired: temporary token expired",
+            )
         return grant
 
     def redeem(self, token: str, clients: Container[str] | None = None) -> Grant:
@@ -229,7 +244,7 @@ class TokenAuthority:
         if clients is not None and grant.client not in clients:
             raise _refuse(Violation.INVALID_KEY, "the client key behind this token was revoked")
         if grant.token_id in self._used:
-            raise _refuse(Violation.TOKEN_REUSED, "temporary token already used")
+            raise reused()
         if not self._used.add(grant.token_id, grant.expires_at, self._clock()):
             raise ProtocolViolation(
                 CloseCode.TRY_AGAIN_LATER,
@@ -237,6 +252,13 @@ class TokenAuthority:
                 "Too many temporary tokens in use on this gateway; retry after a backoff",
             )
         return grant
+
+    def give_back(self, token_id: str) -> None:
+        """The session a redeemed token was for never began (the gateway had no upstream
+        for it): the token may be presented again while it is valid. The SDKs retry a
+        refused connect with the same token; so they meet the same refusal (its words,
+        e.g. "payment required") rather than "temporary token already used"."""
+        self._used.discard(token_id)
 
 
 def _parse_payload(body: str) -> Grant:

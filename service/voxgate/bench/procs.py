@@ -27,7 +27,7 @@ from pathlib import Path
 START_TIMEOUT = 20.0
 #: Time a server gets to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 15.0
-_LISTENING = re.compile(r"listening on (ws://\S+)")
+_LISTENING = re.compile(r"listening on (wss?://\S+)")
 _TICKS = os.sysconf("SC_CLK_TCK")
 #: Redis options: no snapshots, no append-only file (a throwaway server).
 REDIS_EPHEMERAL = ("--save", "", "--appendonly", "no")
@@ -88,7 +88,7 @@ class Server:
 
     @property
     def http_url(self) -> str:
-        return "http" + self.url[2:]
+        return "http" + self.url[2:]  # ws:// -> http://, wss:// -> https://
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stay", action="store_true", help="keep gateway and simulator up after the stream"
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve wss:// and https:// with a throwaway self-signed certificate (openssl)",
+    )
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -40,15 +47,31 @@ def run(ns: argparse.Namespace) -> int:
 
 
 async def _demo(ns: argparse.Namespace) -> int:
+    from voxgate.logs import configure_logging
+
+    configure_logging("console", "warning")
+    wav: Path = ns.wav or sample_wav()
+    with tempfile.TemporaryDirectory(prefix="voxgate-demo-") as folder:
+        return await _run_demo(ns, wav, Path(folder))
+
+
+async def _run_demo(ns: argparse.Namespace, wav: Path, folder: Path) -> int:
     # The simulator and the server are imported by this command only.
     from voxgate.cli.stream import StreamError, printer, stream_file
-    from voxgate.logs import configure_logging
+    from voxgate.edge.tls import TlsError, self_signed
     from voxgate.sandbox.server import SandboxConfig, serve_sandbox
     from voxgate.server import bind, build_server
     from voxgate.settings import Settings, UpstreamKey, parse_client_keys
 
-    configure_logging("console", "warning")
-    wav: Path = ns.wav or sample_wav()
+    cert = key = None
+    if ns.tls:
+        try:
+            cert, key = self_signed(folder)
+        except TlsError as exc:
+            print(f"cannot make a certificate: {exc}", file=sys.stderr)
+            return 2
+        # This process's own client trusts it the way any Python client does.
+        os.environ["SSL_CERT_FILE"] = str(cert)
     sandbox = await serve_sandbox(SandboxConfig.open(), "127.0.0.1", 0)
     settings = Settings(
         upstream_url=f"ws://127.0.0.1:{sandbox.port}/v3/ws",
@@ -56,12 +79,14 @@ async def _demo(ns: argparse.Namespace) -> int:
         client_keys=parse_client_keys(f"demo={DEMO_CLIENT_KEY}"),
         port=ns.port,
         drain_timeout=1.0,
+        tls_cert=str(cert) if cert else None,
+        tls_key=str(key) if key else None,
     )
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     server = build_server(settings)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    url = f"ws://127.0.0.1:{port}"
+    url = f"{'wss' if cert else 'ws'}://127.0.0.1:{port}"
     try:
         async with asyncio.timeout(START_TIMEOUT):
             while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
@@ -69,6 +94,11 @@ async def _demo(ns: argparse.Namespace) -> int:
         upstream = f"ws://127.0.0.1:{sandbox.port}/v3/ws"
         print(f"upstream simulator  {upstream}  (stands in for AssemblyAI)")
         print(f"voxgate gateway     {url}/v3/ws  (client key: {DEMO_CLIENT_KEY})")
+        if cert:
+            print(
+                f"self-signed certificate {cert} (for this run): trust it with "
+                f"SSL_CERT_FILE={cert} (Python) or NODE_EXTRA_CA_CERTS={cert} (Node)"
+            )
         print(f"streaming {wav} at real-time pace...\n")
         try:
             await stream_file(url, DEMO_CLIENT_KEY, wav, on_message=printer(sys.stdout.isatty()))

@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
+    from voxgate.edge.tls import TlsError
     from voxgate.logs import configure_logging
     from voxgate.server import run_gateway
 
@@ -33,5 +34,9 @@ def run(ns: argparse.Namespace) -> int:
         print(f"voxgate: bad setting: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    run_gateway(settings)
+    try:
+        run_gateway(settings)
+    except TlsError as exc:
+        print(f"voxgate: bad setting: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -36,22 +36,46 @@ OnMessage = Callable[[dict[str, Any]], None]
 
 def gateway_url(text: str) -> str:
     """The gateway's WebSocket base URL from what a user types: ``ws://`` and ``wss://``
-    as given, ``http(s)://`` as ``ws(s)://``, a bare ``host:port`` (or ``host``) as
-    ``ws://``. Raise :class:`ValueError`, in one line, for anything else."""
+    as given, ``http(s)://`` as ``ws(s)://``, a bare ``host:port`` (or ``host``, or
+    ``[::1]:port``) as ``ws://``; a trailing ``/v3/ws`` is dropped (the client adds it).
+    Raise :class:`ValueError`, in one line that never shows a password, for anything
+    else."""
     text = text.strip()
     if "://" not in text:
+        head = text.partition("/")[0]
+        if "/" in text and head.endswith(":"):  # ws:/h:1, http:h/...
+            raise ValueError(f"give {head}//HOST:PORT (two slashes after the scheme)")
+        if head.count(":") > 1 and not head.startswith("["):
+            raise ValueError("an IPv6 address goes in brackets: [::1]:PORT")
         text = f"ws://{text}"
     parts = urlsplit(text)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
         raise ValueError(f"{parts.scheme}:// is not a gateway URL (ws://, wss:// or HOST:PORT)")
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.endswith(":"):
+        raise ValueError("the port is empty: give HOST:PORT")
+    if hostport.count(":") > 1 and not hostport.startswith("["):
+        raise ValueError("an IPv6 address goes in brackets: [::1]:PORT")
     try:
         port = parts.port
     except ValueError:
         raise ValueError("the port is not a number from 0 to 65535") from None
     if not parts.hostname or parts.query or parts.fragment or port == 0:
         raise ValueError("give ws://HOST:PORT, wss://HOST:PORT or HOST:PORT")
-    return parts._replace(scheme=scheme).geturl().rstrip("/")
+    path = parts.path.rstrip("/").removesuffix("/v3/ws").rstrip("/")
+    return parts._replace(scheme=scheme, path=path).geturl()
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: any ``user:password@`` replaced by ``***@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{tail}"
 
 
 class StreamError(Exception):
@@ -130,6 +154,23 @@ async def stream_file(
     """Stream ``wav`` through the gateway at ``url``; return every message received.
     Raise :class:`StreamError` when the session does not end with 1000."""
     pcm, rate = read_wav(wav)
+    return await stream_pcm(
+        url, key, pcm, rate, on_message=on_message, frame_ms=frame_ms, params=params
+    )
+
+
+async def stream_pcm(
+    url: str,
+    key: str,
+    pcm: bytes,
+    rate: int,
+    *,
+    on_message: OnMessage,
+    frame_ms: int = DEFAULT_FRAME_MS,
+    params: Sequence[tuple[str, str]] = (),
+) -> list[dict[str, Any]]:
+    """Stream 16-bit PCM mono at ``rate`` through the gateway at ``url`` (see
+    :func:`stream_file`)."""
     query = [("sample_rate", str(rate)), ("format_turns", "true"), *params]
     received: list[dict[str, Any]] = []
     async with asyncio.timeout(OPEN_TIMEOUT):
@@ -221,21 +262,29 @@ async def _stream_command(ns: argparse.Namespace) -> int:
     try:
         url = gateway_url(ns.url)
     except ValueError as exc:
-        print(f"voxgate stream: --url {ns.url!r}: {exc}", file=sys.stderr)
+        print(f"voxgate stream: --url {shown_url(ns.url.strip())!r}: {exc}", file=sys.stderr)
+        return 2
+    try:  # the file first: a bad one is the user's to fix (2), before any connection
+        pcm, rate = read_wav(ns.wav)
+    except (OSError, ValueError, EOFError, wave.Error) as exc:
+        print(f"voxgate stream: cannot read {ns.wav}: {_words(exc)}", file=sys.stderr)
         return 2
     show = printer(sys.stdout.isatty())
     try:
-        await stream_file(url, key, ns.wav, on_message=show, frame_ms=ns.frame_ms, params=params)
+        await stream_pcm(url, key, pcm, rate, on_message=show, frame_ms=ns.frame_ms, params=params)
     except StreamError as exc:
         print(f"voxgate stream: {exc}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, EOFError, wave.Error) as exc:
-        print(f"voxgate stream: cannot stream {ns.wav}: {exc}", file=sys.stderr)
-        return 2
-    except TimeoutError:
-        print(f"voxgate stream: {url} did not answer in time", file=sys.stderr)
+    except TimeoutError:  # an OSError too: named before the others
+        print(f"voxgate stream: {shown_url(url)}: timed out (no answer)", file=sys.stderr)
         return 1
-    except WebSocketException as exc:  # e.g. not a WebSocket server, a refused upgrade
-        print(f"voxgate stream: {url}: {exc}", file=sys.stderr)
+    except (OSError, WebSocketException) as exc:  # refused, unreachable, not a gateway
+        print(f"voxgate stream: {shown_url(url)}: {_words(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _words(exc: BaseException) -> str:
+    """An exception in one line (its type when it has no message)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

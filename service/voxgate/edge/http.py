@@ -8,8 +8,15 @@ health probes and scrapes on a few reserved slots. The request head is fed to th
 parser in slices no larger than what is left of ``max_head_bytes``, so the parser
 never holds more than that (httptools joins a header's pieces by copying, which is
 quadratic in the number of pieces) and the head's header count is checked as each
-header completes. The whole head must arrive within ``handshake_timeout`` of the
-accept (408). A refusal is written, the write side shut, what the peer still sends
+header completes. The whole head, and the body if any, must arrive within
+``handshake_timeout`` of the accept or of the request's first byte (408); the route's
+own time is not counted. A body is capped at ``max_body_bytes`` (413, from its
+Content-Length or as it arrives), and a connection whose answer is complete while its
+body is still arriving is closed. Requests are parsed one at a time: once a request is
+complete and its answer is not, the parser is not fed and reading is paused; what was
+read meanwhile (at most ``max_head_bytes``, else the connection is closed after the
+answer in progress) is fed once the answer is complete, so a pipelining client never
+queues more than one request. A refusal is written, the write side shut, what the peer still sends
 discarded for a moment, then the socket closed (so the answer is not lost to a reset).
 """
 
@@ -45,7 +52,9 @@ LINGER_SLOTS: Final = 64
 LOG_PERIOD: Final = 10.0
 _REASONS: Final = {
     400: "Bad Request",
+    404: "Not Found",
     408: "Request Timeout",
+    413: "Content Too Large",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
@@ -71,16 +80,19 @@ def refusal_response(refusal: Refusal) -> bytes:
 
 
 class Edge:
-    """What the connections of one server share: the limits, the counts, and what
-    to tell (``on_refused`` for a metric)."""
+    """What the connections of one listener share: the limits, the counts, and what
+    to tell (``on_refused`` for a metric). ``probe_listener``: every connection may
+    only GET one of ``PROBE_PATHS`` (VOXGATE_PROBE_PORT), else 404."""
 
     def __init__(
         self,
         limits: EdgeLimits,
         on_refused: Callable[[Refusal], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        probe_listener: bool = False,
     ) -> None:
         self.limits = limits
+        self.probe_listener = probe_listener
         self.on_refused = on_refused
         self.clock = clock
         self.handshakes = 0
@@ -99,7 +111,7 @@ class Edge:
             self.on_refused(refusal)
         count = self._throttles[refusal].hit(self.clock())
         if count:
-            level = log.info if STATUS[refusal] in (400, 408, 431) else log.warning
+            level = log.info if STATUS[refusal] in (400, 404, 408, 413, 431) else log.warning
             level(
                 "edge_refused",
                 reason=refusal.value,
@@ -139,6 +151,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._refused = False
         self._lingering = False
         self._deadline: asyncio.TimerHandle | None = None
+        self._in_body = False  # a request's head is complete, its body is not
+        self._body_bytes = 0
+        self._held = b""  # read while a complete request waits for its answer
 
     # ------------------------------------------------------------- the connection
 
@@ -160,9 +175,15 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._full_reason = reason
             edge.probes += 1
             edge.full(reason, fd=fd)
+        elif edge.probe_listener:
+            self._probe_only = True
+            self._full_reason = Refusal.NOT_PROBE
+            edge.probes += 1
         self._begin_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.pipeline.clear()  # requests queued behind the answer in progress never run
+        self._held = b""
         self._end_head()
         self._cancel_deadline()
         self._release_probe()
@@ -178,9 +199,30 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return  # lingering: dropped
         self._unset_keepalive_if_required()
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        self._consume(data)
+
+    def _waiting(self) -> bool:
+        """A complete request waits for its answer: the parser is not fed meanwhile."""
+        if self.pipeline:
+            return True
+        cycle = self.cycle
+        return (
+            cycle is not None
+            and not cycle.response_complete
+            and not self._in_head
+            and not self._in_body
+        )
+
+    def _consume(self, data: bytes) -> None:
         step = self._limits.max_head_bytes
         pos, size = 0, len(data)
         while pos < size:
+            if self._waiting():
+                self._hold(data[pos:])
+                return
             if self._in_head:
                 room = step - self._head_bytes
                 if room <= 0:
@@ -190,12 +232,24 @@ class EdgeHttpProtocol(HttpToolsProtocol):
                 self._head_bytes += len(piece)
             else:
                 piece = data[pos : pos + step]  # a new head may start inside it
+            # End the piece where a head may end, so that at most one more request
+            # completes in it (a cut elsewhere costs the parser nothing).
+            piece = piece[: _head_end(piece)]
             pos += len(piece)
             self._feed(piece)
             if self._refused or self.transport.get_protocol() is not self:
                 return  # refused, or upgraded (what follows the head is dropped, as before)
         if self._in_head and self._head_bytes >= step:
             self._refuse(Refusal.HEAD_TOO_LARGE)
+
+    def _hold(self, rest: bytes) -> None:
+        """Keep what follows a request waiting for its answer, reading paused; more
+        than a head's worth closes the connection once the answer is written."""
+        self.flow.pause_reading()
+        if len(rest) > self._limits.max_head_bytes:
+            self._refuse(Refusal.HEAD_TOO_LARGE)
+            return
+        self._held = rest
 
     def _feed(self, piece: bytes) -> None:
         try:
@@ -228,6 +282,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._header_count += 1
         if self._header_count > self._limits.max_headers:
             raise HeadRefused(Refusal.TOO_MANY_HEADERS)
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = value.strip()
+            if not length.isdigit() or int(length[:20]) > self._limits.max_body_bytes:
+                raise HeadRefused(Refusal.BODY_TOO_LARGE)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -240,15 +298,34 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             ):
                 raise HeadRefused(self._full_reason)
         self._end_head()
+        self._in_body = True
+        self._body_bytes = 0
         super().on_headers_complete()
         if self._probe_only and self.cycle is not None:
             self.cycle.keep_alive = False  # a probe slot serves one request
 
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self._limits.max_body_bytes:
+            raise HeadRefused(Refusal.BODY_TOO_LARGE)  # chunked: no Content-Length
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._cancel_deadline()  # head and body are in: the route takes its own time
+        super().on_message_complete()
+
     def on_response_complete(self) -> None:
+        if self._in_body and not self.transport.is_closing():
+            # Answered before its body was all in (a GET with a huge Content-Length,
+            # trickled): what is left of the body is not worth waiting for.
+            self.transport.close()
+            return
         super().on_response_complete()
-        self._cancel_deadline()
-        if self._in_head:  # a pipelined request's head began meanwhile: its own deadline
-            self._arm_deadline()
+        if self._held and not self._refused and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            held, self._held = self._held, b""
+            self._consume(held)
 
     # ------------------------------------------------------------- head and deadline
 
@@ -276,15 +353,18 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def _expired(self) -> None:
         """The deadline from accept (or from a keep-alive request's first byte) to the
-        answer: a head still incomplete gets a 408; a request whose answer has not
-        started (a body trickled in) is dropped; an answer being written goes on."""
+        whole request: a head still incomplete gets a 408; a request whose body is
+        still arriving is closed (408 when its answer has not started)."""
         self._deadline = None
         if self._refused or self.transport.is_closing():
             return
         if self._in_head:
             self._refuse(Refusal.HANDSHAKE_TIMEOUT)
-        elif self.cycle is not None and not self.cycle.response_started:
-            self._edge.refused(Refusal.HANDSHAKE_TIMEOUT)
+        elif self._in_body:
+            self._refused = True
+            self._edge.refused(Refusal.BODY_TIMEOUT)
+            if self.cycle is not None and not self.cycle.response_started:
+                self.transport.write(refusal_response(Refusal.BODY_TIMEOUT))
             self.transport.close()
 
     # ------------------------------------------------------------- refusals
@@ -307,6 +387,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
+            if self._in_body and refusal is Refusal.BODY_TOO_LARGE:
+                # The request being answered sent too much body: it is cut off.
+                if not cycle.response_started:
+                    transport.write(refusal_response(refusal))
+                transport.close()
+                return
             cycle.keep_alive = False  # a pipelined head: closed after the answer in progress
             return
         transport.write(refusal_response(refusal))
@@ -322,6 +408,17 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self._probe_only:
             self._probe_only = False
             self._edge.probes -= 1
+
+
+def _head_end(piece: bytes) -> int:
+    """Where the first head in ``piece`` may end (after an empty line), else its length."""
+    end = piece.find(b"\n\r\n")
+    if end >= 0:
+        end += 3
+    bare = piece.find(b"\n\n", 0, end if end >= 0 else len(piece))
+    if bare >= 0:
+        return bare + 2
+    return end if end >= 0 else len(piece)
 
 
 def protocol_factory(edge: Edge) -> Callable[..., EdgeHttpProtocol]:

@@ -23,6 +23,8 @@ PROBE_TIMEOUT: Final = 1.0
 FD_LAST: Final = 16
 #: The paths a full process still serves (health probes and scrapes).
 PROBE_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Connections the probe listener (VOXGATE_PROBE_PORT) holds at a time.
+PROBE_LISTENER_CONNECTIONS: Final = 64
 #: Descriptors one session holds (the client's and upstream's sockets).
 FDS_PER_SESSION: Final = 2
 
@@ -33,6 +35,9 @@ class Refusal(StrEnum):
     HEAD_TOO_LARGE = "head_too_large"  # 431: request line and headers over the byte cap
     TOO_MANY_HEADERS = "too_many_headers"  # 431: over the header count
     HANDSHAKE_TIMEOUT = "handshake_timeout"  # 408: no complete head within the deadline
+    BODY_TOO_LARGE = "body_too_large"  # 413: a request body over the byte cap
+    BODY_TIMEOUT = "body_timeout"  # 408: a request body not complete within the deadline
+    NOT_PROBE = "not_probe"  # 404: the probe listener serves PROBE_PATHS only
     BAD_REQUEST = "bad_request"  # 400: not HTTP/1.1 as httptools reads it
     CONNECTION_CAP = "connection_cap"  # 503: the process holds its cap of connections
     HANDSHAKE_CAP = "handshake_cap"  # 503: too many connections still sending their head
@@ -44,6 +49,9 @@ STATUS: Final = {
     Refusal.HEAD_TOO_LARGE: 431,
     Refusal.TOO_MANY_HEADERS: 431,
     Refusal.HANDSHAKE_TIMEOUT: 408,
+    Refusal.BODY_TOO_LARGE: 413,
+    Refusal.BODY_TIMEOUT: 408,
+    Refusal.NOT_PROBE: 404,
     Refusal.BAD_REQUEST: 400,
     Refusal.CONNECTION_CAP: 503,
     Refusal.HANDSHAKE_CAP: 503,
@@ -69,6 +77,8 @@ class EdgeLimits:
     max_handshakes: int
     #: The process's soft descriptor limit.
     fd_limit: int
+    #: The most a request body may hold.
+    max_body_bytes: int = 65536
 
     @classmethod
     def build(
@@ -80,6 +90,7 @@ class EdgeLimits:
         max_connections: int,
         max_handshakes: int,
         fd_limit: int,
+        max_body_bytes: int = 65536,
     ) -> EdgeLimits:
         return cls(
             max_head_bytes=max_head_bytes,
@@ -88,6 +99,7 @@ class EdgeLimits:
             max_connections=connection_cap(max_connections, fd_limit),
             max_handshakes=max_handshakes,
             fd_limit=fd_limit,
+            max_body_bytes=max_body_bytes,
         )
 
 

@@ -18,6 +18,41 @@ STATES_KEY = PREFIX + "states"
 STATE_VERSION_KEY = PREFIX + "state_version"
 ACTIVE_KEY = PREFIX + "active:{}"
 STARTS_KEY = PREFIX + "starts:{}"
+#: On a Redis Cluster every pool key carries the hash tag ``{pool}``: each script reads
+#: and writes several of them atomically, which a cluster allows within one hash
+#: slot only. (The pool is small and written about once per session start and once
+#: per replica per heartbeat: one slot carries it easily.)
+CLUSTER_PREFIX = "voxgate:{pool}:"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKeys:
+    """The pool's key names: the historical ones on one Redis or Sentinel, hash-tagged
+    into one slot on a cluster (:func:`pool_keys`)."""
+
+    prefix: str = PREFIX
+
+    @property
+    def instances(self) -> str:
+        return self.prefix + "instances"
+
+    @property
+    def states(self) -> str:
+        return self.prefix + "states"
+
+    @property
+    def state_version(self) -> str:
+        return self.prefix + "state_version"
+
+    def active(self, alias: str) -> str:
+        return f"{self.prefix}active:{alias}"
+
+    def starts(self, alias: str) -> str:
+        return f"{self.prefix}starts:{alias}"
+
+
+def pool_keys(cluster: bool) -> PoolKeys:
+    return PoolKeys(CLUSTER_PREFIX if cluster else PREFIX)
 
 
 def _lua(name: str) -> str:

@@ -34,6 +34,11 @@ BUDGET_WINDOW = 60.0
 DROP_LIMIT = 3
 DROP_WINDOW = 60.0
 DROP_COOLDOWN = 5.0
+#: Drops of two or more keys within this many seconds are one upstream-wide event
+#: (a deploy, a network blip, our own network): they count against no key.
+UPSTREAM_WIDE_WINDOW = 1.0
+#: Ceiling of the recent drops the pool remembers for that (older ones are pruned).
+_RECENT_DROPS = 1024
 
 
 class KeyState(StrEnum):
@@ -41,6 +46,15 @@ class KeyState(StrEnum):
     COOLING = "cooling_down"
     PAYMENT_REQUIRED = "disabled_payment_required"
     UNAUTHORIZED = "disabled_unauthorized"
+    #: Out of rotation by the operator: its spend reached its budget (voxgate.tenants),
+    #: or it was retired through the admin API. No probe brings it back; the operator
+    #: (or a new budget period) does.
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    RETIRED = "retired"
+
+
+#: States only the operator's settings set and lift (see KeyPool.hold_out).
+HELD_OUT = frozenset({KeyState.BUDGET_EXHAUSTED, KeyState.RETIRED})
 
 
 #: States that take a key out of rotation until a probe finds it working.
@@ -55,6 +69,8 @@ class Unavailable(StrEnum):
     RATE_LIMITED = "rate_limited"
     AT_CAPACITY = "at_capacity"
     UNREACHABLE = "unreachable"
+    #: Every key is out by the operator's settings (budget spent, retired).
+    HELD_OUT = "held_out"
 
 
 @dataclass
@@ -75,6 +91,10 @@ class KeyRecord:
     starts: deque[float] = field(default_factory=deque)
     #: When upstream dropped running sessions of this key (within DROP_WINDOW).
     drops: deque[float] = field(default_factory=deque)
+    #: When upstream last dropped a running session of this key (0.0: never).
+    dropped_at: float = 0.0
+    #: Whether the key cools down because of drops (not a failure at connect).
+    drop_cooled: bool = False
 
     @property
     def alias(self) -> str:
@@ -131,6 +151,8 @@ class KeyPool:
         self._turn = 0
         self._clock = clock
         self._jitter = jitter
+        # (when, alias) of the drops of the last UPSTREAM_WIDE_WINDOW, oldest first.
+        self._recent_drops: deque[tuple[float, str]] = deque()
 
     def records(self) -> list[KeyRecord]:
         return [self._records[a] for a in self._order]
@@ -140,8 +162,12 @@ class KeyPool:
 
     # ------------------------------------------------------------------ leasing
 
-    def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
-        """Lease the usable key with the most spare capacity (ties rotate)."""
+    def acquire(
+        self, exclude: frozenset[str] = frozenset(), *, fallback: bool = False
+    ) -> Lease | Unavailable:
+        """Lease the usable key with the most spare capacity (ties rotate). With
+        ``fallback`` (a running session's replacement), when no key is usable, the
+        least recently dropped of the keys cooling down from drops alone."""
         now = self._clock()
         best: KeyRecord | None = None
         best_load = 2.0
@@ -155,17 +181,39 @@ class KeyPool:
             load = record.active / record.max_sessions
             if load < best_load:
                 best, best_load = record, load
+        if best is None and fallback:
+            for alias in self._drop_cooled(exclude):
+                record = self._records[alias]
+                if record.active < record.max_sessions and record.budget_left(now) > 0:
+                    return self.take(alias)
         if best is None:
             return self.why_unavailable(exclude)
         return self.take(best.alias)
 
-    def candidates(self, exclude: frozenset[str] = frozenset()) -> list[str]:
+    def candidates(
+        self, exclude: frozenset[str] = frozenset(), *, fallback: bool = False
+    ) -> list[str]:
         """Usable keys in rotation order, caps and budgets not checked (the shared
-        pool checks them across replicas, see :mod:`voxgate.keys.shared`)."""
+        pool checks them across replicas, see :mod:`voxgate.keys.shared`). With
+        ``fallback`` and no usable key: the keys cooling down from drops alone, least
+        recently dropped first (see :meth:`acquire`)."""
         now = self._clock()
         count = len(self._order)
         rotated = [self._order[(self._turn + i) % count] for i in range(count)]
-        return [a for a in rotated if a not in exclude and self._records[a].usable(now)]
+        usable = [a for a in rotated if a not in exclude and self._records[a].usable(now)]
+        if not usable and fallback:
+            return self._drop_cooled(exclude)
+        return usable
+
+    def _drop_cooled(self, exclude: frozenset[str]) -> list[str]:
+        """Keys out of rotation only because their sessions dropped, least recently
+        dropped first: drop-cooling never stops a running session's own replacement."""
+        cooled = [
+            r
+            for r in self.records()
+            if r.alias not in exclude and r.state is KeyState.COOLING and r.drop_cooled
+        ]
+        return [r.alias for r in sorted(cooled, key=lambda r: r.dropped_at)]
 
     def take(self, alias: str) -> Lease:
         """Book a lease on ``alias``, chosen here or by the shared pool."""
@@ -190,6 +238,8 @@ class KeyPool:
             return Unavailable.UNAUTHORIZED
         if states <= {KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED}:
             return Unavailable.PAYMENT_REQUIRED
+        if states <= HELD_OUT:
+            return Unavailable.HELD_OUT
         usable = [r for r in records if r.usable(now) and r.alias not in exclude]
         if usable and all(r.active >= r.max_sessions for r in usable):
             return Unavailable.AT_CAPACITY
@@ -210,6 +260,13 @@ class KeyPool:
         record = self._records[alias]
         record.failures_in_a_row = 0
         record.last_failure = None
+        if record.state in HELD_OUT:
+            return None
+        if record.drop_cooled and self._clock() < record.cooling_until:
+            # A key that connects, then drops: a connect (a replacement's, on the
+            # fallback) does not end the cool-down its drops earned.
+            return None
+        record.drop_cooled = False
         return self._move(record, KeyState.HEALTHY, "works", probe=None)
 
     def report_failure(self, alias: str, failure: FailureClass, detail: str) -> Transition | None:
@@ -230,15 +287,38 @@ class KeyPool:
             )
         record.failures_in_a_row += 1
         backoff = min(MAX_BACKOFF, BASE_BACKOFF * 2 ** (record.failures_in_a_row - 1))
-        record.cooling_until = now + backoff * (0.5 + self._jitter() / 2)
+        record.cooling_until = max(
+            record.cooling_until if record.drop_cooled else 0.0,
+            now + backoff * (0.5 + self._jitter() / 2),
+        )
+        record.drop_cooled = False
         return self._move(record, KeyState.COOLING, detail, probe=None)
 
-    def report_drop(self, alias: str, detail: str) -> Transition | None:
+    def report_drop(self, alias: str, detail: str, *, count: bool = True) -> list[Transition]:
         """Upstream dropped a running session of ``alias`` (a transient failure after
         Begin). One drop says little; DROP_LIMIT within DROP_WINDOW make the key cool
-        down (a successful connect does not end that: the key connects, then drops)."""
+        down (a successful connect does not end that: the key connects, then drops).
+
+        Not counted: a drop with ``count`` false (the caller counts one drop per
+        client session, so a session's own replacements dropping in turn do not cool
+        the only key for everyone), and drops of two or more keys within
+        UPSTREAM_WIDE_WINDOW (an upstream-wide event: every key would cool at once and
+        nobody be served); those uncount the other keys' drops of that window too,
+        and a key they had cooled is back. The changes are returned (to be logged)."""
         record = self._records[alias]
         now = self._clock()
+        record.dropped_at = now
+        recent = self._recent_drops
+        while recent and (
+            recent[0][0] <= now - UPSTREAM_WIDE_WINDOW or len(recent) >= _RECENT_DROPS
+        ):
+            recent.popleft()
+        others = {a for _, a in recent if a != alias}
+        recent.append((now, alias))
+        if others:
+            return [t for a in sorted(others) if (t := self._uncount(a, now)) is not None]
+        if not count:
+            return []
         drops = record.drops
         drops.append(now)
         while drops and drops[0] <= now - DROP_WINDOW:
@@ -246,13 +326,46 @@ class KeyPool:
         if len(drops) > DROP_LIMIT * 8:
             drops.popleft()  # bounded: only the count up to the ceiling matters
         if len(drops) < DROP_LIMIT or record.state in DISABLED:
-            return None  # (a disabled key keeps its state and the failure that caused it)
+            return []  # (a disabled key keeps its state and the failure that caused it)
         record.last_failure = FailureClass.TRANSIENT
         cooldown = min(MAX_BACKOFF, DROP_COOLDOWN * 2 ** (len(drops) - DROP_LIMIT))
         record.cooling_until = max(record.cooling_until, now + cooldown)
-        return self._move(
+        record.drop_cooled = True
+        moved = self._move(
             record, KeyState.COOLING, f"{len(drops)} sessions dropped: {detail}", probe=None
         )
+        return [moved] if moved is not None else []
+
+    def _uncount(self, alias: str, now: float) -> Transition | None:
+        """Forget ``alias``'s drops of the last UPSTREAM_WIDE_WINDOW (an upstream-wide
+        event); back in rotation if they alone had cooled it down."""
+        record = self._records[alias]
+        drops = record.drops
+        while drops and drops[-1] > now - UPSTREAM_WIDE_WINDOW:
+            drops.pop()
+        if record.state is not KeyState.COOLING or not record.drop_cooled:
+            return None
+        if len(drops) >= DROP_LIMIT:
+            return None
+        record.drop_cooled = False
+        record.cooling_until = 0.0
+        record.last_failure = None
+        return self._move(record, KeyState.HEALTHY, "upstream-wide drop, not the key's", probe=None)
+
+    def expire_cooling(self) -> list[Transition]:
+        """Keys whose cool-down is over are healthy again (they were usable already):
+        called before the pool's states are shown, so ``/admin/keys`` and the metrics
+        do not say ``cooling_down`` until the key's next success. The count of failures
+        in a row and the recent drops stay (a further failure still backs off longer)."""
+        now = self._clock()
+        moved: list[Transition] = []
+        for record in self.records():
+            if record.state is KeyState.COOLING and now >= record.cooling_until:
+                record.drop_cooled = False
+                transition = self._move(record, KeyState.HEALTHY, "cool-down over", probe=None)
+                if transition is not None:
+                    moved.append(transition)
+        return moved
 
     def probe_failed(self, alias: str, failure: FailureClass, detail: str) -> Transition | None:
         """A background probe still fails: schedule the next one."""
@@ -261,6 +374,30 @@ class KeyPool:
         if record.state is KeyState.PAYMENT_REQUIRED:
             record.next_probe_at = self._clock() + self._probe_interval
         return transition
+
+    # ------------------------------------------------------------------ operator
+
+    def add(self, key: UpstreamKey, *, max_sessions: int, sessions_per_minute: int) -> bool:
+        """Put a key added at runtime in rotation (False: the alias is already known)."""
+        if key.alias in self._records:
+            return False
+        self._records[key.alias] = KeyRecord(key, max_sessions, sessions_per_minute)
+        self._order.append(key.alias)
+        return True
+
+    def hold_out(self, alias: str, state: KeyState | None, reason: str = "") -> Transition | None:
+        """Take a key out of rotation for the operator's reason (``budget_exhausted``,
+        ``retired``), or with None put a key held out back (healthy). Running sessions
+        on it go on; it is not probed."""
+        record = self._records[alias]
+        if state is None:
+            if record.state not in HELD_OUT:
+                return None
+            return self._move(record, KeyState.HEALTHY, reason or "back in rotation", probe=None)
+        assert state in HELD_OUT
+        if record.state is state:
+            return None
+        return self._move(record, state, reason, probe=None)
 
     def adopt(self, alias: str, state: KeyState, reason: str) -> Transition | None:
         """Take on a state another replica saw: a key one replica found disabled is

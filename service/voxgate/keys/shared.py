@@ -49,16 +49,12 @@ from redis.exceptions import RedisError
 
 from voxgate.keys.layout import (
     ACQUIRE_LUA,
-    ACTIVE_KEY,
     HEARTBEAT_LUA,
-    INSTANCES_KEY,
     SET_STATE_LUA,
-    STARTS_KEY,
-    STATE_VERSION_KEY,
-    STATES_KEY,
     SharedState,
     decode_states,
     encode_state,
+    pool_keys,
 )
 from voxgate.keys.pool import (
     BUDGET_WINDOW,
@@ -71,7 +67,7 @@ from voxgate.keys.pool import (
 )
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics
-from voxgate.redis_client import REDIS_TIMEOUT, connect
+from voxgate.redis_client import REDIS_TIMEOUT, RedisTopology, connect
 
 #: A replica's leases live this long after its last heartbeat (a killed process's
 #: capacity returns within it); long enough to ride out a few missed heartbeats.
@@ -125,7 +121,7 @@ def _text(value: Any) -> str:
 class SharedPool:
     def __init__(
         self,
-        url: str,
+        redis: RedisTopology | str,
         pool: KeyPool,
         metrics: Metrics,
         *,
@@ -144,7 +140,9 @@ class SharedPool:
         self._ttl_ms = int(lease_ttl * 1000)
         self._heartbeat = heartbeat
         self._timeout = timeout
-        self._redis = connect(url, timeout=timeout, decode_responses=True)
+        topology = RedisTopology(redis) if isinstance(redis, str) else redis
+        self._keys = pool_keys(topology.cluster)
+        self._redis = connect(topology, timeout=timeout, decode_responses=True)
         self._acquire_script = self._redis.register_script(ACQUIRE_LUA)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_LUA)
         self._set_state_script = self._redis.register_script(SET_STATE_LUA)
@@ -163,8 +161,11 @@ class SharedPool:
 
     # ------------------------------------------------------------------ leases
 
-    async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
-        """Book a key across replicas; in local mode (or on a Redis failure) locally."""
+    async def acquire(
+        self, exclude: frozenset[str] = frozenset(), *, fallback: bool = False
+    ) -> Lease | Unavailable:
+        """Book a key across replicas; in local mode (or on a Redis failure) locally.
+        ``fallback``: a replacement's last resort (see ``KeyPool.acquire``)."""
         if self.shared:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -173,23 +174,27 @@ class SharedPool:
                 # Queued behind this replica's other bookings past the deadline: Redis
                 # is not at fault (the booking ahead would have said), this replica is
                 # swamped with new sessions. Refuse this one as "try again later".
-                return Unavailable.AT_CAPACITY if self.shared else self.pool.acquire(exclude)
+                return (
+                    Unavailable.AT_CAPACITY
+                    if self.shared
+                    else self.pool.acquire(exclude, fallback=fallback)
+                )
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await self._acquire_shared(exclude)
+                    return await self._acquire_shared(exclude, fallback)
             except REDIS_FAILURES as exc:
                 self._set_shared(False, exc)
             finally:
                 self._lock.release()
-        return self.pool.acquire(exclude)
+        return self.pool.acquire(exclude, fallback=fallback)
 
-    async def _acquire_shared(self, exclude: frozenset[str]) -> Lease | Unavailable:
-        candidates = self.pool.candidates(exclude)
+    async def _acquire_shared(self, exclude: frozenset[str], fallback: bool) -> Lease | Unavailable:
+        candidates = self.pool.candidates(exclude, fallback=fallback)
         if not candidates:
             return self.pool.why_unavailable(exclude)
-        keys = [INSTANCES_KEY]
+        keys = [self._keys.instances]
         for alias in candidates:
-            keys += [ACTIVE_KEY.format(alias), STARTS_KEY.format(alias)]
+            keys += [self._keys.active(alias), self._keys.starts(alias)]
         args: list[str | int] = [
             self.instance,
             self._ttl_ms,
@@ -232,7 +237,7 @@ class SharedPool:
             await self.sync()
             with contextlib.suppress(*REDIS_FAILURES):
                 async with asyncio.timeout(self._timeout):
-                    await self._redis.zrem(INSTANCES_KEY, self.instance)
+                    await self._redis.zrem(self._keys.instances, self.instance)
         await self._redis.aclose()
 
     async def _run(self) -> None:
@@ -259,14 +264,18 @@ class SharedPool:
             async with asyncio.timeout(self._timeout):
                 for alias, body in list(self._pending.items()):
                     version = await self._set_state_script(
-                        keys=[STATE_VERSION_KEY, STATES_KEY], args=[alias, body]
+                        keys=[self._keys.state_version, self._keys.states], args=[alias, body]
                     )
                     self._seen[alias] = max(self._seen.get(alias, 0), int(version))
                     if self._pending.get(alias) == body:
                         del self._pending[alias]
                 counts = [self.pool.record(alias).active for alias in aliases]
                 raw = await self._heartbeat_script(
-                    keys=[INSTANCES_KEY, STATES_KEY, *(ACTIVE_KEY.format(a) for a in aliases)],
+                    keys=[
+                        self._keys.instances,
+                        self._keys.states,
+                        *(self._keys.active(a) for a in aliases),
+                    ],
                     args=[self.instance, self._ttl_ms, *counts],
                 )
         except REDIS_FAILURES as exc:

@@ -41,8 +41,12 @@ class Outcome:
     INTERNAL = "internal"  # a gateway bug
     EXPIRED = "expired"  # reached its temporary token's session cap (3008)
     IDLE = "idle"  # the client sent nothing for VOXGATE_IDLE_TIMEOUT (3006)
+    LIMITED = "limited"  # reached its client's audio budget (voxgate.tenants)
 
-    ALL = (COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED, IDLE)
+    ALL = (
+        COMPLETED, CLIENT_GONE, CLIENT_ERROR, UPSTREAM_ERROR, DRAINED, INTERNAL, EXPIRED, IDLE,
+        LIMITED,
+    )  # fmt: skip
 
 
 def transcript_lag(turn: Mapping[str, object], audio_seconds: float) -> float | None:
@@ -162,6 +166,12 @@ class Metrics:
             "idle_sessions",
             "Sessions ended by the gateway because the client sent nothing for "
             "VOXGATE_IDLE_TIMEOUT (Terminate upstream, then close 3006)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.keepalives_coalesced = Counter(
+            "keepalives_coalesced",
+            "Client KeepAlive messages not sent upstream: one went up less than a second before",
             namespace=NAMESPACE,
             registry=r,
         )

@@ -1,7 +1,9 @@
 """The AssemblyAI Universal Streaming (v3) wire protocol, as pure logic (no I/O).
 
-Both the gateway and the upstream simulator validate what a client sends with
-these functions, so the two enforce exactly the same rules. Each rule failure is
+The gateway validates only what protects it or is certain (``gateway_params``,
+``client_text``, frame sizes, pace); AssemblyAI answers for everything else. The strict
+readings (``parse_stream_params``, ``parse_control``) are the simulator's until it has
+its own checks (issue 16). Each rule failure is
 a :class:`ProtocolViolation` carrying the close code AssemblyAI sends for it and a
 ``Violation`` label (a closed enum, safe as a metric label value).
 
@@ -28,11 +30,20 @@ from voxgate.protocol.errors import (
     truncate_reason,
 )
 from voxgate.protocol.jsonguard import MAX_JSON_DEPTH, UnsafeJson, loads_bounded
-from voxgate.protocol.messages import MAX_MESSAGE_BYTES, ControlType, parse_control
+from voxgate.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    ControlType,
+    client_text,
+    parse_control,
+    read_client_text,
+)
 from voxgate.protocol.params import (
     AUTH_PARAMS,
     BYTES_PER_SAMPLE,
+    GATEWAY_MAX_QUERY_PARAMS,
+    GATEWAY_MAX_VALUE_CHARS,
     GATEWAY_PARAM_PREFIX,
+    MAX_BYTES_PER_SECOND,
     MAX_PARAM_VALUE_CHARS,
     MAX_QUERY_PARAMS,
     MAX_SAMPLE_RATE,
@@ -42,6 +53,7 @@ from voxgate.protocol.params import (
     Encoding,
     StreamParams,
     check_param,
+    gateway_params,
     parse_bool,
     parse_stream_params,
 )
@@ -50,7 +62,10 @@ __all__ = [
     "AUTH_PARAMS",
     "BYTES_PER_SAMPLE",
     "DEFAULT_PACE_BURST_SECONDS",
+    "GATEWAY_MAX_QUERY_PARAMS",
+    "GATEWAY_MAX_VALUE_CHARS",
     "GATEWAY_PARAM_PREFIX",
+    "MAX_BYTES_PER_SECOND",
     "MAX_CHUNK_MS",
     "MAX_CLOSE_REASON_BYTES",
     "MAX_JSON_DEPTH",
@@ -72,9 +87,12 @@ __all__ = [
     "Violation",
     "check_audio_frame",
     "check_param",
+    "client_text",
+    "gateway_params",
     "loads_bounded",
     "parse_bool",
     "parse_control",
     "parse_stream_params",
+    "read_client_text",
     "truncate_reason",
 ]

@@ -9,9 +9,13 @@ from voxgate.protocol.params import BYTES_PER_SAMPLE, StreamParams
 #: A binary frame must hold 50-1000 ms of audio (else close 3007).
 MIN_CHUNK_MS = 50.0
 MAX_CHUNK_MS = 1000.0
-#: How far ahead of real time a client may run before 3007 "too fast". A client
-#: that stalled on the network may catch up in one burst; this bounds that burst.
-DEFAULT_PACE_BURST_SECONDS = 2.0
+#: How far ahead of real time a client may run before the gateway's own 3007 "too
+#: fast". A client that stalled on the network may catch up in one burst. AssemblyAI is
+#: the authority on its pace (a client saw it take about 310 s of look-ahead, and its
+#: 3007 is relayed as it comes); this is the gateway's guard against abuse, generous so
+#: that it never refuses what AssemblyAI takes in practice. The gateway does not hold a
+#: burst: it goes upstream at once through the session's bounded queues.
+DEFAULT_PACE_BURST_SECONDS = 60.0
 
 
 def check_audio_frame(nbytes: int, params: StreamParams) -> float:
@@ -31,7 +35,7 @@ def check_audio_frame(nbytes: int, params: StreamParams) -> float:
             CloseCode.AUDIO_VIOLATION,
             Violation.FRAME_MISALIGNED,
             f"Invalid audio chunk: {nbytes} bytes is not a whole number of "
-            f"{params.encoding.value} samples",
+            f"{params.encoding} samples",
         )
     seconds = nbytes / per_second
     millis = seconds * 1000.0
@@ -52,15 +56,17 @@ _PACE_EPSILON = 1e-6
 class PaceGuard:
     """Refuses audio sent faster than real time, beyond a bounded burst.
 
-    Audio credit grows with wall time from the first frame; a client may be ahead
-    of the wall clock by at most ``burst_seconds``.
+    Audio credit grows with wall time from ``start`` (default: the first frame); a
+    client may be ahead of the wall clock by at most ``burst_seconds``.
     """
 
     __slots__ = ("_burst", "_sent", "_start")
 
-    def __init__(self, burst_seconds: float = DEFAULT_PACE_BURST_SECONDS) -> None:
+    def __init__(
+        self, burst_seconds: float = DEFAULT_PACE_BURST_SECONDS, start: float | None = None
+    ) -> None:
         self._burst = burst_seconds
-        self._start: float | None = None
+        self._start: float | None = start
         self._sent = 0.0
 
     @property

@@ -43,6 +43,8 @@ class Violation(StrEnum):
     FRAME_MISALIGNED = "frame_misaligned"
     TOO_FAST = "too_fast"
     BAD_JSON = "bad_json"
+    MESSAGE_TOO_BIG = "message_too_big"  # a text message over VOXGATE_MAX_CONTROL_CHARS
+    MESSAGE_RATE = "message_rate"  # text messages over VOXGATE_MAX_CONTROL_RATE a second
     UNKNOWN_MESSAGE = "unknown_message"
     TOKEN_MALFORMED = "token_malformed"
     TOKEN_FORGED = "token_forged"

@@ -1,5 +1,13 @@
 """Client text messages (``Terminate``, ``ForceEndpoint``, ``KeepAlive``,
-``UpdateConfiguration``) and the size limit of any message (pure)."""
+``UpdateConfiguration``) and the size limit of any message (pure).
+
+The gateway reads a text message with :func:`client_text`: it must be JSON (else 3006,
+as AssemblyAI answers); ``Terminate`` is the one type the gateway acts on, every other
+message (a new type, ``UpdateConfiguration`` with any values, a JSON value that is not
+an object) goes upstream as it came, and upstream answers for it (AssemblyAI clamps
+out-of-range ``UpdateConfiguration`` values rather than closing). :func:`parse_control`
+is the strict reading the simulator uses until it has its own (issue 16).
+"""
 
 from __future__ import annotations
 
@@ -22,10 +30,29 @@ class ControlType(StrEnum):
     UPDATE_CONFIGURATION = "UpdateConfiguration"
 
 
-def parse_control(text: str) -> tuple[ControlType, dict[str, Any]]:
-    """Parse a client text frame; raise 3006 for bad JSON or an unknown type."""
+def client_text(text: str) -> ControlType | None:
+    """The gateway's reading of a client text frame: its known type, or None (forward it
+    as it is). Raise 3006 only for text that is not JSON (or nested too deep to read)."""
+    return read_client_text(text)[0]
+
+
+def read_client_text(text: str) -> tuple[ControlType | None, dict[str, Any]]:
+    """As :func:`client_text`, with the message itself ({} when it is not an object)."""
+    message = _loads(text)
+    if not isinstance(message, dict):
+        return None, {}
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        return None, message
     try:
-        message = loads_bounded(text)
+        return ControlType(kind), message
+    except ValueError:
+        return None, message
+
+
+def _loads(text: str) -> Any:
+    try:
+        return loads_bounded(text)
     except UnsafeJson as unsafe:
         raise ProtocolViolation(
             CloseCode.INVALID_MESSAGE, Violation.BAD_JSON, f"Invalid Message: {unsafe}"
@@ -34,6 +61,11 @@ def parse_control(text: str) -> tuple[ControlType, dict[str, Any]]:
         raise ProtocolViolation(
             CloseCode.INVALID_MESSAGE, Violation.BAD_JSON, "Invalid Message: not valid JSON"
         ) from None
+
+
+def parse_control(text: str) -> tuple[ControlType, dict[str, Any]]:
+    """Parse a client text frame strictly; raise 3006 for bad JSON or an unknown type."""
+    message = _loads(text)
     if not isinstance(message, dict):
         raise ProtocolViolation(
             CloseCode.INVALID_MESSAGE, Violation.BAD_JSON, "Invalid Message: not a JSON object"

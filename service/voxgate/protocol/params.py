@@ -1,5 +1,18 @@
-"""The connection request: its query parameters checked as AssemblyAI documents them,
-and the :class:`StreamParams` a session runs with (pure)."""
+"""The connection request and the :class:`StreamParams` a session runs with (pure).
+
+Two readings. The gateway's, :func:`gateway_params`: AssemblyAI is the authority on its
+own parameters, so every one is forwarded as the client spelled it (duplicates, new
+names, new values, new encodings, any sample rate) and upstream's answer reaches the
+client; the gateway refuses only what protects it (more than
+``GATEWAY_MAX_QUERY_PARAMS`` parameters, a value over ``GATEWAY_MAX_VALUE_CHARS``, its
+own ``voxgate_*`` namespace) and reads what it needs for its pace accounting
+(``encoding``, ``sample_rate``, leniently; anything it cannot read falls back to a bound
+that holds for any encoding, ``MAX_BYTES_PER_SECOND``).
+
+The strict one, :func:`parse_stream_params` / :func:`check_param`, checks types and
+ranges as documented in 2025: the simulator's until it has its own checks written from
+the reference (issue 16); the gateway no longer uses it.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +42,22 @@ class Encoding(StrEnum):
 
 
 #: Bytes per sample for the encodings whose duration follows from their size.
-BYTES_PER_SAMPLE: dict[Encoding, int] = {Encoding.PCM_S16LE: 2, Encoding.PCM_MULAW: 1}
+BYTES_PER_SAMPLE: dict[str, int] = {Encoding.PCM_S16LE: 2, Encoding.PCM_MULAW: 1}
+
+#: The gateway's own protection (not AssemblyAI's rules, which upstream applies): the
+#: SDKs send at most about 45 parameters; the request head is capped at
+#: VOXGATE_MAX_HEADER_BYTES (16 KB) before this is reached (docs/limits.md).
+GATEWAY_MAX_QUERY_PARAMS = 256
+GATEWAY_MAX_VALUE_CHARS = 65_536
+#: AssemblyAI's PCM sample rates (its reference: any integer 8000-96000). The gateway
+#: paces PCM by its byte rate within these; outside, upstream answers for the rate.
+PCM_RATE_RANGE = (8000, 96_000)
+#: The pace bound for audio whose byte rate the gateway cannot know (compressed or new
+#: encodings, a sample rate it cannot read): 96 kHz of 32-bit samples is more bytes
+#: per second than any encoding AssemblyAI takes, so this never refuses real time.
+MAX_BYTES_PER_SECOND = 96_000 * 4
+#: Spellings of true in a lenient reading (pydantic's lax mode accepts these).
+_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 
 _BOOLS = {"true": True, "false": False}
 _BOOL_PARAMS = frozenset(
@@ -67,7 +95,7 @@ _STRING_LIST_PARAMS = frozenset({"keyterms_prompt", "language_codes", "redact_pi
 GATEWAY_PARAM_PREFIX = "voxgate_"
 TAG_PARAM = "voxgate_tag"
 #: A tag becomes part of a Redis channel name: a short, plain identifier.
-TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 AUTH_PARAMS = frozenset({"token"})
 
 
@@ -118,7 +146,7 @@ def check_param(name: str, value: str) -> None:
 def _check_gateway_param(name: str, value: str) -> None:
     if name != TAG_PARAM:
         raise _bad(name[:40], f"unknown gateway parameter (known: {TAG_PARAM})")
-    if not TAG_PATTERN.match(value):
+    if not TAG_PATTERN.fullmatch(value):  # not match(): "$" would let a final "\n" in
         raise ProtocolViolation(
             CloseCode.INVALID_MESSAGE,
             Violation.BAD_TAG,
@@ -136,7 +164,7 @@ class StreamParams:
     and the auth ``token`` are left out.
     """
 
-    encoding: Encoding
+    encoding: str
     sample_rate: int | None
     forward: tuple[tuple[str, str], ...]
     gateway: Mapping[str, str]
@@ -150,14 +178,72 @@ class StreamParams:
         return width * self.sample_rate
 
     @property
+    def pace_bytes_per_second(self) -> int:
+        """The byte rate the pace rule counts by: the audio's own, else the bound."""
+        return self.bytes_per_second or MAX_BYTES_PER_SECOND
+
+    @property
     def tag(self) -> str | None:
         return self.gateway.get(TAG_PARAM)
 
-    def format_turns(self) -> bool:
+    @property
+    def speech_model(self) -> str | None:
+        """The ``speech_model`` asked for (client text: bound it before using it as a label)."""
         for name, value in self.forward:
+            if name == "speech_model":
+                return value
+        return None
+
+    def format_turns(self) -> bool:
+        """Whether formatted finals follow (the last ``format_turns`` given, read leniently)."""
+        value = "false"
+        for name, given in self.forward:
             if name == "format_turns":
-                return parse_bool(name, value)
-        return False
+                value = given
+        return value.strip().lower() in _TRUE
+
+
+def gateway_params(query: Iterable[tuple[str, str]]) -> StreamParams:
+    """The gateway's reading of the connection's query (see the module's docstring):
+    raise :class:`ProtocolViolation` only for its own limits and ``voxgate_*`` names."""
+    pairs = list(query)
+    if len(pairs) > GATEWAY_MAX_QUERY_PARAMS:
+        raise _bad(
+            "(all)", f"more than {GATEWAY_MAX_QUERY_PARAMS} parameters (the gateway's limit)"
+        )
+    forward: list[tuple[str, str]] = []
+    gateway: dict[str, str] = {}
+    for name, value in pairs:
+        if len(value) > GATEWAY_MAX_VALUE_CHARS:
+            raise _bad(
+                name[:40], f"longer than {GATEWAY_MAX_VALUE_CHARS} characters (the gateway's limit)"
+            )
+        if name in AUTH_PARAMS:
+            continue
+        if name.startswith(GATEWAY_PARAM_PREFIX):
+            if name in gateway:
+                raise _bad(name[:40], "given more than once")
+            _check_gateway_param(name, value)
+            gateway[name] = value
+            continue
+        forward.append((name, value))
+    values = dict(forward)  # the last of a repeated name, as most query parsers keep
+    encoding = values.get("encoding", Encoding.PCM_S16LE.value).strip().lower()
+    return StreamParams(encoding, _pcm_rate(values.get("sample_rate")), tuple(forward), gateway)
+
+
+def _pcm_rate(raw: str | None) -> int | None:
+    """A sample rate the gateway can pace by, else None (upstream judges the value)."""
+    if raw is None:
+        return None
+    try:
+        rate = float(raw.strip())
+    except ValueError:
+        return None
+    low, high = PCM_RATE_RANGE
+    if not (math.isfinite(rate) and rate == int(rate) and low <= rate <= high):
+        return None
+    return int(rate)
 
 
 def parse_stream_params(query: Iterable[tuple[str, str]]) -> StreamParams:

@@ -94,6 +94,11 @@ _UNAVAILABLE: dict[Unavailable, tuple[int, str]] = {
         "Retry after a backoff.",
     ),
     Unavailable.UNREACHABLE: _CONNECT_FAILURES[FailureClass.TRANSIENT],
+    Unavailable.HELD_OUT: (
+        CloseCode.POLICY,
+        "Upstream budget exhausted: every AssemblyAI key of this gateway has spent its "
+        "budget or was retired by the operator (GET /admin/keys).",
+    ),
 }
 
 
@@ -131,6 +136,15 @@ def idle(seconds: float) -> Close:
     return Close(
         CloseCode.INVALID_MESSAGE,
         f"Session idle for too long: no audio nor message for {seconds:g} s",
+    )
+
+
+def no_audio(seconds: float) -> Close:
+    """A session ended for want of audio while the client kept sending text messages
+    (KeepAlive does not hold a paid upstream session forever)."""
+    return Close(
+        CloseCode.INVALID_MESSAGE,
+        f"Session idle for too long: no audio for {seconds:g} s (VOXGATE_NO_AUDIO_TIMEOUT)",
     )
 
 

@@ -25,7 +25,9 @@ must see neither. This module keeps:
   ``Heartbeat``        ``total_audio_received_ms`` plus where the replay began,
                        ``total_duration_ms`` plus the session's time before it
   ``Termination``      ``audio_duration_seconds`` and ``session_duration_seconds``,
-                       likewise (whole seconds, as upstream sends them)
+                       likewise (whole seconds, as upstream sends them: the
+                       replacement's rounded figure plus the offset, so off by
+                       up to 1 s)
   ==================== =============================================================
 """
 
@@ -41,19 +43,21 @@ class Seam:
         "_bytes",
         "_bytes_per_ms",
         "_elapsed_ms",
-        "_format_turns",
         "_frames",
         "_max_bytes",
         "_offset_ms",
         "_unformatted_final",
         "audio_ms",
         "completed_turns",
+        "format_turns",
         "replacements",
     )
 
     def __init__(self, *, bytes_per_ms: float | None, format_turns: bool, max_replay_bytes: int):
         self._bytes_per_ms = bytes_per_ms
-        self._format_turns = format_turns
+        #: Whether upstream sends each final twice (unformatted, then formatted): set
+        #: at connect, and again when the client's UpdateConfiguration changes it.
+        self.format_turns = format_turns
         self._max_bytes = max_replay_bytes if bytes_per_ms else 0
         self._frames: deque[tuple[float, bytes]] = deque()
         self._bytes = 0
@@ -155,7 +159,7 @@ class Seam:
         if not isinstance(order, int):
             return
         formatted = bool(message.get("turn_is_formatted"))
-        if self._format_turns and not formatted:
+        if self.format_turns and not formatted:
             self._unformatted_final = order  # its formatted repeat completes it
             return
         self.completed_turns = max(self.completed_turns, order + 1)

@@ -17,9 +17,13 @@ The watchdog holds the deadlines that are not on the per-frame path:
 a send that does not finish, Terminate without Termination, a token's session cap,
 and adds the session's use to the per-key counters every second. When upstream
 drops with a transient failure, the same loop goes on with a replacement upstream
-(see ``continuity.py``), at most MAX_RECONNECTS times. The replacement gets the replay
-and then the client's audio no faster than real time plus the pace burst: until it
-has caught up with real time, audio goes through the pump, which waits when ahead.
+(see ``continuity.py``), at most MAX_RECONNECTS times. The replacement gets the
+client's UpdateConfiguration fields (``configuration.py``), the replay, and then the
+client's audio, for the rest of its life no faster than real time plus its burst
+(VOXGATE_REPLACEMENT_BURST_SECONDS, at least the pace burst: room to catch up)
+counted from its own Begin (replay included): a frame that would put it ahead goes to
+the pump, which waits (the session-wide PaceGuard alone would let a client with pace
+credit burst into a replacement only seconds old).
 An upstream message over the size limit ends the session (1011) without a
 replacement: a replacement would be sent the same message again.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ from typing import Any
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics, Outcome
 from voxgate.protocol import (
+    MAX_MESSAGE_BYTES,
     CloseCode,
     ControlType,
     PaceGuard,
@@ -44,12 +50,14 @@ from voxgate.protocol import (
     StreamParams,
     Violation,
     check_audio_frame,
-    parse_control,
+    read_client_text,
 )
 from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.relay import closes
 from voxgate.relay.closes import Close
+from voxgate.relay.configuration import Configuration
 from voxgate.relay.continuity import Seam
+from voxgate.relay.control_rate import ControlRate
 from voxgate.relay.ticker import Ticker
 from voxgate.settings import Settings
 from voxgate.transcripts.publisher import SessionPublisher
@@ -113,6 +121,8 @@ class Session:
         max_seconds: float | None = None,
         failovers: int = 0,
         ticker: Ticker,
+        on_usage: Callable[[str, float, float], None] | None = None,
+        client_since: float | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -136,11 +146,22 @@ class Session:
             session_id=self.id, client=client_name, key=key_alias
         )
         self._loop = asyncio.get_running_loop()
-        self._pace = PaceGuard(settings.pace_burst_seconds)
+        # The pace clock: AssemblyAI's runs from its Begin, and the time the client
+        # waited for it (the upstream connect, a failover) is not held against the
+        # client, so it runs from the client's accept (``client_since``); what the client
+        # sent meanwhile waited in its bounded queue and socket (backpressure).
+        self._pace = PaceGuard(settings.pace_burst_seconds, start=client_since)
+        # Audio whose duration its size does not tell is paced by a bound that holds
+        # for any encoding (and not counted as audio seconds).
+        self._pace_rate = params.pace_bytes_per_second
+        self._timed_audio = params.bytes_per_second is not None
         self._terminate_sent = False
         self._terminate_deadline: float | None = None
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
+        # The gateway's stop: Termination is awaited until then at the latest (loop time).
+        self._drain_deadline: float | None = None
+        self._terminate_wait = settings.terminate_timeout  # the last deadline's length
         # When a send started (0.0: none in flight); read by the watchdog.
         self._up_send_started = 0.0
         self._down_send_started = 0.0
@@ -151,7 +172,12 @@ class Session:
         # When the client last sent something (audio or a text message): the watchdog
         # ends the session after VOXGATE_IDLE_TIMEOUT without (one store per frame).
         self._active_at = self.opened_at
+        # When the client last sent audio: after VOXGATE_NO_AUDIO_TIMEOUT without, the
+        # session is ended as an idle one (text messages alone do not keep it).
+        self._audio_at = self.opened_at
         self._idle = False
+        self._idle_close = closes.idle(settings.idle_timeout)
+        self._controls = ControlRate(settings.max_control_rate, self.opened_at)
         self._idle_task: asyncio.Task[None] | None = None
         # What _account has added to the counters so far.
         self._counted_at = self.opened_at
@@ -159,6 +185,9 @@ class Session:
         self._counted_up = self._counted_down = 0
         # A temporary token's session cap (AssemblyAI ends such a session with 3008).
         self._expires_at = self.opened_at + max_seconds if max_seconds is not None else None
+        self._begin_text = upstream.begin_text
+        if max_seconds is not None:
+            self._begin_text = _capped_begin(upstream.begin_text, time.time() + max_seconds)
         self.upstream_close: tuple[int, str] | None = None
         # Upstream's Error, held back until it is known whether a replacement carries on.
         self._held_error: tuple[str, dict[str, Any]] | None = None
@@ -168,32 +197,72 @@ class Session:
         # The watchdog: checked by the shared ticker, ends the relay through _watch.
         self._ticker = ticker
         self._watch: asyncio.Future[End] | None = None
-        # After a reconnect, until the replacement has caught up with real time: when
-        # its audio started (its Begin) and how many seconds of audio it has been sent.
-        self._catch_up: tuple[float, float] | None = None
-        # The frame the pump holds while it waits for the replacement (see _reconnect).
+        # A replacement upstream's own pace (see _reconnect): whether it applies, and
+        # when the audio sent to it (from its Begin, the replay counted) is within the
+        # pace burst of real time (its Begin + seconds sent - burst): a frame of S
+        # seconds may go at once from _fits_after + S on.
+        self._pace_bound = False
+        self._fits_after = 0.0
+        # The frame the pump holds while it waits for the replacement (checked and
+        # counted as received; replayed if the relay ends meanwhile, see _reconnect).
         self._pacing: bytes | None = None
+        # The client's UpdateConfiguration fields, for a replacement upstream.
+        self.configuration = Configuration(MAX_MESSAGE_BYTES)
         self._relay_up = metrics.relay_up.observe
         self._relay_down = metrics.relay_down.observe
+        # The client's usage (voxgate.tenants): (key alias, audio s, session s) deltas.
+        self._on_usage = on_usage
+        # Audio seconds this session may send (a client's audio budget, see limit_audio).
+        self._audio_allowance = math.inf
+        self._limit_close: Close | None = None
+        self.limit_reached = False
 
     @property
     def audio_seconds(self) -> float:
-        return self._pace.audio_seconds
+        return self._pace.audio_seconds if self._timed_audio else 0.0
 
     # ------------------------------------------------------------------ control
 
-    def drain(self) -> None:
-        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012."""
+    def drain(self, deadline: float | None = None) -> None:
+        """Gateway shutdown: end upstream cleanly, relay the rest, close with 1012.
+        Upstream's Termination is awaited until ``deadline`` (loop time) at the latest,
+        so that the session ends before the runtime's SIGKILL (then with 1013)."""
         if self._draining:
             return
         self._draining = True
+        self._drain_deadline = deadline
+        if self._terminate_deadline is not None:  # Terminate already sent (idle)
+            self._terminate_deadline = self._termination_due()
+        self._drain_task = self._loop.create_task(self._send_terminate())
+
+    def _termination_due(self) -> float:
+        """When upstream's Termination is due for a Terminate sent now."""
+        due = self._loop.time() + self.settings.terminate_timeout
+        if self._drain_deadline is not None:
+            due = min(due, self._drain_deadline)
+        if self._terminate_deadline is not None and self._draining:
+            due = min(due, self._terminate_deadline)
+        self._terminate_wait = max(0.0, due - self._loop.time())
+        return due
+
+    def limit_audio(self, seconds: float, close: Close) -> None:
+        """The client may send ``seconds`` of audio in all in this session: the frame
+        that would cross it is not sent; upstream gets Terminate, the client its final
+        turns, the Termination and ``close`` (its budget, voxgate.tenants)."""
+        if not self.limit_reached:
+            self._audio_allowance = seconds
+            self._limit_close = close
+
+    def _over_limit(self) -> None:
+        self.limit_reached = True
+        self.log.info("audio_budget_reached", audio_seconds=round(self.audio_seconds, 3))
         self._drain_task = self._loop.create_task(self._send_terminate())
 
     async def _send_terminate(self) -> None:
         if self._terminate_sent:
             return
         self._terminate_sent = True
-        self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+        self._terminate_deadline = self._termination_due()
         with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
             async with asyncio.timeout(self.settings.send_timeout):  # upstream not reading
                 await self.upstream.connection.send(_TERMINATE)
@@ -202,7 +271,7 @@ class Session:
 
     async def run(self) -> End:
         try:
-            await self.client.send_text(self.upstream.begin_text)
+            await self.client.send_text(self._begin_text)
         except (ConnectionClosed, OSError):
             await self._abandon_upstream()
             end = End(Outcome.CLIENT_GONE, None)
@@ -235,9 +304,8 @@ class Session:
         down = asyncio.create_task(self._upstream_to_client(), name="upstream->client")
         tasks: list[asyncio.Future[End]] = [up, down, watch]
         self._ticker.add(self._tick)
-        # Only while this upstream relays (after, messages wait in the queues), and
-        # not while a replacement catches up (the pump paces the audio then).
-        self.client.on_message = self._fast_audio if self._catch_up is None else None
+        # Only while this upstream relays (after, messages wait in the queues).
+        self.client.on_message = self._fast_audio
         self.upstream.connection.on_message = self._fast_message
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -282,21 +350,33 @@ class Session:
         self.metrics.reconnects.labels("upstream").inc()
         self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
         if self._pacing is not None:  # the pump was cancelled holding it: replay it too
-            self.seam.sent(self._pacing)
+            if not self._terminate_sent:  # (checked when received; counted as sent now)
+                self.bytes_up += len(self._pacing)
+                self.seam.sent(self._pacing)
             self._pacing = None
         frames = self.seam.replay(elapsed_ms=(self._loop.time() - self.opened_at) * 1000)
-        self._catch_up = (self._loop.time(), 0.0)
+        per_second = self.params.bytes_per_second
+        # Compressed audio has no pace to keep (and nothing is replayed).
+        self._pace_bound = bool(per_second)
+        burst = max(self.settings.pace_burst_seconds, self.settings.replacement_burst_seconds)
+        self._fits_after = self._loop.time() - burst
         try:
             async with asyncio.timeout(self.settings.send_timeout + self.settings.replay_seconds):
+                if self.configuration:  # as the client set it, before the replay is heard
+                    await upstream.connection.send(self.configuration.message())
                 for frame in frames:
-                    await self._keep_pace(len(frame))
+                    seconds = len(frame) / per_second if per_second else 0.0
+                    wait = self._fits_after + seconds - self._loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    self._fits_after += seconds
                     await upstream.connection.send(frame)
                 if self._terminate_sent:
                     await upstream.connection.send(_TERMINATE)
         except (TimeoutError, ConnectionClosed, OSError):
             self.log.warning("upstream_replay_failed", key=alias)
         if self._terminate_sent:
-            self._terminate_deadline = self._loop.time() + self.settings.terminate_timeout
+            self._terminate_deadline = self._termination_due()
         self.log.info(
             "upstream_reconnected",
             lost=lost,
@@ -332,11 +412,14 @@ class Session:
             if watch.done():  # the relay is ending (a rule broken in a callback, a deadline):
                 return await watch  # no audio after that goes upstream
             if isinstance(data, bytes):
-                if self._catch_up is not None:
-                    self._pacing = data  # if the relay ends meanwhile, it is replayed
-                    await self._keep_pace(len(data))
-                    self._pacing = None
-                wrote = self._audio(data)
+                seconds = self._check_audio(data)
+                if self._pace_bound:  # a replacement: wait while this frame is ahead
+                    wait = self._fits_after + seconds - self._loop.time()
+                    if wait > 0:
+                        self._pacing = data  # if the relay ends meanwhile, it is replayed
+                        await asyncio.sleep(wait)
+                        self._pacing = None
+                wrote = self._write_audio(data, seconds, _perf())
             else:
                 wrote = await self._control(data)
             if wrote and not upstream.writable:  # over its high mark: wait (watchdog deadline)
@@ -360,32 +443,18 @@ class Session:
             except ConnectionClosed as gone:
                 return self._client_gone(gone)
 
-    async def _keep_pace(self, size: int) -> None:
-        """A replacement upstream catching up: wait until ``size`` more bytes of audio
-        keep it within real time plus the pace burst since its Begin. Once it has had
-        no more than real time, audio goes the fast way again."""
-        per_second = self.params.bytes_per_second
-        if self._catch_up is None:
-            return  # caught up already (the replay went slower than real time)
-        started, sent = self._catch_up
-        if not per_second:
-            self._catch_up = None  # compressed audio: nothing was replayed
-            return
-        sent += size / per_second
-        ahead = sent - (self._loop.time() - started) - self.settings.pace_burst_seconds
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-        if sent <= self._loop.time() - started:
-            self._catch_up = None
-            self.client.on_message = self._fast_audio
-        else:
-            self._catch_up = (started, sent)
-
     def _fast_audio(self, data: bytes | str) -> bool:
         """The client's connection calls this with each message as it is parsed, when
         none is queued: audio goes through ``_audio`` at once. Text, and audio while
-        upstream cannot take more, are left to the pump (False: queued for it)."""
+        upstream cannot take more, are left to the pump (False: queued for it); so is
+        a frame that would put a replacement upstream ahead of its pace (a frame of a
+        new size too, its duration not known yet)."""
         if not isinstance(data, bytes) or not self.upstream.connection.writable:
+            return False
+        if self._pace_bound and (
+            len(data) != self._frame_size
+            or self._fits_after + self._frame_seconds > self._loop.time()
+        ):
             return False
         return self._now(self._audio, data)
 
@@ -422,18 +491,33 @@ class Session:
         client's fault), or ConnectionClosed when upstream is closing (the frame is kept
         for the replay)."""
         received = _perf()
+        return self._write_audio(data, self._check_audio(data), received)
+
+    def _check_audio(self, data: bytes) -> float:
+        """An audio frame's checks (size, format, the session's real-time pace), as it
+        is received: its seconds of audio; raises ProtocolViolation."""
         size = len(data)
         if size == self._frame_size:  # clients send frames of one size: checked once
             seconds = self._frame_seconds
         else:
-            seconds = check_audio_frame(size, self.params)
+            seconds = check_audio_frame(size, self.params) or size / self._pace_rate
             self._frame_size, self._frame_seconds = size, seconds
         now = self._loop.time()
         self._pace.feed(seconds, now)
-        self._active_at = now
+        self._audio_at = now
+        return seconds
+
+    def _write_audio(self, data: bytes, seconds: float, received: float) -> bool:
+        """A checked audio frame kept for a replay and written upstream."""
         if self._terminate_sent:
             return False
-        self.bytes_up += size
+        # Nothing past the client's audio budget (None: no budget, one check per frame).
+        if self._limit_close is not None and self._pace.audio_seconds > self._audio_allowance:
+            if not self.limit_reached:
+                self._over_limit()
+            return False
+        self.bytes_up += len(data)
+        self._fits_after += seconds
         self.seam.sent(data)
         self.upstream.connection.write(data)
         self._relay_up(_perf() - received)
@@ -444,12 +528,34 @@ class Session:
         go up as they are, until Terminate. Whether it was written (Terminate waits for
         its own send); raises ProtocolViolation for a bad one."""
         received = _perf()
-        kind, _ = parse_control(text)
-        self._active_at = self._loop.time()
+        now = self._loop.time()
+        limit = self.settings.max_control_chars
+        if len(text) > limit:  # checked before it is parsed
+            raise ProtocolViolation(
+                CloseCode.TOO_BIG,
+                Violation.MESSAGE_TOO_BIG,
+                f"Message too big: a text message over {limit} characters",
+            )
+        if not self._controls.admit(now):
+            raise ProtocolViolation(
+                CloseCode.POLICY,
+                Violation.MESSAGE_RATE,
+                f"Too many messages: over {self._controls.rate} text messages a second",
+            )
+        kind, message = read_client_text(text)  # all but Terminate goes up as it came
+        self._active_at = now
+        if kind is ControlType.UPDATE_CONFIGURATION and not self._terminate_sent:
+            # Kept for a replacement upstream; the seam follows format_turns.
+            format_turns = self.configuration.update(message)
+            if format_turns is not None:
+                self.seam.format_turns = format_turns
         if kind is ControlType.TERMINATE:
             await self._send_terminate()
             return False
         if self._terminate_sent:
+            return False
+        if kind is ControlType.KEEP_ALIVE and not self._controls.keepalive_due(now):
+            self.metrics.keepalives_coalesced.inc()
             return False
         self.upstream.connection.write(text)
         self._relay_up(_perf() - received)
@@ -510,9 +616,12 @@ class Session:
             if self._draining:
                 return End(Outcome.DRAINED, closes.DRAINING, error_frame=False)
             if self._idle:
-                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
+                return End(Outcome.IDLE, self._idle_close)
+            if self.limit_reached and self._limit_close is not None:
+                return End(Outcome.LIMITED, self._limit_close, error_frame=False)
             return End(Outcome.COMPLETED, Close(1000, ""), error_frame=False)
-        failure = close_failure(code, reason, [name for name, _ in self.params.forward])
+        asked = [name for name, _ in self.params.forward] + self.configuration.names
+        failure = close_failure(code, reason, asked)
         self._on_upstream_failure(self.key_alias, failure)
         retry = (
             failure.failure is FailureClass.TRANSIENT
@@ -565,25 +674,31 @@ class Session:
             self.log.info("session_cap_reached")
             return End(Outcome.EXPIRED, closes.SESSION_CAP)
         if self._terminate_deadline is not None and now > self._terminate_deadline:
-            self.log.warning("termination_missing", seconds=self.settings.terminate_timeout)
+            self.log.warning(
+                "termination_missing",
+                seconds=round(self._terminate_wait, 3),
+                draining=self._draining,
+            )
             if self._idle:
-                return End(Outcome.IDLE, closes.idle(self.settings.idle_timeout))
+                return End(Outcome.IDLE, self._idle_close)
             return End(Outcome.UPSTREAM_ERROR, closes.UPSTREAM_SILENT)
-        if (
-            not self._terminate_sent
-            and not self._idle
-            and now - self._active_at > self.settings.idle_timeout
-        ):
-            self._end_idle(now)
+        if not self._terminate_sent and not self._idle:
+            audio_at = self._audio_at
+            if now - max(self._active_at, audio_at) > self.settings.idle_timeout:
+                self._end_idle(now, max(self._active_at, audio_at), "nothing")
+            elif now - audio_at > self.settings.no_audio_timeout:
+                self._idle_close = closes.no_audio(self.settings.no_audio_timeout)
+                self._end_idle(now, audio_at, "no_audio")
         return None
 
-    def _end_idle(self, now: float) -> None:
-        """The client sent nothing for VOXGATE_IDLE_TIMEOUT: end upstream as Terminate
+    def _end_idle(self, now: float, since: float, what: str) -> None:
+        """The client sent nothing for VOXGATE_IDLE_TIMEOUT, or no audio for
+        VOXGATE_NO_AUDIO_TIMEOUT (``what``: nothing, no_audio): end upstream as Terminate
         would. Its final turns and Termination are relayed as they come, then the
         client gets 3006 (see ``_upstream_closed``)."""
         self._idle = True
         self.metrics.idle_sessions.inc()
-        self.log.info("session_idle", idle_seconds=round(now - self._active_at, 3))
+        self.log.info("session_idle", idle_seconds=round(now - since, 3), without=what)
         self._idle_task = self._loop.create_task(self._send_terminate())
 
     # ------------------------------------------------------------------ endings
@@ -623,7 +738,7 @@ class Session:
         kind = message.get("type")
         if kind == "Turn":
             self.turns += 1
-            self.metrics.turn_received(message, self._pace.audio_seconds)
+            self.metrics.turn_received(message, self.audio_seconds)
         if self.publisher is not None:
             self.publisher.message(raw, message)
         return kind
@@ -637,6 +752,8 @@ class Session:
         audio_counter, seconds_counter = m.usage(self.key_alias)
         audio_counter.inc(audio - self._counted_audio)
         seconds_counter.inc(now - self._counted_at)
+        if self._on_usage is not None:
+            self._on_usage(self.key_alias, audio - self._counted_audio, now - self._counted_at)
         m.bytes_up.inc(self.bytes_up - self._counted_up)
         m.bytes_down.inc(self.bytes_down - self._counted_down)
         self._counted_at, self._counted_audio = now, audio
@@ -666,6 +783,20 @@ class Session:
                 close_code=end.close.code if end.close else None,
                 close_reason=end.close.text if end.close else None,
             )
+
+
+def _capped_begin(begin_text: str, cap: float) -> str:
+    """Upstream's Begin with ``expires_at`` no later than ``cap`` (unix seconds): a
+    session opened with a token that caps its duration ends at the cap (3008), and the
+    client learns when from Begin, as from AssemblyAI. Unchanged when already earlier."""
+    begin = _parse(begin_text)
+    if begin is None:
+        return begin_text
+    expires = begin.get("expires_at")
+    if isinstance(expires, int | float) and not isinstance(expires, bool) and expires <= cap:
+        return begin_text
+    begin["expires_at"] = int(cap)
+    return json.dumps(begin)
 
 
 def _parse(raw: str) -> dict[str, Any] | None:

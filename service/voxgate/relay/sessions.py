@@ -16,7 +16,9 @@ log = get_logger("voxgate.registry")
 
 
 class Drainable(Protocol):
-    def drain(self) -> None: ...
+    def drain(self, deadline: float | None = None) -> None:
+        """End cleanly; upstream's Termination is awaited until ``deadline`` (loop time)
+        at the latest."""
 
 
 class SessionRegistry:
@@ -25,6 +27,8 @@ class SessionRegistry:
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
+        #: When a drained session must have had upstream's Termination (loop time).
+        self._terminate_by: float | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -33,7 +37,7 @@ class SessionRegistry:
         self._sessions.add(session)
         self._empty.clear()
         if self.draining:
-            session.drain()
+            session.drain(self._terminate_by)
 
     def discard(self, session: Drainable) -> None:
         self._sessions.discard(session)
@@ -42,17 +46,22 @@ class SessionRegistry:
 
     async def drain(self, drain_timeout: float, terminate_timeout: float) -> None:
         """Refuse new sessions; let running ones end by themselves for ``drain_timeout``;
-        then end each cleanly (Terminate upstream, relay the final turns, close 1012)."""
+        then end each cleanly (Terminate upstream, relay the final turns, close 1012),
+        upstream's Termination awaited ``terminate_timeout`` at most: every session,
+        those that arrive during the drain too, has it by the same deadline."""
         self.draining = True
         started = time.monotonic()
+        self._terminate_by = asyncio.get_running_loop().time() + drain_timeout + terminate_timeout
         log.info("drain_started", sessions=len(self._sessions), drain_timeout=drain_timeout)
         if await self._wait_empty(drain_timeout):
             log.info("drain_finished", seconds=round(time.monotonic() - started, 3), ended=0)
             return
         remaining = list(self._sessions)
         for session in remaining:
-            session.drain()
-        finished = await self._wait_empty(terminate_timeout + DRAIN_CLOSE_MARGIN)
+            session.drain(self._terminate_by)
+        finished = await self._wait_empty(
+            self._terminate_by - asyncio.get_running_loop().time() + DRAIN_CLOSE_MARGIN
+        )
         log.info(
             "drain_finished",
             seconds=round(time.monotonic() - started, 3),

@@ -23,6 +23,13 @@ REMEDY = {
         "dashboard (revoked or mistyped)."
     ),
     KeyState.COOLING: "Rate limited or unreachable: voxgate retries after the backoff.",
+    KeyState.BUDGET_EXHAUSTED: (
+        "This key spent its budget for the period (PUT /admin/keys/<alias>): it comes back "
+        "when the period turns or the budget is raised."
+    ),
+    KeyState.RETIRED: (
+        "Retired by the operator (DELETE /admin/keys/<alias>); PUT it to bring it back."
+    ),
 }
 
 
@@ -56,11 +63,17 @@ class AdminRoutes:
         presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         return hmac.compare_digest(presented.encode(), self._admin_key.encode())
 
-    async def keys(self, request: Request) -> Response:
+    def refusal(self, request: Request) -> Response | None:
+        """The answer to a request without the admin key (None: it has it)."""
         if not self._admin_key:
             return JSONResponse({"error": "admin disabled: set VOXGATE_ADMIN_KEY"}, 404)
         if not self._allowed(request):
             return JSONResponse({"error": "unauthorized"}, 401)
+        return None
+
+    async def keys(self, request: Request) -> Response:
+        if (refused := self.refusal(request)) is not None:
+            return refused
         if request.query_params.get("probe") in ("1", "true"):
             for record in self._pool.records():
                 failure = await self._connector.probe(record.key)
@@ -68,5 +81,6 @@ class AdminRoutes:
                     self._connector.succeeded(record.alias)
                 else:
                     self._connector.failed(record.alias, failure)
+        self._connector.expire_cooling()  # a cool-down that is over is not shown
         now = time.monotonic()
         return JSONResponse({"keys": [describe(r, now) for r in self._pool.records()]})

@@ -14,8 +14,9 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
 ``1008-auth``             ... close 1008 about an invalid key
 ``1008-padding``          ... close 1008 "Incorrect padding" (a sporadic refusal seen in the
                           wild that clears on a retry)
-``4003-speaker_labels``   ... close 4003, speaker labels being a paid-only feature, only
-                          when the request asks for ``speaker_labels``; else ``ok``
+``4003-speaker_labels``   ... close 4003 with AssemblyAI's paid-only text (which names no
+                          parameter), only when the request asks for
+                          ``speaker_labels``; else ``ok``
 ``4001`` ``4002``         ... the legacy closes (not authorized, insufficient funds,
 ``4003`` ``4102``         paid-only feature, too many streams)
 ``3009``                  ... close 3009, too many new sessions per minute
@@ -34,6 +35,8 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
 ``late-begin@S``          a normal session whose ``Begin`` comes S seconds (at most 60) after
                           the handshake, as from a slow AssemblyAI region; audio sent
                           meanwhile waits in the socket and is read after ``Begin``
+``no-termination``        a normal session that takes ``Terminate`` and never answers it
+                          (no final turns, no ``Termination``, no close)
 ``hang``                  the upgrade is never answered
 ``no-begin``              handshake, but no ``Begin`` ever comes
 ``junk-deep``             handshake, then instead of ``Begin`` JSON nested 100,000 deep
@@ -65,6 +68,7 @@ class Kind(StrEnum):
     HANG = "hang"
     NO_BEGIN = "no_begin"
     JUNK = "junk"  # accept the upgrade, send junk instead of Begin, then read and ignore
+    NO_TERMINATION = "no_termination"  # a normal session deaf to Terminate
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,14 @@ class Behaviour:
 
     @property
     def serves_sessions(self) -> bool:
-        return self.kind in (Kind.OK, Kind.ECHO, Kind.DROP, Kind.QUOTA, Kind.REVISE)
+        return self.kind in (
+            Kind.OK,
+            Kind.ECHO,
+            Kind.DROP,
+            Kind.QUOTA,
+            Kind.REVISE,
+            Kind.NO_TERMINATION,
+        )
 
 
 _HTTP: dict[int, str] = {
@@ -104,6 +115,12 @@ _HTTP: dict[int, str] = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+#: AssemblyAI's paid-only refusal, word for word (the Python SDK's text for 4003): it
+#: names no parameter, whatever the request asked for.
+PAID_ONLY = (
+    "This feature is paid-only and requires you to add a credit card. Please visit "
+    "https://app.assemblyai.com/ to add a credit card to your account"
+)
 _CLOSES: dict[str, tuple[int, str]] = {
     "1008-balance": (
         Close.POLICY,
@@ -113,16 +130,10 @@ _CLOSES: dict[str, tuple[int, str]] = {
     "1008-concurrent": (Close.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
     "1008-auth": (Close.POLICY, "Unauthorized Connection: Invalid API key"),
     "1008-padding": (Close.POLICY, "Incorrect padding"),
-    "4003-speaker_labels": (
-        Close.LEGACY_PAID_ONLY,
-        "This feature is paid-only and requires you to add a credit card: speaker_labels",
-    ),
+    "4003-speaker_labels": (Close.LEGACY_PAID_ONLY, PAID_ONLY),
     "4001": (Close.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
     "4002": (Close.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
-    "4003": (
-        Close.LEGACY_PAID_ONLY,
-        "This feature is paid-only and requires you to add a credit card",
-    ),
+    "4003": (Close.LEGACY_PAID_ONLY, PAID_ONLY),
     "4102": (4102, "Too many streams"),
     "3009": (
         Close.TOO_MANY_SESSIONS,
@@ -170,6 +181,8 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.HANG, name=name)
     if name == "no-begin":
         return Behaviour(Kind.NO_BEGIN, name=name)
+    if name == "no-termination":
+        return Behaviour(Kind.NO_TERMINATION, name=name)
     if name in JUNK:
         return Behaviour(Kind.JUNK, name=name)
     if name.isdigit() and int(name) in _HTTP:
@@ -185,7 +198,9 @@ def parse_behaviour(text: str) -> Behaviour:
             raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
         if match.group(3):
-            frames = int(float(match.group(2)))
+            if "." in match.group(2):
+                raise ValueError(f"behaviour {name!r}: a whole number of frames")
+            frames = int(match.group(2))
             if frames < 1:
                 raise ValueError(f"behaviour {name!r}: drop after at least one frame")
             return Behaviour(Kind.DROP, code, reason, name=name, after_frames=frames)
@@ -207,10 +222,7 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.REVISE, name=name, size=size)
     known = ", ".join(
         [
-            "ok",
-            "echo",
-            "hang",
-            "no-begin",
+            *("ok", "echo", "hang", "no-begin", "no-termination"),
             *JUNK,
             *map(str, _HTTP),
             *_CLOSES,

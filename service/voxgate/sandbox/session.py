@@ -220,6 +220,9 @@ class SandboxSession:
             fields = parse_client_message(message)
             kind = fields["type"]
             if kind == "Terminate":
+                if self.behaviour.kind is Kind.NO_TERMINATION:
+                    self.record.end = "terminate_ignored"
+                    continue  # read on, answer never: the client's deadline must end it
                 await self._terminate()
                 return
             if kind == "ForceEndpoint":

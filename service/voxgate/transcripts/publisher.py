@@ -13,12 +13,20 @@ drains the backlog to Redis in order, in batches (one Lua script call each):
 When Redis is slow or down the backlog waits and is delivered in order when it
 returns (at least once: a batch cut by a failure may be sent again; ``seq``
 tells duplicates). When the backlog is full, partials are shed before finals.
+
+On Sentinel or a Cluster (docs/operations.md, "Redis topologies"): the stream is
+split into shards and the channels are named by :mod:`voxgate.transcripts.shards`;
+a batch goes out as one script call per shard it touches; the script skips stream
+envelopes it already has (so a batch sent again after a failover adds nothing
+twice); and with ``VOXGATE_REDIS_WAIT_REPLICAS`` a batch that holds stream envelopes
+leaves the backlog only once that many replicas acknowledged it (``WAIT``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import socket
 import time
@@ -26,21 +34,18 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from voxgate.logs import get_logger
 from voxgate.metrics.gateway import Metrics
-from voxgate.redis_client import connect
+from voxgate.redis_client import REDIS_TIMEOUT, KeyedWriter, RedisTopology, connect
 from voxgate.transcripts.backlog import Backlog
+from voxgate.transcripts.shards import SESSION_CHANNEL, STREAM_KEY, TAG_CHANNEL, ShardLayout
 
-STREAM_KEY = "voxgate:transcripts"
+__all__ = ["SESSION_CHANNEL", "STREAM_KEY", "TAG_CHANNEL", "Envelope", "Publisher"]
+
 #: Upstream message types that go to the stream like final turns (others are live only).
 _KEPT_TYPES = frozenset({"Begin", "Termination", "Error"})
-SESSION_CHANNEL = "voxgate:session:{}"
-#: A tagged session's channel: ``.format(client, tag)``. The client is the name of the
-#: client key that opened the session (for a temporary token, the one that minted it);
-#: names have no ``:``, so the client part is unambiguous.
-TAG_CHANNEL = "voxgate:tag:{}:{}"
 #: Envelopes sent to Redis in one script call.
 BATCH = 100
 #: After the backlog wakes from empty, how long more envelopes may gather before the
@@ -56,6 +61,10 @@ BATCH_LINGER = 0.02
 #: (L2) those of its channels; then, with no separator, the session id, the
 #: channels, and the envelope's JSON (all the rest).
 PUBLISH_LUA = (resources.files("voxgate.transcripts") / "lua" / "publish.lua").read_text()
+PUBLISH_SHA = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
+#: How long the duplicate guard remembers a session's last stream seq (seconds): longer
+#: than any wait of a batch to be sent again.
+GUARD_SECONDS = 3600
 #: Wait between attempts while Redis is down: doubles up to the maximum.
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
@@ -74,6 +83,8 @@ class Envelope:
     #: Its header for the publish script: fields, session id and channels.
     header: str
     to_stream: bool
+    #: The stream shard's key (the batch is split by it).
+    key: str = STREAM_KEY
 
     def script_arg(self) -> str:
         return self.header + self.text
@@ -106,10 +117,10 @@ class SessionPublisher:
         self.tag = tag
         self._seq = 0
         self._stream_seq = 0
-        channels = [SESSION_CHANNEL.format(session_id)]
-        if tag:
-            channels.append(TAG_CHANNEL.format(client, tag))
+        layout = publisher.layout
+        channels = layout.channels(session_id, client, tag)
         self._channels = tuple(channels)
+        self._key = layout.stream_key(layout.shard(session_id))
         lengths = " ".join(str(_utf8_len(x)) for x in (session_id, *channels))
         self._header_tail = f" {lengths}\n{session_id}{''.join(channels)}"
         # A "message" envelope up to its seq, then from the instance up to its ts.
@@ -121,7 +132,7 @@ class SessionPublisher:
 
     def _publish(self, text: str, seq: int, *, final: bool, stream: bool) -> None:
         header = f"{1 if stream else 0} {seq}{self._header_tail}"
-        self._publisher.publish(Envelope(text, header, stream), final=final)
+        self._publisher.publish(Envelope(text, header, stream, self._key), final=final)
 
     def _emit(self, event: str, payload: dict[str, Any], *, final: bool) -> None:
         """A lifecycle event (these always go to the stream)."""
@@ -171,23 +182,33 @@ class SessionPublisher:
 class Publisher:
     def __init__(
         self,
-        url: str,
+        redis: RedisTopology | str,
         metrics: Metrics,
         *,
         backlog: int,
         stream_maxlen: int,
         stream_partials: bool,
         instance: str | None = None,
+        shards: int = 1,
     ) -> None:
+        topology = RedisTopology(redis) if isinstance(redis, str) else redis
         self.instance = instance or socket.gethostname()
         self.stream_partials = stream_partials
-        self._stream_maxlen = stream_maxlen
+        self.layout = ShardLayout(shards, topology.cluster)
+        # The guard costs a GET and a SET per stream envelope in Redis: on where a
+        # batch may be sent again to a promoted replica, or is retried after a WAIT.
+        highly_available = topology.kind != "single" or topology.wait_replicas > 0
+        self._head: list[str | int] = [
+            stream_maxlen,
+            self.layout.publish_command,
+            GUARD_SECONDS if highly_available else 0,
+        ]
         self._metrics = metrics
         self._backlog: Backlog[Envelope] = Backlog(backlog)
         metrics.redis_backlog.set_function(lambda: len(self._backlog))  # read when scraped
         self._wake = asyncio.Event()
-        self._redis = connect(url)
-        self._publish_script = self._redis.register_script(PUBLISH_LUA)
+        self._redis = connect(topology)
+        self._writer = KeyedWriter(self._redis, topology, timeout=REDIS_TIMEOUT)
         self.up: bool | None = None  # None: not tried yet
         self._task: asyncio.Task[None] | None = None
 
@@ -231,6 +252,7 @@ class Publisher:
                         await asyncio.sleep(FLUSH_RETRY)
         if len(self._backlog):
             log.warning("redis_backlog_lost_on_shutdown", envelopes=len(self._backlog))
+        await self._writer.aclose()
         await self._redis.aclose()
 
     async def _run(self) -> None:
@@ -254,13 +276,30 @@ class Publisher:
         batch = self._backlog.peek(BATCH)
         started = time.perf_counter()
         # Each envelope was encoded when it was queued: this is one join per envelope.
-        args: list[str | int] = [self._stream_maxlen]
-        args += [entry.item.script_arg() for entry in batch]
-        await self._publish_script(keys=[STREAM_KEY], args=args)
+        if not self.layout.sharded:
+            await self._send_shard(STREAM_KEY, [entry.item for entry in batch])
+        else:
+            by_key: dict[str, list[Envelope]] = {}
+            for entry in batch:
+                by_key.setdefault(entry.item.key, []).append(entry.item)
+            for key, envelopes in by_key.items():
+                await self._send_shard(key, envelopes)
         self._backlog.pop(len(batch))
         self._metrics.redis_publish_seconds.observe(time.perf_counter() - started)
         self._metrics.redis_published.inc(len(batch))
         self._set_up(True, "")
+
+    async def _send_shard(self, key: str, envelopes: list[Envelope]) -> None:
+        """One script call; acknowledged by replicas (WAIT) when it holds stream
+        envelopes and WAIT is asked for (partials alone are live only)."""
+        args = self._head + [envelope.script_arg() for envelope in envelopes]
+        command = ("EVALSHA", PUBLISH_SHA, 1, key, *args)
+        matters = self._writer.waits and any(envelope.to_stream for envelope in envelopes)
+        try:
+            await self._writer.run(key, [command], acknowledged=matters)
+        except NoScriptError:
+            await self._writer.run(key, [("SCRIPT", "LOAD", PUBLISH_LUA)], acknowledged=False)
+            await self._writer.run(key, [command], acknowledged=matters)
 
     @property
     def state(self) -> str:

@@ -19,8 +19,6 @@ from voxgate.ws.client import ClientWebSocket, InvalidStatus, connect
 from voxgate.ws.connection import ConnectionClosed, OnLimit
 from voxgate.ws.handshake import HandshakeError
 
-#: The version header the official SDK sends; forwarded when a client sends its own.
-ASSEMBLYAI_VERSION = "2025-05-12"
 #: Messages queued from upstream before reading from it pauses (backpressure).
 UPSTREAM_QUEUE_FRAMES = 32
 #: Seconds a closing handshake may take before the TCP connection is dropped.
@@ -37,6 +35,15 @@ class UpstreamSession:
     begin_text: str
     begin: dict[str, object]
     connect_seconds: float
+
+
+def upstream_headers(key: UpstreamKey, api_version: str | None) -> dict[str, str]:
+    """The upgrade's headers: the pool key, and the client's ``AssemblyAI-Version`` when
+    it sent one (none: upstream uses its latest, as for a client reaching it directly)."""
+    headers = {"Authorization": key.secret, "User-Agent": USER_AGENT}
+    if api_version:
+        headers["AssemblyAI-Version"] = api_version
+    return headers
 
 
 def upstream_uri(base_url: str, params: StreamParams) -> str:
@@ -61,15 +68,11 @@ async def open_session(
     ``on_limit`` is told which limit upstream broke (size, fragments or deadline)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    headers = {
-        "Authorization": key.secret,
-        "AssemblyAI-Version": api_version or ASSEMBLYAI_VERSION,
-    }
     try:
         async with asyncio.timeout(connect_timeout):
             connection = await connect(
                 upstream_uri(base_url, params),
-                headers={**headers, "User-Agent": USER_AGENT},
+                headers=upstream_headers(key, api_version),
                 max_size=max_message_bytes,
                 max_queue=UPSTREAM_QUEUE_FRAMES,
                 close_timeout=UPSTREAM_CLOSE_TIMEOUT,

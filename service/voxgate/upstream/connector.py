@@ -23,7 +23,7 @@ from voxgate.protocol import StreamParams
 from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.settings import Settings, UpstreamKey
 from voxgate.upstream.connect import USER_AGENT, UpstreamSession, open_session
-from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure
+from voxgate.upstream.failures import FailureClass, UpstreamFailure, http_failure, is_paid_only
 
 #: Keys tried for one client session before it is refused.
 MAX_CONNECT_ATTEMPTS = 4
@@ -77,6 +77,8 @@ class Connector:
         self.shared = shared
         self._token_url = token_url(settings.upstream_url)
         self._probe_tick = min(PROBE_TICK, settings.probe_delay, settings.probe_interval)
+        # Paid-only refusals of running sessions being confirmed (see ``dropped``).
+        self._confirming: set[asyncio.Task[None]] = set()
 
     def _upstream_limit(self, limit: str) -> None:
         """Upstream sent a message the connection refused (over a size, fragment or
@@ -84,19 +86,27 @@ class Connector:
         self.metrics.ws_limits.labels("upstream", limit).inc()
 
     async def open(
-        self, params: StreamParams, api_version: str | None, avoid: frozenset[str] = frozenset()
+        self,
+        params: StreamParams,
+        api_version: str | None,
+        avoid: frozenset[str] = frozenset(),
+        *,
+        replacement: bool = False,
     ) -> Opened:
         """An upstream session through the first key that opens one. Keys in ``avoid``
         (the key that just dropped this client's session) are used only when no other
-        key can take the session."""
+        key can take the session. A ``replacement`` (of a running session's dropped
+        upstream) is not stopped by keys cooling down from drops: with no other key
+        usable it takes the least recently dropped one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.failover_timeout
         tried: set[str] = set()
         last: UpstreamFailure | None = None
+        paid_only: set[tuple[int, str]] = set()  # the paid-only refusals of this request
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
             if deadline - loop.time() <= 0:
                 break
-            lease = await self._acquire_preferring(frozenset(tried), avoid)
+            lease = await self._acquire_preferring(frozenset(tried), avoid, replacement)
             if isinstance(lease, Unavailable):
                 raise NoUpstream(lease)
             left = max(0.001, deadline - loop.time())
@@ -122,6 +132,9 @@ class Connector:
                     failure = UpstreamFailure(FailureClass.TRANSIENT, 1006, type(exc).__name__)
                 else:
                     raise  # cancelled: the client went away
+                if is_paid_only(failure):
+                    left = deadline - loop.time()
+                    failure = await self._confirm_paid_only(lease.key, failure, left, paid_only)
                 last = failure
                 self.failed(lease.alias, failure)
                 if failure.failure is FailureClass.CLIENT_FAULT:
@@ -136,22 +149,56 @@ class Connector:
             raise NoUpstream(last)
         raise NoUpstream(reason)
 
+    async def _confirm_paid_only(
+        self,
+        key: UpstreamKey,
+        failure: UpstreamFailure,
+        left: float,
+        seen: set[tuple[int, str]],
+    ) -> UpstreamFailure:
+        """Upstream refused a session as a paid-only feature (close 4003, whose real
+        text names no parameter: a client asking for a paid feature can cause it, on
+        every key). Before the key is disabled on every replica and the 402 alert
+        fires, the verdict is confirmed: the same code and words from a second key
+        for this request, or ``/v3/token`` answering for this key (no billed session;
+        the probe that would put a disabled key back), make it the request's fault (the
+        client gets upstream's code and words, failover stops). A probe that finds
+        payment required (or the key refused) confirms the key's fault; one that gets
+        no answer cools the key briefly (``UNEXPLAINED``) and the next key is tried."""
+        refusal = (failure.code, failure.detail)
+        if refusal in seen:
+            return UpstreamFailure(FailureClass.CLIENT_FAULT, failure.code, failure.detail)
+        seen.add(refusal)
+        probed = await self.probe(key, timeout=min(PROBE_TIMEOUT, max(0.5, left)))
+        if probed is None:
+            log.info("paid_only_refusal_is_the_request_s", key=key.alias, code=failure.code)
+            return UpstreamFailure(FailureClass.CLIENT_FAULT, failure.code, failure.detail)
+        if probed.failure in (FailureClass.PAYMENT_REQUIRED, FailureClass.UNAUTHORIZED):
+            return failure
+        return UpstreamFailure(FailureClass.UNEXPLAINED, failure.code, failure.detail)
+
     async def _acquire_preferring(
-        self, tried: frozenset[str], avoid: frozenset[str]
+        self, tried: frozenset[str], avoid: frozenset[str], replacement: bool = False
     ) -> Lease | Unavailable:
-        """A lease on a key not in ``avoid`` when one is usable, else on any key."""
+        """A lease on a key not in ``avoid`` when one is usable, else on any key; for
+        a ``replacement``, else on a key cooling down from drops."""
         if avoid - tried:
             lease = await self.acquire(tried | avoid)
             if not isinstance(lease, Unavailable):
                 return lease
-        return await self.acquire(tried)
+        lease = await self.acquire(tried)
+        if isinstance(lease, Unavailable) and replacement:
+            lease = await self.acquire(tried, fallback=True)
+        return lease
 
-    async def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease | Unavailable:
+    async def acquire(
+        self, exclude: frozenset[str] = frozenset(), *, fallback: bool = False
+    ) -> Lease | Unavailable:
         """A lease from the shared pool when there is one, else from this replica's."""
         if self.shared is not None:
-            lease = await self.shared.acquire(exclude)
+            lease = await self.shared.acquire(exclude, fallback=fallback)
         else:
-            lease = self.pool.acquire(exclude)
+            lease = self.pool.acquire(exclude, fallback=fallback)
         if not isinstance(lease, Unavailable):
             self.metrics.key_changed(self.pool.record(lease.alias))
         return lease
@@ -183,22 +230,45 @@ class Connector:
         self._log(self.pool.report_failure(alias, failure.failure, failure.detail))
         self.metrics.key_changed(self.pool.record(alias))
 
-    def dropped(self, alias: str, failure: UpstreamFailure) -> None:
+    def dropped(self, alias: str, failure: UpstreamFailure, *, count: bool = True) -> None:
         """A running session's upstream ended with an error. A transient drop is
         counted and logged; one says little about a key, but a key that keeps
-        dropping sessions cools down (the pool decides, see ``KeyPool.report_drop``),
-        and the session's replacement prefers another key (``UpstreamHold.reopen``)."""
+        dropping sessions cools down (the pool decides, see ``KeyPool.report_drop``;
+        ``count`` false: this client session had a drop counted already), and the
+        session's replacement prefers another key (``UpstreamHold.reopen``). A
+        paid-only 4003 is applied once a probe confirms it (``_confirm_paid_only``)."""
+        if is_paid_only(failure):
+            # Mid-session (an UpdateConfiguration asking for a paid feature, say): the
+            # key is disabled only once a probe confirms it (see _confirm_paid_only).
+            task = asyncio.get_running_loop().create_task(self._paid_only_dropped(alias, failure))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+            return
         if failure.failure is not FailureClass.TRANSIENT:
             self.failed(alias, failure)
             return
         self.metrics.upstream_failure(alias, failure)
         log.warning("upstream_dropped", key=alias, code=failure.code, detail=failure.detail)
-        self._log(self.pool.report_drop(alias, failure.detail))
+        for transition in self.pool.report_drop(alias, failure.detail, count=count):
+            self._log(transition)
+            self.metrics.key_changed(self.pool.record(transition.alias))
         self.metrics.key_changed(self.pool.record(alias))
+
+    async def _paid_only_dropped(self, alias: str, failure: UpstreamFailure) -> None:
+        """A running session ended with a paid-only 4003: applied once confirmed."""
+        key = self.pool.record(alias).key
+        try:
+            confirmed = await self._confirm_paid_only(key, failure, PROBE_TIMEOUT, set())
+        except Exception:
+            log.exception("paid_only_confirmation_failed", key=alias)
+            return
+        self.failed(alias, confirmed)
 
     # ------------------------------------------------------------------ probes
 
-    async def probe(self, key: UpstreamKey) -> UpstreamFailure | None:
+    async def probe(
+        self, key: UpstreamKey, timeout: float = PROBE_TIMEOUT
+    ) -> UpstreamFailure | None:
         """Ask upstream for a short-lived token with ``key``: None when the key works."""
         url = f"{self._token_url}?expires_in_seconds={PROBE_TOKEN_SECONDS}"
         request = urllib.request.Request(
@@ -207,7 +277,7 @@ class Connector:
 
         def fetch() -> UpstreamFailure | None:
             try:
-                with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
                     loads_bounded(response.read(65536))
                     return None
             except urllib.error.HTTPError as exc:
@@ -217,7 +287,14 @@ class Connector:
 
         return await asyncio.to_thread(fetch)
 
+    def expire_cooling(self) -> None:
+        """Keys whose cool-down is over shown as healthy (``KeyPool.expire_cooling``)."""
+        for transition in self.pool.expire_cooling():
+            log.info("key_state_changed", **transition.fields())
+            self.metrics.key_changed(self.pool.record(transition.alias))
+
     async def probe_due(self) -> None:
+        self.expire_cooling()
         for key in self.pool.due_probes():
             failure = await self.probe(key)
             record = self.pool.record(key.alias)
@@ -263,13 +340,23 @@ class UpstreamHold:
     api_version: str | None
     opened: Opened
     held: bool = True
+    #: Whether a drop of this client session was counted against a key already.
+    drop_counted: bool = False
+
+    def dropped(self, alias: str, failure: UpstreamFailure) -> None:
+        """The session's upstream ended with an error (``Connector.dropped``): at most
+        one transient drop per client session counts against a key, so a session's
+        own replacements dropping in turn do not cool the only key for everyone."""
+        transient = failure.failure is FailureClass.TRANSIENT
+        self.connector.dropped(alias, failure, count=not (transient and self.drop_counted))
+        self.drop_counted = self.drop_counted or transient
 
     async def reopen(self) -> tuple[UpstreamSession, str]:
         """A replacement upstream and its key's alias (raises NoUpstream)."""
         lost = self.opened.lease.alias
         self.release()
         self.opened = await self.connector.open(
-            self.params, api_version=self.api_version, avoid=frozenset({lost})
+            self.params, api_version=self.api_version, avoid=frozenset({lost}), replacement=True
         )
         self.held = True
         return self.opened.upstream, self.opened.lease.alias

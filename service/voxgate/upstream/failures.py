@@ -123,6 +123,19 @@ def _names_any(reason: str, names: Iterable[str]) -> bool:
     return any("_" in name and name.lower() in words for name in names)
 
 
+def is_paid_only(failure: UpstreamFailure) -> bool:
+    """A close 4003 read as payment required: AssemblyAI's paid-only-feature refusal
+    ("This feature is paid-only and requires you to add a credit card..."), which names
+    no parameter. It may be the account's (streaming itself needs billing) or the
+    request's (a paid feature asked for): the connector confirms which before the key
+    is disabled (``Connector._confirm_paid_only``)."""
+    return (
+        not failure.http
+        and failure.code == 4003
+        and failure.failure is FailureClass.PAYMENT_REQUIRED
+    )
+
+
 def classify_http(status: int, body: bytes | str = b"") -> FailureClass:
     """Classify an HTTP answer to the upgrade or to ``/v3/token``."""
     if status == 402 or _body_status(body) == 402:

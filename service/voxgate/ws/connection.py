@@ -1,8 +1,9 @@
 """One WebSocket connection after (or during) its handshake, as an asyncio protocol.
 
 Frames are parsed in ``data_received`` (no task per frame); ``recv`` hands out
-whole messages from a bounded queue, and reading from the socket pauses while the
-queue is full, so a slow reader slows its peer down (TCP backpressure). ``send``
+whole messages from a queue bounded in messages and in bytes, and reading from the
+socket pauses while the queue is full by either, so a slow reader slows its peer down
+(TCP backpressure). ``send``
 writes at once and waits only while the transport's write buffer is over its high
 water mark. Pings keep an idle connection honest: a peer silent for a whole
 ``ping_interval`` after a ping is dropped. A fragmented message must be complete
@@ -44,6 +45,11 @@ CLOSE_TIMEOUT: Final = 2.0
 #: Messages received and not yet taken by ``recv`` before reading pauses; it
 #: resumes once the queue is down to a quarter of that.
 MAX_QUEUE: Final = 32
+#: The least byte bound of that queue: reading pauses once the queued messages hold
+#: more than max(max_size, MIN_QUEUE_BYTES) (a few large messages fill it as 32 small
+#: ones do) and resumes once they are down to a quarter of that, in messages and bytes.
+#: Text is counted in characters.
+MIN_QUEUE_BYTES: Final = 1 << 20
 #: Seconds a fragmented message may take from its first frame to its last.
 MESSAGE_TIMEOUT: Final = 10.0
 
@@ -105,7 +111,10 @@ class WebSocket(asyncio.Protocol):
         self._on_limit = on_limit
         self._partial = 0  # the reader's fragmented message the deadline below is for
         self._partial_timer: asyncio.TimerHandle | None = None
+        self._partial_since = 0.0  # when the pending one began
         self._max_queue = max_queue
+        self._max_queue_bytes = max(max_size, MIN_QUEUE_BYTES)
+        self._queued_bytes = 0  # of the messages in self._messages
         self._ping_interval = ping_interval
         self._close_timeout = close_timeout
         self.state = State.CONNECTING
@@ -149,6 +158,7 @@ class WebSocket(asyncio.Protocol):
                     taken = False
                 if not taken:
                     self._messages.append(message)
+                    self._queued_bytes += len(message)
                     self._queued()
                 return
         if self.state is State.CONNECTING:
@@ -166,6 +176,7 @@ class WebSocket(asyncio.Protocol):
                     handler = self.on_message
                     if handler is None or messages or not self._offer(handler, payload):
                         messages.append(payload)
+                        self._queued_bytes += len(payload)
             elif opcode == PING:
                 if self.state is State.OPEN:
                     assert isinstance(payload, bytes)
@@ -189,7 +200,7 @@ class WebSocket(asyncio.Protocol):
         """Messages wait for ``recv``: wake it; pause reading once the queue is full."""
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-        full = len(self._messages) >= self._max_queue
+        full = len(self._messages) >= self._max_queue or self._queued_bytes > self._max_queue_bytes
         if full and not self._reading_paused and self.state is State.OPEN:
             self._reading_paused = True  # (once closing, nothing more is queued)
             self.transport.pause_reading()
@@ -248,7 +259,12 @@ class WebSocket(asyncio.Protocol):
             finally:
                 self._waiter = None
         message = messages.popleft()
-        if self._reading_paused and len(messages) <= self._max_queue // 4:
+        self._queued_bytes -= len(message)
+        if (
+            self._reading_paused
+            and len(messages) <= self._max_queue // 4
+            and self._queued_bytes <= self._max_queue_bytes // 4
+        ):
             self._reading_paused = False
             self.transport.resume_reading()
         return message
@@ -350,21 +366,33 @@ class WebSocket(asyncio.Protocol):
     # ------------------------------------------------------------------ internals
 
     def _partial_changed(self, partial: int) -> None:
-        """A fragmented message began (or ended): give it ``message_timeout``."""
+        """A fragmented message, or an incomplete frame, began (or ended): it has
+        ``message_timeout`` from now. One timer serves them all (reads that end inside
+        a frame change ``partial`` at every read): it is armed when none is, and when
+        it fires it looks at the one pending then."""
         self._partial = partial
-        if self._partial_timer is not None:
-            self._partial_timer.cancel()
-            self._partial_timer = None
-        if partial and self._message_timeout is not None and self.state is State.OPEN:
-            self._partial_timer = self._loop.call_later(
-                self._message_timeout, self._message_late, partial
-            )
+        if partial:
+            self._partial_since = self._loop.time()
+            if (
+                self._partial_timer is None
+                and self._message_timeout is not None
+                and self.state is State.OPEN
+            ):
+                self._partial_timer = self._loop.call_later(
+                    self._message_timeout, self._message_late
+                )
 
-    def _message_late(self, partial: int) -> None:
+    def _message_late(self) -> None:
         self._partial_timer = None
-        if self._reader.partial == partial and self.state is State.OPEN:
-            self._limit("deadline")
-            self.fail(1008, f"message not complete within {self._message_timeout:g} s")
+        timeout = self._message_timeout
+        if not self._reader.partial or timeout is None or self.state is not State.OPEN:
+            return
+        left = self._partial_since + timeout - self._loop.time()
+        if left > 0:  # the pending one began after the timer was armed
+            self._partial_timer = self._loop.call_later(left, self._message_late)
+            return
+        self._limit("deadline")
+        self.fail(1008, f"message not complete within {timeout:g} s")
 
     def _limit(self, limit: str) -> None:
         if self._on_limit is not None:

@@ -153,6 +153,10 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     return code, reason
 
 
+#: An incomplete frame's reads are joined into one buffer every this many reads.
+_JOIN_PARTS = 64
+
+
 class FrameReader:
     """Incremental parser for one direction of one connection.
 
@@ -162,8 +166,9 @@ class FrameReader:
     fragmented one cannot grow past it either, and a partial frame is held only
     up to that size plus its header. ``max_fragments`` bounds the frames of one
     message (default: :func:`default_max_fragments`). ``partial`` is 0 when no
-    fragmented message is in progress, else a number unique to that message (so a
-    caller can put a deadline on it).
+    fragmented message and no incomplete frame is pending, else a number unique to
+    that message, or to that frame (so a caller can put a deadline on it: a single
+    frame trickled in is under it too).
     """
 
     __slots__ = (
@@ -193,7 +198,7 @@ class FrameReader:
         self._max_fragments = (
             default_max_fragments(max_size) if max_fragments is None else max_fragments
         )
-        self._buffer = b""  # the start of an incomplete frame
+        self._buffer: bytes | bytearray = b""  # the start of an incomplete frame
         # Reads of a frame whose size is known gather here until it is complete, so a
         # big frame arriving in many reads is joined once, not once per read.
         self._parts: list[bytes] = []
@@ -259,11 +264,18 @@ class FrameReader:
 
     def _parse(self, data: bytes, out: list[tuple[int, bytes | str]]) -> None:
         if self._buffer:
-            self._parts.append(data)
+            parts = self._parts
+            parts.append(data)
             self._have += len(data)
             if self._have < self._need:
+                if len(parts) >= _JOIN_PARTS:  # tiny reads: ~40 bytes of overhead each
+                    pending = self._buffer
+                    if not isinstance(pending, bytearray):
+                        pending = bytearray(pending)
+                    pending += b"".join(parts)
+                    self._buffer, self._parts = pending, []
                 return
-            buf = self._buffer + b"".join(self._parts)
+            buf = b"".join((self._buffer, *parts))
             self._parts = []
         else:
             buf = data
@@ -317,7 +329,15 @@ class FrameReader:
             message = self._assemble(opcode, bool(first & 0x80), payload)
             if message is not None:
                 out.append(message)
-        self._buffer = buf[pos:] if pos < end else b""
+        if pos < end:  # an incomplete frame: from its first byte it is under a deadline
+            self._buffer = buf[pos:]
+            if (pos or not self.partial) and not self._fragment_op:
+                self._started += 1
+                self.partial = self._started
+        else:
+            self._buffer = b""
+            if self.partial and not self._fragment_op:
+                self.partial = 0
         self._have = end - pos
 
     def _assemble(self, opcode: int, fin: bool, payload: bytes) -> tuple[int, bytes | str] | None:
@@ -345,12 +365,15 @@ class FrameReader:
                     len(payload),
                     1,
                 )
-                self._started += 1
-                self.partial = self._started
+                if not self.partial:  # (an incomplete first frame already started one)
+                    self._started += 1
+                    self.partial = self._started
                 if opcode == TEXT:
                     self._decoder = _utf8_decoder()
                     self._check_text(payload)
                 return None
+            if self.partial:  # this frame was pending: its deadline ends with it
+                self.partial = 0
         else:
             raise FrameError(1002, f"unknown opcode {opcode}")
         if opcode == TEXT:
