@@ -39,16 +39,6 @@ from tests.support.wsclient import WAIT
 #: The rows where the gateway today is not AssemblyAI (reference row -> why). The
 #: gateway's fixes shrink this list; an entry whose row now passes fails as XPASS.
 KNOWN_GATEWAY_DIVERGENCES: dict[str, str] = {
-    "B sample_rate 96000": "the gateway refuses above 48000 (ref: 8000-96000)",
-    "B encoding added later": "the gateway answers 3006 itself in its own words",
-    "B speaker_labels_revision_interval_ms 2 h": "the gateway refuses above 1 h",
-    "B redact_pii_policies comma form": "the gateway wants a JSON array",
-    "B lenient spellings": "the gateway refuses format_turns=1 and 400.0",
-    "B same parameter twice": "the gateway refuses a duplicate",
-    "C UpdateConfiguration out of range": "the gateway closes with 3006 (AssemblyAI clamps)",
-    "C pace look-ahead": "the gateway's default burst is 2 s (AssemblyAI ~310 s)",
-    "C audio sent before Begin": "the gateway's pace clock starts before upstream's Begin",
-    "A AssemblyAI-Version absent": "the gateway pins 2025-05-12 (AssemblyAI: the latest)",
     "E a code added later (3010)": (
         "the gateway takes an unknown mid-session code as transient and reconnects "
         "(ref E 'Codes AssemblyAI adds later': relayed verbatim)"
