@@ -10,7 +10,7 @@ from voxgate.bench.procs import RedisServer
 
 from tests.support import ROOT, audio
 from tests.support.gateway import GatewayFactory, wait_backlog_empty
-from tests.support.wsclient import run, session
+from tests.support.wsclient import DEFAULT_QUERY, run, session
 
 
 def tail(*args: str) -> subprocess.Popen[str]:
@@ -32,7 +32,7 @@ def test_tail_follows_a_tag_live_and_reads_the_stream_from_the_start(
     gw = gateway_factory(VOXGATE_REDIS_URL=redis_server.url)
     live = tail("--redis", redis_server.url, "--tag", "desk-9", "--limit", "100")
     time.sleep(1.0)  # let it subscribe: pub/sub keeps nothing for late listeners
-    query = "sample_rate=16000&format_turns=true&voxgate_tag=desk-9"
+    query = DEFAULT_QUERY + "&voxgate_tag=desk-9"
     out = run(session(gw.url, audio.frames(audio.utterance(0.8, 0.6) * 2), query=query))
     assert out.code == 1000
     wait_backlog_empty(gw)

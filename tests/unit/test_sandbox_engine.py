@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from voxgate.protocol import Encoding
 from voxgate.sandbox.behaviours import Kind, parse_behaviour, parse_key_spec
 from voxgate.sandbox.engine import SCRIPT, WORD_MS, Transcriber, loudness
 from voxgate.sandbox.session import speaker_revision
@@ -14,9 +13,7 @@ from tests.support import audio
 
 
 def transcriber(format_turns: bool = True, **kw: float) -> Transcriber:
-    return Transcriber(
-        encoding=Encoding.PCM_S16LE, bytes_per_ms=32.0, format_turns=format_turns, **kw
-    )
+    return Transcriber(encoding="pcm_s16le", bytes_per_ms=32.0, format_turns=format_turns, **kw)
 
 
 def feed_all(t: Transcriber, pcm: bytes) -> list[dict[str, object]]:
@@ -28,11 +25,11 @@ def feed_all(t: Transcriber, pcm: bytes) -> list[dict[str, object]]:
 
 def test_loudness_tells_tone_from_silence_in_both_pcm_encodings() -> None:
     """A tone is loud and silence is quiet, for s16le and for mu-law (0xFF is silence)."""
-    assert loudness(audio.tone(0.05), Encoding.PCM_S16LE) > 3000
-    assert loudness(audio.silence(0.05), Encoding.PCM_S16LE) == 0.0
-    assert loudness(b"\xff" * 400, Encoding.PCM_MULAW) == 0.0
-    assert loudness(b"\x10" * 400, Encoding.PCM_MULAW) > 3000
-    assert loudness(b"\x00" * 40, Encoding.OPUS) == 0.0
+    assert loudness(audio.tone(0.05), "pcm_s16le") > 3000
+    assert loudness(audio.silence(0.05), "pcm_s16le") == 0.0
+    assert loudness(b"\xff" * 400, "pcm_mulaw") == 0.0
+    assert loudness(b"\x10" * 400, "pcm_mulaw") > 3000
+    assert loudness(b"\x00" * 40, "opus") == 0.0
 
 
 def test_one_word_per_word_ms_of_sound_then_a_final_and_its_formatted_repeat() -> None:
@@ -97,10 +94,12 @@ def test_finish_flushes_the_turn_in_progress() -> None:
     assert len(out) == 1 and out[0]["end_of_turn"] and out[0]["transcript"] == "hello from"
 
 
-def test_compressed_audio_makes_no_turns() -> None:
-    """Opus frames have no duration from their size: the engine stays quiet."""
-    t = Transcriber(encoding=Encoding.OPUS, bytes_per_ms=None, format_turns=True)
+def test_compressed_audio_shorter_than_a_word_makes_no_turn() -> None:
+    """An Opus packet's duration comes from its TOC byte (here 2 x 10 ms): too short
+    for a word, so no message yet (longer speech: test_sandbox_rules)."""
+    t = Transcriber(encoding="opus", bytes_per_ms=None, format_turns=True)
     assert t.feed(b"\x01" * 500) == []
+    assert t.audio_ms == 20.0
 
 
 @pytest.mark.parametrize(
@@ -121,6 +120,7 @@ def test_compressed_audio_makes_no_turns() -> None:
         ("revise@700000", Kind.REVISE, 0),
         ("1008-padding", Kind.CLOSE, 1008),
         ("4003-speaker_labels", Kind.CLOSE, 4003),
+        ("late-begin@2.5", Kind.OK, 0),
     ],
 )
 def test_behaviours_parse(name: str, kind: Kind, code: int) -> None:
@@ -138,6 +138,7 @@ def test_bad_key_specs_are_refused_with_the_reason() -> None:
         ("a=ok,a=402", "twice"),
         ("a=drop-1011@0f", "at least one frame"),
         ("a=revise@999999999", "at most"),
+        ("a=late-begin@61", "at most"),
         ("a=drop-1011@2.5f", "whole number of frames"),
         ("=ok", "no key"),
     ]:
@@ -160,6 +161,7 @@ def test_the_fault_modes_carry_their_numbers() -> None:
     assert parse_behaviour("revise@700000").size == 700_000
     assert parse_behaviour("4003-speaker_labels").when == "speaker_labels"
     assert parse_behaviour("4003").when == ""
+    assert parse_behaviour("late-begin@2.5").begin_after == 2.5
 
 
 def test_a_speaker_revision_relabels_every_final_and_reaches_its_size() -> None:

@@ -32,8 +32,13 @@ SAMPLE_RATE = 16_000
 FRAME_SECONDS = 0.05
 FRAME_BYTES = int(SAMPLE_RATE * FRAME_SECONDS) * 2
 MARK_BYTES = 8
-#: As the SDK's users connect (format_turns: a final turn is followed by its formatted repeat).
-QUERY = f"?sample_rate={SAMPLE_RATE}&encoding=pcm_s16le&format_turns=true"
+#: As the SDK's users connect (format_turns: a final turn is followed by its formatted repeat;
+#: universal-streaming sends a partial per word, where the default U3 Pro model, like
+#: AssemblyAI's, speaks only at pauses).
+QUERY = (
+    f"?sample_rate={SAMPLE_RATE}&encoding=pcm_s16le&format_turns=true"
+    "&speech_model=universal-streaming-english"
+)
 #: Sessions being opened at once (a burst of thousands would only measure the backlog).
 OPEN_CONCURRENCY = 32
 #: Deadlines: one session's set-up, and the end of all sessions after Terminate.

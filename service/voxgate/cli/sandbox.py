@@ -25,14 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             "key=behaviour,... (ok, echo, 401, 402, 429, 500, 503, 1008-balance, "
             "1008-concurrent, 1008-auth, 4001, 4002, 4003, 4102, 3009, drop-CODE@SECONDS, "
-            f"hang, no-begin); default: env {KEYS_ENV}, else any key works"
+            "drop-CODE@Nf, 402-after-M, revise@BYTES, late-begin@S, hang, no-begin, junk-*); "
+            f"default: env {KEYS_ENV}, else any key works"
         ),
     )
     parser.add_argument(
         "--pace-burst",
         type=float,
         default=None,
-        help="seconds a client may run ahead of real time before 3007 (default: 3)",
+        help="seconds a client may run ahead of real time before 3007 (default: 310, AssemblyAI's)",
     )
 
 

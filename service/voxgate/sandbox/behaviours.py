@@ -32,6 +32,9 @@ ways AssemblyAI answers (see PROTOCOL.md, "Close codes" and "The 402"):
                           ``SpeakerRevision`` over every turn, its words repeated to about
                           BYTES bytes (``turn_order`` and word times on this connection's
                           own count and clock, as every upstream session's are)
+``late-begin@S``          a normal session whose ``Begin`` comes S seconds (at most 60) after
+                          the handshake, as from a slow AssemblyAI region; audio sent
+                          meanwhile waits in the socket and is read after ``Begin``
 ``no-termination``        a normal session that takes ``Terminate`` and never answers it
                           (no final turns, no ``Termination``, no close)
 ``hang``                  the upgrade is never answered
@@ -51,7 +54,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from voxgate.protocol import CloseCode
+from voxgate.sandbox.rules import Close
 
 
 class Kind(StrEnum):
@@ -81,6 +84,8 @@ class Behaviour:
     sessions: int = 0
     #: ``revise@BYTES``: about how large the final SpeakerRevision is.
     size: int = 0
+    #: ``late-begin@S``: seconds between the handshake and ``Begin``.
+    begin_after: float = 0.0
     #: A refusal that applies only when the request has this parameter (else ``ok``).
     when: str = ""
 
@@ -118,26 +123,29 @@ PAID_ONLY = (
 )
 _CLOSES: dict[str, tuple[int, str]] = {
     "1008-balance": (
-        CloseCode.POLICY,
+        Close.POLICY,
         "Unauthorized Connection: Insufficient account balance. Add a payment method to "
         "your account to use the streaming API",
     ),
-    "1008-concurrent": (CloseCode.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
-    "1008-auth": (CloseCode.POLICY, "Unauthorized Connection: Invalid API key"),
-    "1008-padding": (CloseCode.POLICY, "Incorrect padding"),
-    "4003-speaker_labels": (CloseCode.LEGACY_PAID_ONLY, PAID_ONLY),
-    "4001": (CloseCode.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
-    "4002": (CloseCode.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
-    "4003": (CloseCode.LEGACY_PAID_ONLY, PAID_ONLY),
+    "1008-concurrent": (Close.POLICY, "Unauthorized Connection: Too many concurrent sessions"),
+    "1008-auth": (Close.POLICY, "Unauthorized Connection: Invalid API key"),
+    "1008-padding": (Close.POLICY, "Incorrect padding"),
+    "4003-speaker_labels": (Close.LEGACY_PAID_ONLY, PAID_ONLY),
+    "4001": (Close.LEGACY_NOT_AUTHORIZED, "Not Authorized"),
+    "4002": (Close.LEGACY_INSUFFICIENT_FUNDS, "Insufficient Funds"),
+    "4003": (Close.LEGACY_PAID_ONLY, PAID_ONLY),
     "4102": (4102, "Too many streams"),
     "3009": (
-        CloseCode.TOO_MANY_SESSIONS,
+        Close.TOO_MANY_SESSIONS,
         "Too Many New Sessions: over the account's limit of new sessions per minute",
     ),
 }
 _DROP = re.compile(r"^drop-(\d{4})@(\d+(?:\.\d+)?)(f?)$")
 _QUOTA = re.compile(r"^402-after-(\d{1,6})$")
 _REVISE = re.compile(r"^revise@(\d{1,9})$")
+_LATE_BEGIN = re.compile(r"^late-begin@(\d{1,2}(?:\.\d{1,3})?)$")
+#: The latest ``Begin`` a ``late-begin@S`` key gives.
+MAX_BEGIN_AFTER = 60.0
 #: The largest SpeakerRevision ``revise@BYTES`` makes (the simulator's own max_size).
 MAX_REVISION_BYTES = 256 * 1024 * 1024
 #: The close reasons of a mid-session drop, by code.
@@ -159,7 +167,7 @@ JUNK: dict[str, str | bytes] = {
 
 OK = Behaviour(Kind.OK, name="ok")
 #: What a key not named in the spec gets when the spec names keys at all.
-UNKNOWN_KEY = Behaviour(Kind.CLOSE, CloseCode.POLICY, "Unauthorized Connection: Invalid API key")
+UNKNOWN_KEY = Behaviour(Kind.CLOSE, Close.POLICY, "Unauthorized Connection: Invalid API key")
 
 
 def parse_behaviour(text: str) -> Behaviour:
@@ -181,12 +189,12 @@ def parse_behaviour(text: str) -> Behaviour:
         return Behaviour(Kind.HTTP, int(name), _HTTP[int(name)], name=name)
     if name in _CLOSES:
         code, reason = _CLOSES[name]
-        when = name.split("-", 1)[1] if code == CloseCode.LEGACY_PAID_ONLY and "-" in name else ""
+        when = name.split("-", 1)[1] if code == Close.LEGACY_PAID_ONLY and "-" in name else ""
         return Behaviour(Kind.CLOSE, code, reason, name=name, when=when)
     match = _DROP.match(name)
     if match:
         code = int(match.group(1))
-        if code != CloseCode.ABNORMAL and not 1000 < code < 5000:
+        if code != Close.ABNORMAL and not 1000 < code < 5000:
             raise ValueError(f"behaviour {name!r}: close code {code} is not sendable")
         reason = DROP_REASONS.get(code, f"Session ended by the simulator ({code})")
         if match.group(3):
@@ -200,6 +208,12 @@ def parse_behaviour(text: str) -> Behaviour:
     match = _QUOTA.match(name)
     if match:
         return Behaviour(Kind.QUOTA, 402, _HTTP[402], name=name, sessions=int(match.group(1)))
+    match = _LATE_BEGIN.match(name)
+    if match:
+        after = float(match.group(1))
+        if after > MAX_BEGIN_AFTER:
+            raise ValueError(f"behaviour {name!r}: at most {MAX_BEGIN_AFTER:g} seconds")
+        return Behaviour(Kind.OK, name=name, begin_after=after)
     match = _REVISE.match(name)
     if match:
         size = int(match.group(1))
@@ -216,6 +230,7 @@ def parse_behaviour(text: str) -> Behaviour:
             "drop-CODE@Nf",
             "402-after-M",
             "revise@BYTES",
+            "late-begin@S",
         ]
     )
     raise ValueError(f"unknown behaviour {name[:40]!r} (known: {known})")

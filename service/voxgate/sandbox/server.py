@@ -27,29 +27,26 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from voxgate.protocol import (
-    MAX_MESSAGE_BYTES,
-    CloseCode,
-    ProtocolViolation,
-    StreamParams,
-    parse_stream_params,
-    truncate_reason,
-)
 from voxgate.sandbox.behaviours import JUNK, OK, UNKNOWN_KEY, Behaviour, Kind, parse_behaviour
-from voxgate.sandbox.session import Admission, SandboxSession, SessionRecord, send_error
+from voxgate.sandbox.rules import (
+    MAX_MESSAGE_BYTES,
+    MAX_SESSION_SECONDS,
+    PACE_LOOKAHEAD_SECONDS,
+    TOKEN_EXPIRES_RANGE,
+    TOKEN_SESSION_RANGE,
+    Close,
+    Refusal,
+    SessionConfig,
+    parse_connection,
+)
+from voxgate.sandbox.session import Admission, SandboxSession, SessionRecord, close_with_error
 
-#: AssemblyAI caps a session at 3 hours (close 3008).
-MAX_SESSION_SECONDS = 10_800
-#: Token rules of ``/v3/token`` (PROTOCOL.md, "Temporary tokens").
-TOKEN_EXPIRES_RANGE = (1, 600)
-TOKEN_SESSION_RANGE = (60, 10_800)
 #: Tokens held at once; the oldest unused one is forgotten past this.
 MAX_TOKENS = 100_000
 #: Session records kept for ``/sandbox/sessions``.
 MAX_SESSION_RECORDS = 100_000
-#: A client may run ahead of real time by this much. A little more than the
-#: gateway allows, so that the gateway, which sees each frame first, refuses first.
-PACE_BURST_SECONDS = 3.0
+#: A client may run ahead of real time by this much: AssemblyAI's look-ahead (rules).
+PACE_BURST_SECONDS = PACE_LOOKAHEAD_SECONDS
 #: ``hang``: how long an upgrade stays unanswered before a 503 (below the handshake
 #: deadline, so the server itself never leaves a connection hanging for ever).
 HANG_SECONDS = 25.0
@@ -210,12 +207,20 @@ class Sandbox:
         max_session = self.config.max_session_seconds
         if token is not None or (key and key in self._tokens):
             found = self._tokens.pop(token or key, None)
-            if found is None or found.expires_at < self._clock():
+            if found is None:
                 behaviour = Behaviour(
                     Kind.CLOSE,
-                    CloseCode.POLICY,
+                    Close.POLICY,
                     "Unauthorized Connection: Invalid or expired temporary token",
                     name="bad-token",
+                )
+            elif found.expires_at < self._clock():
+                # ref E: AssemblyAI's own error table gives 3008 for an expired token.
+                behaviour = Behaviour(
+                    Kind.CLOSE,
+                    Close.SESSION_EXPIRED,
+                    "Session Expired: temporary token expired",
+                    name="expired-token",
                 )
             else:
                 behaviour = self._quota(found.key, self.config.behaviour(found.key))
@@ -223,7 +228,7 @@ class Sandbox:
         elif not key:
             behaviour = Behaviour(
                 Kind.CLOSE,
-                CloseCode.POLICY,
+                Close.POLICY,
                 "Unauthorized Connection: Missing Authorization header",
                 name="no-key",
             )
@@ -234,13 +239,13 @@ class Sandbox:
         if behaviour.kind is Kind.HANG:
             await asyncio.sleep(HANG_SECONDS)
             return _error(503, "Service unavailable")
-        params: StreamParams | None = None
-        violation: ProtocolViolation | None = None
+        config: SessionConfig | None = None
+        refusal: Refusal | None = None
         try:
-            params = parse_stream_params(pairs)
-        except ProtocolViolation as exc:
-            violation = exc
-        self._admitted[connection] = Admission(behaviour, params, violation, max_session)
+            config = parse_connection(pairs, request.headers.get("AssemblyAI-Version"))
+        except Refusal as exc:
+            refusal = exc
+        self._admitted[connection] = Admission(behaviour, config, refusal, max_session)
         return None
 
     def _quota(self, key: str, behaviour: Behaviour, *, serve: bool = True) -> Behaviour:
@@ -270,9 +275,9 @@ class Sandbox:
             asked = {name for name, _ in pairs}
             if behaviour.kind is Kind.CLOSE and (not behaviour.when or behaviour.when in asked):
                 await self._refuse(connection, record, behaviour.code, behaviour.reason)
-            elif admission.violation is not None:
-                v = admission.violation
-                await self._refuse(connection, record, v.code, v.reason)
+            elif admission.refusal is not None:
+                refusal = admission.refusal
+                await self._refuse(connection, record, refusal.code, refusal.reason)
             elif behaviour.kind is Kind.NO_BEGIN:
                 await self._idle(connection, record, admission.max_session_seconds)
             elif behaviour.kind is Kind.JUNK:
@@ -280,7 +285,7 @@ class Sandbox:
                 await self._idle(connection, record, admission.max_session_seconds)
                 record.end = "junk"
             else:
-                assert admission.params is not None
+                assert admission.config is not None
                 await SandboxSession(
                     connection, record, admission, self.config.pace_burst_seconds
                 ).run()
@@ -296,8 +301,7 @@ class Sandbox:
     ) -> None:
         record.end = "refused"
         record.close_code = code
-        await send_error(connection, code, reason)
-        await connection.close(code, truncate_reason(reason))
+        await close_with_error(connection, code, reason)
 
     async def _idle(self, connection: ServerConnection, record: SessionRecord, cap: float) -> None:
         """``no-begin``: read and ignore everything until the client gives up."""

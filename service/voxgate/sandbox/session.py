@@ -7,28 +7,24 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from voxgate.protocol import (
-    CloseCode,
-    ControlType,
-    Encoding,
-    PaceGuard,
-    ProtocolViolation,
-    StreamParams,
-    check_audio_frame,
-    parse_control,
-    truncate_reason,
-)
 from voxgate.sandbox.behaviours import Behaviour, Kind
-from voxgate.sandbox.engine import (
-    DEFAULT_MAX_TURN_SILENCE_MS,
-    DEFAULT_MIN_TURN_SILENCE_MS,
-    Transcriber,
+from voxgate.sandbox.engine import HEARTBEAT_AUDIO_MS, Transcriber
+from voxgate.sandbox.rules import (
+    Close,
+    Pace,
+    Refusal,
+    SessionConfig,
+    apply_update,
+    audio_ms,
+    close_reason,
+    parse_client_message,
 )
 
 #: Deadline of any one send to a client that stopped reading.
@@ -68,8 +64,8 @@ class Admission:
     """What the upgrade decided for a connection: its key's behaviour and parameters."""
 
     behaviour: Behaviour
-    params: StreamParams | None
-    violation: ProtocolViolation | None
+    config: SessionConfig | None
+    refusal: Refusal | None
     max_session_seconds: float
 
 
@@ -80,6 +76,28 @@ async def send_error(connection: ServerConnection, code: int, reason: str) -> No
             await connection.send(message)
 
 
+async def close_with_error(connection: ServerConnection, code: int, reason: str) -> None:
+    """``Error`` then the close, as AssemblyAI ends a session it refuses.
+
+    What the client already sent is read and dropped while the close handshake runs:
+    unread, it would fill the connection's queue, stop its reading, and the client's
+    close frame would wait behind it until the close timeout (10 s)."""
+    await send_error(connection, code, reason)
+
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in connection:
+                pass
+
+    reader = asyncio.create_task(drain())
+    try:
+        await connection.close(code, close_reason(reason))
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
 class SandboxSession:
     """One accepted session: Begin, then audio and control messages until the end."""
 
@@ -88,35 +106,32 @@ class SandboxSession:
         connection: ServerConnection,
         record: SessionRecord,
         admission: Admission,
-        pace_burst_seconds: float,
+        pace_lookahead_seconds: float,
     ) -> None:
-        assert admission.params is not None
+        assert admission.config is not None
         self.connection = connection
         self.record = record
-        self.params = admission.params
+        self.config = config = admission.config
         self.behaviour = admission.behaviour
         self.max_seconds = admission.max_session_seconds
-        values = dict(self.params.forward)
-        per_second = self.params.bytes_per_second
         self.transcriber = Transcriber(
-            encoding=Encoding(self.params.encoding),  # StreamParams.encoding is a str now
-            bytes_per_ms=per_second / 1000.0 if per_second else None,
-            format_turns=self.params.format_turns(),
-            min_turn_silence_ms=float(
-                values.get(
-                    "min_turn_silence",
-                    values.get(
-                        "min_end_of_turn_silence_when_confident", DEFAULT_MIN_TURN_SILENCE_MS
-                    ),
-                )
-            ),
-            max_turn_silence_ms=float(values.get("max_turn_silence", DEFAULT_MAX_TURN_SILENCE_MS)),
+            encoding=config.encoding,
+            bytes_per_ms=config.bytes_per_ms,
+            format_turns=config.format_turns,
+            min_turn_silence_ms=config.min_turn_silence_ms,
+            max_turn_silence_ms=config.max_turn_silence_ms,
+            u3_pro=config.u3_pro,
+            speaker_labels=config.speaker_labels,
+            max_speakers=config.max_speakers,
+            language=(config.language_codes or ("en",))[0] if config.language_detection else None,
+            acknowledge_silence=config.acknowledge_silence,
+            speech_started=config.u3_pro,
         )
-        inactivity = values.get("inactivity_timeout")
-        self.inactivity = float(inactivity) if inactivity else None
-        self.pace = PaceGuard(pace_burst_seconds)
+        self.inactivity = config.inactivity_timeout
+        self.pace = Pace(pace_lookahead_seconds)
         self.loop = asyncio.get_running_loop()
         self.started = self.loop.time()
+        self._next_heartbeat = HEARTBEAT_AUDIO_MS
         self._finals: list[dict[str, Any]] = []  # ``revise@BYTES``: the turns to revise
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -125,27 +140,35 @@ class SandboxSession:
 
     async def run(self) -> None:
         record = self.record
+        if self.behaviour.begin_after:
+            await asyncio.sleep(self.behaviour.begin_after)
+            self.started = self.loop.time()
         await self.send(
             {
                 "type": "Begin",
                 "id": record.id,
                 "expires_at": int(time.time() + self.max_seconds),
+                "configuration": self.config.begin_configuration(),
             }
         )
+        for notice in self.config.notices:
+            await self.send(notice.message())
         deadline = self.started + self.max_seconds
         try:
             async with asyncio.timeout_at(deadline):
                 await self._receive()
         except TimeoutError:
             if self.loop.time() >= deadline:
-                await self._close(3008, "Session Expired: maximum session duration reached")
+                await self._close(
+                    Close.SESSION_EXPIRED, "Session Expired: maximum session duration reached"
+                )
             else:
-                await self._close(3006, "Session idle for too long")
-        except ProtocolViolation as violation:
+                await self._close(Close.INVALID_MESSAGE, "Session idle for too long")
+        except Refusal as refusal:
             record.end = "violation"
-            await self._close(violation.code, violation.reason)
+            await self._close(refusal.code, refusal.reason)
         finally:
-            record.audio_seconds = self.pace.audio_seconds
+            record.audio_seconds = self._audio_seconds()
             record.turns = self.transcriber.turns_sent
 
     async def _receive(self) -> None:
@@ -162,44 +185,88 @@ class SandboxSession:
             else:
                 message = await connection.recv()
             if isinstance(message, bytes):
-                seconds = check_audio_frame(len(message), self.params)
-                self.pace.feed(seconds, self.loop.time())
+                millis = audio_ms(len(message), self.config)
+                if millis is not None:
+                    self.pace.feed(millis / 1000.0, self.loop.time())
                 if echo:
                     await connection.send('{"type":"Echo","n":"' + message[:8].hex() + '"}')
                     continue
                 frames += 1
+                before = self.transcriber.audio_ms
                 turns = self.transcriber.feed(message)
+                if millis is None:  # compressed: what the meter read counts
+                    gained = self.transcriber.audio_ms - before
+                    self.pace.feed(gained / 1000.0, self.loop.time())
                 started = self.transcriber.speech_started()
-                if started is not None and self.behaviour.kind is Kind.REVISE:
+                if (
+                    started is not None
+                    and self.behaviour.kind is Kind.REVISE
+                    and not self.transcriber.announce_speech
+                ):
                     await self.send(
                         {"type": "SpeechStarted", "timestamp": started, "confidence": 0.9}
                     )
                 await self._send_turns(turns)
+                if self.config.session_heartbeat:
+                    await self._heartbeat()
                 if drop_after_frames:
                     if frames >= drop_after_frames:
                         await self._drop()
                         return
-                elif drop_after is not None and self.pace.audio_seconds >= drop_after:
+                elif drop_after is not None and self._audio_seconds() >= drop_after:
                     await self._drop()
                     return
                 continue
-            kind, fields = parse_control(message)
-            if kind is ControlType.TERMINATE:
+            fields = parse_client_message(message)
+            kind = fields["type"]
+            if kind == "Terminate":
                 if self.behaviour.kind is Kind.NO_TERMINATION:
                     self.record.end = "terminate_ignored"
                     continue  # read on, answer never: the client's deadline must end it
                 await self._terminate()
                 return
-            if kind is ControlType.FORCE_ENDPOINT:
+            if kind == "ForceEndpoint":
                 await self._send_turns(self.transcriber.force_endpoint())
-            elif kind is ControlType.UPDATE_CONFIGURATION:
-                self.transcriber.update(fields)
+            elif kind == "UpdateConfiguration":
+                self.config, notices = apply_update(self.config, fields)
+                self.transcriber.min_silence = self.config.min_turn_silence_ms
+                self.transcriber.max_silence = self.config.max_turn_silence_ms
+                self.transcriber.format_turns = self.config.format_turns
+                self.transcriber.acknowledge_silence = self.config.acknowledge_silence
+                for notice in notices:
+                    await self.send(notice.message())
+
+    def _audio_seconds(self) -> float:
+        """Audio received so far: PCM by its size, compressed by what the meter read."""
+        return self.transcriber.audio_ms / 1000.0
+
+    async def _heartbeat(self) -> None:
+        """``session_heartbeat``: one Heartbeat per HEARTBEAT_AUDIO_MS of audio."""
+        received = self.transcriber.audio_ms
+        if received < self._next_heartbeat:
+            return
+        self._next_heartbeat = (received // HEARTBEAT_AUDIO_MS + 1) * HEARTBEAT_AUDIO_MS
+        elapsed_ms = max(1.0, (self.loop.time() - self.started) * 1000.0)
+        await self.send(
+            {
+                "type": "Heartbeat",
+                "total_audio_received_ms": int(received),
+                "total_duration_ms": int(elapsed_ms),
+                "realtime_factor": round(received / elapsed_ms, 3),
+                "max_speech_probability": 0.95 if self.transcriber.heard_speech() else 0.02,
+            }
+        )
 
     async def _send_turns(self, turns: list[dict[str, Any]]) -> None:
-        """Send turns; ``revise@BYTES``: an LLMGatewayResponse after each final one."""
+        """Send the engine's messages; after each turn's last final an
+        LLMGatewayResponse with ``llm_gateway`` (and for ``revise@BYTES`` keys)."""
+        revise = self.behaviour.kind is Kind.REVISE
+        llm = self.config.llm_gateway
         for turn in turns:
             await self.send(turn)
-            if self.behaviour.kind is Kind.REVISE and _completes(turn, self.transcriber):
+            if turn["type"] != "Turn" or not _completes(turn, self.transcriber):
+                continue
+            if revise:
                 self._finals.append(turn)
                 await self.send(
                     {
@@ -209,15 +276,21 @@ class SandboxSession:
                         "data": {"summary": turn["transcript"][:40]},
                     }
                 )
+            elif llm is not None:
+                await self.send(llm_response(turn, llm))
 
     async def _terminate(self) -> None:
         await self._send_turns(self.transcriber.finish())
         if self.behaviour.kind is Kind.REVISE:
             await self.send(speaker_revision(self._finals, self.behaviour.size))
+        elif self.config.speaker_labels:
+            revision = self.transcriber.revision()
+            if revision is not None:
+                await self.send(revision)
         await self.send(
             {
                 "type": "Termination",
-                "audio_duration_seconds": round(self.pace.audio_seconds),
+                "audio_duration_seconds": round(self._audio_seconds()),
                 "session_duration_seconds": round(self.loop.time() - self.started),
             }
         )
@@ -229,22 +302,43 @@ class SandboxSession:
         code, reason = self.behaviour.code, self.behaviour.reason
         self.record.end = "dropped"
         self.record.close_code = code
-        if code == CloseCode.ABNORMAL:
+        if code == Close.ABNORMAL:
             self.connection.transport.abort()  # no close frame: the peer sees 1006
             return
         await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         self.record.close_code = code
-        await send_error(self.connection, code, reason)
-        await self.connection.close(code, truncate_reason(reason))
+        await close_with_error(self.connection, code, reason)
 
 
 def _completes(turn: dict[str, Any], transcriber: Transcriber) -> bool:
-    """Whether ``turn`` is its turn's last final (the formatted one with format_turns)."""
+    """Whether ``turn`` is its turn's last final (the formatted one with format_turns;
+    U3 Pro sends one final only, formatted)."""
     if not turn.get("end_of_turn"):
         return False
     return bool(turn.get("turn_is_formatted")) or not transcriber.format_turns
+
+
+def llm_response(turn: dict[str, Any], llm: Mapping[str, Any]) -> dict[str, Any]:
+    """``LLMGatewayResponse`` for a finished turn (ref D): the reply a chat-completion
+    model would give, scripted (the simulator runs no model)."""
+    return {
+        "type": "LLMGatewayResponse",
+        "turn_order": turn["turn_order"],
+        "transcript": turn["transcript"],
+        "data": {
+            "model": str(llm.get("model", ""))[:100],
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": f"You said: {turn['transcript'][:200]}",
+                    }
+                }
+            ],
+        },
+    }
 
 
 def speaker_revision(finals: list[dict[str, Any]], size: int) -> dict[str, Any]:
