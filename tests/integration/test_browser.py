@@ -7,7 +7,6 @@ Chromium comes from apt (scripts/bootstrap installs it); Playwright only drives 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,33 +14,8 @@ import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, sync_playwright
 from voxgate.bench.procs import Server
 
-from tests.support import ROOT
+from tests.support.browser import CHROMIUM_FLAGS, PAGE_WAIT_MS, SAMPLE_WAV, chromium_path
 from tests.support.gateway import GatewayFactory, sandbox_sessions
-
-SAMPLE_WAV = ROOT / "service" / "voxgate" / "samples" / "hello.wav"
-#: Deadline for what a page shows (turns need a few seconds of looped sample audio).
-PAGE_WAIT_MS = 30_000
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    f"--use-file-for-fake-audio-capture={SAMPLE_WAV}",
-]
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed (apt-get install chromium; scripts/bootstrap does)")
-    return path
-
 
 OpenPage = Callable[[Server], Page]
 #: Counts the moments a partial turn is on the page (finals replace them in place).

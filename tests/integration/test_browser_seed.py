@@ -6,7 +6,6 @@ certificate is accepted with --ignore-certificate-errors, as a test may."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,26 +13,9 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from voxgate.bench.procs import Server
 
-from tests.support import ROOT
+from tests.support.browser import CHROMIUM_FLAGS, PAGE_WAIT_MS, chromium_path
 from tests.support.gateway import CLIENT_KEY, GatewayFactory, sandbox_sessions
 from tests.support.seed import TokenServer
-
-SAMPLE_WAV = ROOT / "service" / "voxgate" / "samples" / "hello.wav"
-PAGE_WAIT_MS = 30_000
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--ignore-certificate-errors",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    f"--use-file-for-fake-audio-capture={SAMPLE_WAV}",
-]
 
 OpenSeed = Callable[[Server], Page]
 
@@ -41,9 +23,7 @@ OpenSeed = Callable[[Server], Page]
 @pytest.fixture
 def open_seed(tmp_path: Path, tls_files: tuple[Path, Path]) -> Iterator[OpenSeed]:
     """The page of the seed's example, served by its token server in front of ``gw``."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed (apt-get install chromium; scripts/bootstrap does)")
+    chromium = chromium_path()
     errors: list[str] = []
     with sync_playwright() as playwright:
         closers: list[Callable[[], None]] = []
@@ -56,7 +36,7 @@ def open_seed(tmp_path: Path, tls_files: tuple[Path, Path]) -> Iterator[OpenSeed
                 user_data_dir=str(tmp_path / "profile"),
                 executable_path=chromium,
                 headless=True,
-                args=CHROMIUM_FLAGS,
+                args=[*CHROMIUM_FLAGS, "--ignore-certificate-errors"],
             )
             closers.insert(0, context.close)
             page = context.pages[0] if context.pages else context.new_page()
