@@ -233,3 +233,51 @@ def test_the_keys_of_one_atomic_step_share_a_cluster_slot() -> None:
     assert {tag(k) for k in admission} == {"svc"}
     assert {tag(k) for k in (layout.CLIENTS, layout.UPSTREAM_KEYS, layout.VERSION)} == {"tenants"}
     assert tag(layout.usage_key("key", "main", "day", "2026-11-30")) == "main"
+
+
+def _held_out_pool(state: KeyState) -> tuple[KeyPool, list[float]]:
+    now = [0.0]
+    pool = KeyPool(
+        [UpstreamKey("old", "s1"), UpstreamKey("main", "s2")],
+        max_sessions=5,
+        sessions_per_minute=100,
+        clock=lambda: now[0],
+        jitter=lambda: 0.0,
+    )
+    pool.hold_out("old", state, "retired by the operator")
+    return pool, now
+
+
+@pytest.mark.parametrize("state", [KeyState.RETIRED, KeyState.BUDGET_EXHAUSTED])
+def test_drops_of_a_held_out_keys_running_sessions_do_not_bring_it_back(state: KeyState) -> None:
+    pool, now = _held_out_pool(state)
+    for i in range(3):  # its running sessions are dropped one after the other
+        now[0] = 2.0 * i
+        assert pool.report_drop("old", "1011") == []
+    assert len(pool.record("old").drops) == 3  # counted, state kept
+    now[0] = 1000.0
+    assert pool.expire_cooling() == []
+    assert pool.record("old").state is state
+    assert pool.candidates() == ["main"]
+
+
+@pytest.mark.parametrize("state", [KeyState.RETIRED, KeyState.BUDGET_EXHAUSTED])
+@pytest.mark.parametrize(
+    "failure",
+    [FailureClass.TRANSIENT, FailureClass.PAYMENT_REQUIRED, FailureClass.UNAUTHORIZED],
+)
+def test_failures_and_other_replicas_states_keep_a_held_out_key_out(
+    state: KeyState, failure: FailureClass
+) -> None:
+    pool, now = _held_out_pool(state)
+    assert pool.report_failure("old", failure, "upstream said no") is None
+    record = pool.record("old")
+    assert record.last_failure is failure  # counted
+    assert record.state is state and record.next_probe_at is None  # not probed
+    for other in (KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED, KeyState.HEALTHY):
+        assert pool.adopt("old", other, "another replica") is None
+        assert record.state is state
+    now[0] = 1000.0
+    pool.expire_cooling()
+    assert pool.due_probes() == []
+    assert pool.candidates() == ["main"]

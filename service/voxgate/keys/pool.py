@@ -278,6 +278,12 @@ class KeyPool:
         record.last_failure = failure
         if failure is FailureClass.PAYMENT_REQUIRED:
             record.payment_required_total += 1
+        if record.state in HELD_OUT:
+            # Out by the operator (retired, budget spent): counted, the state kept; only
+            # the operator (or a new budget period) puts it back, never a cool-down.
+            record.failures_in_a_row += 1
+            return None
+        if failure is FailureClass.PAYMENT_REQUIRED:
             return self._move(
                 record, KeyState.PAYMENT_REQUIRED, detail, probe=now + self._first_probe_delay
             )
@@ -325,8 +331,10 @@ class KeyPool:
             drops.popleft()
         if len(drops) > DROP_LIMIT * 8:
             drops.popleft()  # bounded: only the count up to the ceiling matters
-        if len(drops) < DROP_LIMIT or record.state in DISABLED:
-            return []  # (a disabled key keeps its state and the failure that caused it)
+        if len(drops) < DROP_LIMIT or record.state in DISABLED or record.state in HELD_OUT:
+            # (a disabled or held-out key keeps its state: a retired key's running
+            # sessions dropping must not move it to cooling_down, then healthy)
+            return []
         record.last_failure = FailureClass.TRANSIENT
         cooldown = min(MAX_BACKOFF, DROP_COOLDOWN * 2 ** (len(drops) - DROP_LIMIT))
         record.cooling_until = max(record.cooling_until, now + cooldown)
@@ -405,8 +413,8 @@ class KeyPool:
         Counters of this replica's own sessions and 402s do not change. Cooling down
         is not shared (a transient failure may be this replica's own network)."""
         record = self._records[alias]
-        if state is record.state:
-            return None
+        if state is record.state or record.state in HELD_OUT:
+            return None  # (held out: only this replica's operator settings lift it)
         if state is KeyState.HEALTHY:
             if record.state not in DISABLED:
                 return None

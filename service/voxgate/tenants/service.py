@@ -541,7 +541,8 @@ class Tenants:
             share = budget_share(spent, settings.budget_usd)
             self.m.key_budget_used.labels(settings.alias).set(share or 0.0)
             state = self.pool.record(settings.alias).state
-            if settings.retired:
+            if settings.retired:  # re-applied each sync, not only when the version changes
+                self._hold(settings.alias, KeyState.RETIRED, "retired by the operator")
                 continue
             if share is not None and share >= 1.0:
                 self._hold(
