@@ -57,6 +57,7 @@ from voxgate.relay.closes import Close
 from voxgate.settings import ClientKey, Settings, UpstreamKey
 from voxgate.tenants import layout
 from voxgate.tenants.limits import (
+    AUDIO_SLACK,
     Limit,
     Prices,
     audio_left,
@@ -227,7 +228,8 @@ class Tenants:
                         int(LEASE_TTL * 1000),
                         limits.max_sessions or 0,
                         limits.sessions_per_minute or 0,
-                        *(h * 3600 if h is not None else 0 for h in hours),
+                        # (0: no limit; a budget within AUDIO_SLACK is reached)
+                        *(max(h * 3600 - AUDIO_SLACK, 1e-6) if h else 0 for h in hours),
                     ],
                 )
         except REDIS_FAILURES as exc:
