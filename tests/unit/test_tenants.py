@@ -281,3 +281,35 @@ def test_failures_and_other_replicas_states_keep_a_held_out_key_out(
     pool.expire_cooling()
     assert pool.due_probes() == []
     assert pool.candidates() == ["main"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"expires_at": 1e400}',  # JSON inf
+        '{"expires_at": -1e400}',
+        '{"expires_in": 1e400}',
+        '{"expires_at": 1' + "0" * 400 + "}",  # 10**400: OverflowError in float()
+        '{"expires_in": 1' + "0" * 400 + "}",
+        '{"expires_at": 99999999999999}',  # past the longest expiry (10 years)
+        '{"expires_in": 400000000}',
+    ],
+)
+def test_a_key_expiry_must_be_finite_and_bounded(body: str) -> None:
+    with pytest.raises(RecordError):
+        parse_key_request(json.loads(body), 1000.0)
+
+
+@pytest.mark.parametrize("body", ['{"max_sessions": 1' + "0" * 400 + "}", '{"budget_usd": 1e400}'])
+def test_a_huge_or_infinite_limit_is_a_400_not_a_crash(body: str) -> None:
+    with pytest.raises(RecordError):
+        parse_limits(json.loads(body))
+    with pytest.raises(RecordError):
+        parse_upstream_key("k", json.loads(body.replace("max_sessions", "budget_usd")), None)
+
+
+def test_the_documented_rotation_expiry_of_30_days_is_accepted() -> None:
+    assert parse_key_request({"expires_in": 2592000}, 1000.0) == 1000.0 + 2592000
+    ten_years = 10 * 365 * 86400
+    assert parse_key_request({"expires_in": ten_years}, 1000.0) == 1000.0 + ten_years
+    assert parse_key_request({"expires_at": 2e9}, 1.8e9) == 2e9
