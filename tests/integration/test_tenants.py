@@ -440,3 +440,43 @@ def test_one_process_without_redis_applies_the_limits_of_voxgate_client_limits(
     assert 2.9 <= out.messages[-1]["audio_duration_seconds"] <= 3.051, out.messages[-1]
     refused = run(session(gw.url, audio.speech(1)))
     assert refused.code == 1008 and not refused.of_type("Begin"), refused
+
+
+def test_admin_bodies_are_bounded_in_size_and_depth_and_bad_numbers_are_a_400(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """A chunked body over 16 KB (under the edge's 64 KiB) is a 413, read no further;
+    15,000 '[' a 400 (not a RecursionError's 500); an expiry of 1e400 a 400, and the
+    client list still answers."""
+    import http.client
+    import urllib.parse
+
+    gw = gateway_factory(
+        "main=good-key", VOXGATE_REDIS_URL=redis_server.url, VOXGATE_ADMIN_KEY=ADMIN_KEY
+    )
+    url = urllib.parse.urlsplit(gw.http_url)
+
+    def send(method: str, path: str, body: bytes, *, chunked: bool = False) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+        try:
+            headers = {"Authorization": ADMIN_KEY, "Content-Type": "application/json"}
+            if chunked:
+                pieces = iter([body[i : i + 1024] for i in range(0, len(body), 1024)])
+                conn.request(method, path, body=pieces, headers=headers, encode_chunked=True)
+            else:
+                conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            conn.close()
+
+    big = b'{"max_sessions": 5, "pad": "' + b"x" * 20_000 + b'"}'
+    status, body = send("PUT", "/admin/clients/svc", big, chunked=True)
+    assert status == 413, (status, body)
+    status, body = send("PUT", "/admin/clients/svc", b"[" * 15_000)
+    assert status == 400, (status, body)
+    assert admin(gw, "PUT", "/admin/clients/svc", {"max_sessions": 5})[0] == 201
+    status, body = send("POST", "/admin/clients/svc/keys", b'{"expires_at": 1e400}')
+    assert status == 400, (status, body)
+    status, body = admin(gw, "GET", "/admin/clients")
+    assert status == 200 and "svc" in [c["name"] for c in body["clients"]], body

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.routes.admin import AdminRoutes
 from voxgate.tenants import layout
 from voxgate.tenants.limits import periods
@@ -41,6 +42,10 @@ _DATE_RE = {"day": re.compile(r"^\d{4}-\d{2}-\d{2}$"), "month": re.compile(r"^\d
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class BodyTooLarge(RecordError):
+    """An admin request body over MAX_BODY (HTTP 413)."""
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status)
 
@@ -60,6 +65,8 @@ class TenantRoutes:
                 return _error(409, "clients and usage are kept in Redis: set VOXGATE_REDIS_URL")
             try:
                 return await handler(request)
+            except BodyTooLarge as big:
+                return _error(413, str(big))
             except RecordError as bad:
                 return _error(400, str(bad))
             except REDIS_FAILURES as exc:
@@ -71,17 +78,23 @@ class TenantRoutes:
 
     @staticmethod
     async def _body(request: Request) -> object:
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            raise RecordError(f"the body is over {MAX_BODY} bytes")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise RecordError(f"the body is over {MAX_BODY} bytes")
+        """The JSON body, read as it arrives and no further than MAX_BODY (413; the
+        edge caps every body at VOXGATE_MAX_BODY_BYTES, chunked ones too, and this
+        route's own bound is tighter), nested at most MAX_JSON_DEPTH deep (400)."""
+        length = request.headers.get("content-length") or "0"
+        if not length.isdigit() or int(length[:20]) > MAX_BODY:
+            raise BodyTooLarge(f"the body is over {MAX_BODY} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise BodyTooLarge(f"the body is over {MAX_BODY} bytes")
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            return loads_bounded(bytes(raw))
         except ValueError:
-            raise RecordError("the body is not JSON") from None
+            raise RecordError("the body is not JSON (or nested too deep)") from None
 
     @staticmethod
     def _who(request: Request) -> str:
