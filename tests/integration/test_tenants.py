@@ -480,3 +480,30 @@ def test_admin_bodies_are_bounded_in_size_and_depth_and_bad_numbers_are_a_400(
     assert status == 400, (status, body)
     status, body = admin(gw, "GET", "/admin/clients")
     assert status == 200 and "svc" in [c["name"] for c in body["clients"]], body
+
+
+def test_an_audio_budget_removed_no_longer_bounds_a_running_session(
+    gateway_factory: GatewayFactory, redis_server: RedisServer, sandbox: Server
+) -> None:
+    """A session of a client with 3 s a day sends 1.5 s; the budget is removed (null):
+    the same session then sends 3 s more and ends normally (1000), all 4.5 s heard."""
+    a, _ = pair(gateway_factory, redis_server)
+    put_limits(a, "tester", audio_hours_per_day=3 / 3600)
+    in_force("tester", a, audio_hours_per_day=3 / 3600)
+
+    async def budget_removed_meanwhile() -> Outcome:
+        held = await open_client(a.url)
+        assert json.loads(await asyncio.wait_for(held.recv(), WAIT))["type"] == "Begin"
+        for frame in audio.speech(1):
+            await held.send(frame)
+        await asyncio.to_thread(put_limits, a, "tester", audio_hours_per_day=None)
+        await asyncio.to_thread(in_force, "tester", a)
+        await asyncio.sleep(2.0)  # a sync or two of the replica serving it
+        for frame in audio.speech(2):
+            await held.send(frame)
+        await held.send(json.dumps({"type": "Terminate"}))
+        return await collect(held, Outcome())
+
+    out = run(budget_removed_meanwhile())
+    assert out.code == 1000, out
+    assert out.messages[-1]["audio_duration_seconds"] >= 4, out.messages[-1]

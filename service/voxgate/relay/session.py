@@ -252,10 +252,11 @@ class Session:
     def limit_audio(self, seconds: float, close: Close) -> None:
         """The client may send ``seconds`` of audio in all in this session: the frame
         that would cross it is not sent; upstream gets Terminate, the client its final
-        turns, the Termination and ``close`` (its budget, voxgate.tenants)."""
+        turns, the Termination and ``close`` (its budget, voxgate.tenants). ``inf``:
+        no bound any more (the budget was removed)."""
         if not self.limit_reached:  # (a frame's float sum a hair over is not over)
             self._audio_allowance = seconds + 1e-6
-            self._limit_close = close
+            self._limit_close = close if seconds != math.inf else None
 
     def _over_limit(self) -> None:
         self.limit_reached = True

@@ -509,6 +509,11 @@ class Tenants:
         dates = periods(self._clock())
         for ticket in self.tickets:  # limits changed meanwhile apply to running sessions
             ticket.limits = self.limits_of(ticket.client)
+            if ticket.bound is not None and not ticket.limits.any_audio:
+                # The budget was removed: the session's allowance goes too.
+                ticket.left, ticket.bound = math.inf, None
+                if ticket.session is not None:
+                    ticket.session.limit_audio(math.inf, Close(1000, ""))
         budgeted = [t for t in self.tickets if t.session is not None and t.limits.any_audio]
         totals: dict[str, tuple[float, float]] = {}
         for client in {t.client for t in budgeted}:
