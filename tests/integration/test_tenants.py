@@ -507,3 +507,24 @@ def test_an_audio_budget_removed_no_longer_bounds_a_running_session(
     out = run(budget_removed_meanwhile())
     assert out.code == 1000, out
     assert out.messages[-1]["audio_duration_seconds"] >= 4, out.messages[-1]
+
+
+def test_a_runtime_keys_secret_changed_is_used_on_every_replica(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """Key "extra" added at runtime with a wrong secret, "a" retired: sessions fail.
+    PUT /admin/keys/extra with the right secret: both replicas serve on it."""
+    gw_a, gw_b = pair(gateway_factory, redis_server)
+    assert admin(gw_a, "PUT", "/admin/keys/extra", {"secret": "not-a-key-000"})[0] == 201
+    assert admin(gw_a, "DELETE", "/admin/keys/main")[0] == 200
+    for gw in (gw_a, gw_b):
+        eventually(lambda gw=gw: admin_keys(gw)["main"]["state"] == "retired", "main retired")
+    assert run(session(gw_a.url, audio.speech(1))).code != 1000  # the wrong secret
+    assert admin(gw_b, "PUT", "/admin/keys/extra", {"secret": "good-key-2"})[0] == 200
+    for gw in (gw_a, gw_b):
+        eventually(
+            lambda gw=gw: run(session(gw.url, audio.speech(1))).code == 1000,
+            f"{gw.url} serves on extra's new secret",
+            timeout=8.0,
+        )
+    assert "good-key-2" not in gw_a.stderr() and "not-a-key-000" not in gw_b.stderr()

@@ -313,3 +313,15 @@ def test_the_documented_rotation_expiry_of_30_days_is_accepted() -> None:
     ten_years = 10 * 365 * 86400
     assert parse_key_request({"expires_in": ten_years}, 1000.0) == 1000.0 + ten_years
     assert parse_key_request({"expires_at": 2e9}, 1.8e9) == 2e9
+
+
+def test_a_runtime_keys_new_secret_replaces_the_old_one() -> None:
+    pool = KeyPool([UpstreamKey("a", "s1")], max_sessions=5, sessions_per_minute=100, clock=float)
+    assert pool.add(UpstreamKey("x", "typo-secret"), max_sessions=5, sessions_per_minute=100)
+    pool.report_failure("x", FailureClass.UNAUTHORIZED, "401")
+    moved = pool.replace(UpstreamKey("x", "right-secret"))
+    assert moved is not None and moved.new is KeyState.HEALTHY
+    assert pool.record("x").key.secret == "right-secret" and "x" in pool.candidates()
+    pool.hold_out("x", KeyState.RETIRED, "retired")
+    assert pool.replace(UpstreamKey("x", "third")) is None  # still retired
+    assert pool.record("x").state is KeyState.RETIRED and pool.record("x").key.secret == "third"

@@ -393,6 +393,23 @@ class KeyPool:
         self._order.append(key.alias)
         return True
 
+    def replace(self, key: UpstreamKey) -> Transition | None:
+        """A runtime key's new secret (same alias): the next sessions and probes use it;
+        its health starts afresh (healthy), unless the operator holds it out. Running
+        sessions keep the connection they have."""
+        record = self._records[key.alias]
+        if record.key.secret == key.secret:
+            return None
+        record.key = key
+        record.failures_in_a_row = 0
+        record.last_failure = None
+        record.drops.clear()
+        record.drop_cooled = False
+        record.cooling_until = 0.0
+        if record.state in HELD_OUT:
+            return None
+        return self._move(record, KeyState.HEALTHY, "secret replaced", probe=None)
+
     def hold_out(self, alias: str, state: KeyState | None, reason: str = "") -> Transition | None:
         """Take a key out of rotation for the operator's reason (``budget_exhausted``,
         ``retired``), or with None put a key held out back (healthy). Running sessions

@@ -164,6 +164,8 @@ class Tenants:
         self._admit = self.redis.register_script(layout.ADMIT_LUA) if self.redis else None
         self._renew = self.redis.register_script(layout.RENEW_LUA) if self.redis else None
         self.snapshot = Snapshot()
+        #: Keys of VOXGATE_UPSTREAM_KEYS: their secrets are changed there, never here.
+        self._env_aliases = frozenset(k.alias for k in settings.upstream_keys)
         #: VOXGATE_CLIENT_LIMITS: limits of clients without a record in Redis.
         self.env_limits: dict[str, Limits] = {}
         for name, limit, value in settings.client_limits:
@@ -429,6 +431,16 @@ class Tenants:
             self.metrics.register_key(alias)
             self._key_gauges(alias)
             log.info("key_added", key=alias)
+        elif (
+            settings.secret is not None
+            and alias not in self._env_aliases
+            and self.pool.record(alias).key.secret != settings.secret
+        ):  # a runtime key's new secret (PUT /admin/keys/{alias}), on every replica
+            transition = self.pool.replace(UpstreamKey(alias, settings.secret))
+            if transition is not None:
+                log.warning("key_state_changed", **transition.fields(), source="tenants")
+                self.metrics.key_changed(self.pool.record(alias))
+            log.info("key_secret_replaced", key=alias)
         record = self.pool.record(alias)
         if settings.retired:
             self._hold(alias, KeyState.RETIRED, "retired by the operator")
