@@ -528,3 +528,16 @@ def test_a_runtime_keys_secret_changed_is_used_on_every_replica(
             timeout=8.0,
         )
     assert "good-key-2" not in gw_a.stderr() and "not-a-key-000" not in gw_b.stderr()
+
+
+def test_a_record_made_for_an_env_client_keeps_its_env_limits(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """ "tester" has max_sessions=1 from VOXGATE_CLIENT_LIMITS: a key added to it at
+    runtime, then one more limit set, keep that limit in force."""
+    a, _ = pair(gateway_factory, redis_server, VOXGATE_CLIENT_LIMITS="tester.max_sessions=1")
+    in_force("tester", a, max_sessions=1)
+    status, body = admin(a, "POST", "/admin/clients/tester/keys", {})
+    assert status == 201, body
+    put_limits(a, "tester", sessions_per_minute=100)
+    in_force("tester", a, max_sessions=1, sessions_per_minute=100)

@@ -23,6 +23,7 @@ from voxgate.tenants.limits import periods
 from voxgate.tenants.records import (
     PERIODS,
     ClientRecord,
+    Limits,
     RecordError,
     add_key,
     check_name,
@@ -108,7 +109,7 @@ class TenantRoutes:
         view: dict[str, Any] = (
             record.to_json(with_digest=False)
             if record is not None
-            else {"name": name, "limits": ClientRecord(name).limits.to_json(), "keys": []}
+            else {"name": name, "limits": self._new_record(name).limits.to_json(), "keys": []}
         )
         for key in view["keys"]:
             key["expired"] = key["expires_at"] is not None and key["expires_at"] <= now
@@ -117,6 +118,12 @@ class TenantRoutes:
         view["limits_in_force"] = self._tenants.limits_of(name).to_json()
         view["active_sessions"] = await self._tenants.active_sessions(name)
         return view
+
+    def _new_record(self, name: str) -> ClientRecord:
+        """A client's first record in Redis starts from its VOXGATE_CLIENT_LIMITS (a
+        record replaces them once it exists: a key added to an env client, or one
+        limit set, must not drop the others)."""
+        return ClientRecord(name, self._tenants.env_limits.get(name, Limits()))
 
     async def _read_client(self, name: str) -> ClientRecord | None:
         assert self._tenants.redis is not None
@@ -150,7 +157,7 @@ class TenantRoutes:
             nonlocal created
             record = client_from_json(json.loads(current)) if current else None
             created = record is None
-            record = record or ClientRecord(name)
+            record = record or self._new_record(name)
             limits = parse_limits(body, record.limits)
             updated = ClientRecord(name, limits, record.keys, time.time())
             return json.dumps(updated.to_json())
@@ -192,7 +199,7 @@ class TenantRoutes:
         def change(current: str | None) -> str | None:
             if current is None and not env:
                 return None
-            record = client_from_json(json.loads(current)) if current else ClientRecord(name)
+            record = client_from_json(json.loads(current)) if current else self._new_record(name)
             updated, entry, secret = add_key(record, now, expires_at)
             made.update(entry=entry, secret=secret)
             return json.dumps(updated.to_json())
