@@ -325,3 +325,37 @@ def test_a_runtime_keys_new_secret_replaces_the_old_one() -> None:
     pool.hold_out("x", KeyState.RETIRED, "retired")
     assert pool.replace(UpstreamKey("x", "third")) is None  # still retired
     assert pool.record("x").state is KeyState.RETIRED and pool.record("x").key.secret == "third"
+
+
+def test_a_slow_redis_is_not_taken_for_a_down_one() -> None:
+    """One or two timeouts in a row (a slow Redis that still answers) leave the limits
+    checked; the third, or a connection error at once, counts as down."""
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+    from voxgate.metrics.gateway import Metrics
+    from voxgate.tenants.service import SLOW_LIMIT, Tenants
+
+    async def scenario() -> list[bool]:
+        env = {"VOXGATE_UPSTREAM_KEYS": "k", "VOXGATE_REDIS_URL": "redis://127.0.0.1:1/0"}
+        settings = Settings.from_env(env)
+        keys = list(settings.upstream_keys)
+        pool = KeyPool(keys, max_sessions=5, sessions_per_minute=9, clock=float)
+        tenants = Tenants(settings, ClientAuthenticator([]), pool, Metrics())
+        seen = []
+        tenants._set_up(True)
+        for error in [TimeoutError(), RedisTimeout()] * SLOW_LIMIT:
+            tenants._set_up(False, error)
+            seen.append(tenants.down)
+        tenants._set_up(True)
+        seen.append(tenants.down)
+        tenants._set_up(False, RedisConnectionError())
+        seen.append(tenants.down)
+        await tenants.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[: SLOW_LIMIT - 1] == [False] * (SLOW_LIMIT - 1)
+    assert all(seen[SLOW_LIMIT - 1 : 2 * SLOW_LIMIT])
+    assert seen[-2:] == [False, True]

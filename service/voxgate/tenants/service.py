@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voxgate.access.clientkeys import ClientAuthenticator
 from voxgate.keys.pool import KeyPool, KeyState
@@ -84,6 +85,12 @@ LEASE_TTL = 15.0
 #: Freed leases kept to delete from Redis while it is unreachable (older ones expire).
 MAX_RELEASES = 10_000
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+#: Timeouts in a row after which Redis counts as down. Fewer are a slow Redis that
+#: still answers: the limits stay checked (only the request that timed out is decided
+#: by VOXGATE_LIMITS_ON_REDIS_DOWN), instead of admitting all unchecked (open) or
+#: refusing all (closed) until the next sync. A connection error is down at once.
+SLOW_LIMIT = 3
+_TIMEOUTS = (TimeoutError, RedisTimeoutError)
 
 log = get_logger("voxgate.tenants")
 
@@ -181,8 +188,10 @@ class Tenants:
         self._released: list[tuple[str, str]] = []  # leases to free in Redis
         self._wake = asyncio.Event()
         self.up = False
-        #: Redis failed at the last attempt (False before the first one).
+        #: Redis failed at the last attempt (False before the first one); a timeout
+        #: only after SLOW_LIMIT in a row (``_timeouts`` counts them).
         self.down = False
+        self._timeouts = 0
         # Without VOXGATE_REDIS_URL nothing is missing: 1 (no alert on a one-process set-up).
         self.m.limits_redis_up.set(0.0 if self.redis is not None else 1.0)
         for key in settings.client_keys:
@@ -574,6 +583,13 @@ class Tenants:
                 self._hold(settings.alias, None, "budget available again")
 
     def _set_up(self, up: bool, error: BaseException | None = None) -> None:
+        if up:
+            self._timeouts = 0
+        elif isinstance(error, _TIMEOUTS) and not self.down:
+            self._timeouts += 1
+            if self._timeouts < SLOW_LIMIT:  # slow, not down (yet)
+                log.warning("tenants_redis_slow", timeouts=self._timeouts)
+                return
         self.down = not up
         if up == self.up:
             return
