@@ -541,3 +541,33 @@ def test_a_record_made_for_an_env_client_keeps_its_env_limits(
     assert status == 201, body
     put_limits(a, "tester", sessions_per_minute=100)
     in_force("tester", a, max_sessions=1, sessions_per_minute=100)
+
+
+def test_client_records_and_upstream_key_settings_are_capped(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """With MAX_CLIENTS records and MAX_UPSTREAM_KEYS key settings in Redis, a new one
+    is a 409 (a change to one that exists is not refused)."""
+    from voxgate.tenants.records import MAX_CLIENTS, MAX_UPSTREAM_KEYS
+
+    gw = gateway_factory(
+        "main=good-key", VOXGATE_REDIS_URL=redis_server.url, VOXGATE_ADMIN_KEY=ADMIN_KEY
+    )
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    record = {"limits": {}, "keys": [], "updated_at": 0.0}
+    r.hset(
+        layout.CLIENTS,
+        mapping={f"c{i}": json.dumps({**record, "name": f"c{i}"}) for i in range(MAX_CLIENTS)},
+    )
+    r.hset(
+        layout.UPSTREAM_KEYS,
+        mapping={f"k{i}": json.dumps({"alias": f"k{i}"}) for i in range(MAX_UPSTREAM_KEYS)},
+    )
+    status, body = admin(gw, "PUT", "/admin/clients/one-more", {"max_sessions": 1})
+    assert status == 409 and "at most" in body["error"], body
+    assert admin(gw, "POST", "/admin/clients/tester/keys", {})[0] == 409  # a new record too
+    status, body = admin(gw, "PUT", "/admin/keys/one-more", {"secret": "good-key-2"})
+    assert status == 409, body
+    assert admin(gw, "PUT", "/admin/clients/c1", {"max_sessions": 2})[0] == 200
+    assert not r.hexists(layout.CLIENTS, "one-more")
+    r.delete(layout.CLIENTS, layout.UPSTREAM_KEYS)

@@ -359,3 +359,35 @@ def test_a_slow_redis_is_not_taken_for_a_down_one() -> None:
     assert seen[: SLOW_LIMIT - 1] == [False] * (SLOW_LIMIT - 1)
     assert all(seen[SLOW_LIMIT - 1 : 2 * SLOW_LIMIT])
     assert seen[-2:] == [False, True]
+
+
+def test_a_client_key_is_found_by_its_digest_not_by_a_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """10,000 stored keys: a bad attempt compares no digest, a good one only its own;
+    an expired key is refused, and a secret listed under two names finds the first."""
+    import hmac
+
+    from voxgate.access import clientkeys
+    from voxgate.settings import ClientKey, digest_secret
+
+    compares: list[int] = []
+    compare = hmac.compare_digest
+
+    def counted(a: bytes, b: bytes) -> bool:
+        compares.append(1)
+        return compare(a, b)
+
+    monkeypatch.setattr(clientkeys.hmac, "compare_digest", counted)
+    keys = [ClientKey(f"c{i}", digest_secret(f"secret-{i}")) for i in range(10_000)]
+    keys += [ClientKey("gone", digest_secret("old-secret"), expires_at=50.0)]
+    keys += [ClientKey("second", digest_secret("secret-7"))]
+    auth = ClientAuthenticator(keys, clock=lambda: 100.0)
+    with pytest.raises(ProtocolViolation):
+        auth.check("not-a-key")
+    assert len(compares) <= 1
+    assert auth.check("secret-9999") == "c9999"
+    assert auth.check("secret-7") == "c7"
+    assert len(compares) <= 1 + 1 + 1
+    with pytest.raises(ProtocolViolation):
+        auth.check("old-secret")

@@ -21,6 +21,8 @@ from voxgate.routes.admin import AdminRoutes
 from voxgate.tenants import layout
 from voxgate.tenants.limits import periods
 from voxgate.tenants.records import (
+    MAX_CLIENTS,
+    MAX_UPSTREAM_KEYS,
     PERIODS,
     ClientRecord,
     Limits,
@@ -47,6 +49,10 @@ class BodyTooLarge(RecordError):
     """An admin request body over MAX_BODY (HTTP 413)."""
 
 
+class Full(RecordError):
+    """A new record past MAX_CLIENTS or MAX_UPSTREAM_KEYS (HTTP 409)."""
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status)
 
@@ -68,6 +74,8 @@ class TenantRoutes:
                 return await handler(request)
             except BodyTooLarge as big:
                 return _error(413, str(big))
+            except Full as full:
+                return _error(409, str(full))
             except RecordError as bad:
                 return _error(400, str(bad))
             except REDIS_FAILURES as exc:
@@ -125,6 +133,14 @@ class TenantRoutes:
         limit set, must not drop the others)."""
         return ClientRecord(name, self._tenants.env_limits.get(name, Limits()))
 
+    async def _room(self, hash_name: str, field_name: str, cap: int, what: str) -> None:
+        """Raise Full when ``field_name`` would be a new entry of a hash holding ``cap``
+        (checked before the change: concurrent creations may pass it by a few)."""
+        redis = self._tenants.redis
+        assert redis is not None
+        if not await redis.hexists(hash_name, field_name) and await redis.hlen(hash_name) >= cap:
+            raise Full(f"at most {cap} {what}: delete one first")
+
     async def _read_client(self, name: str) -> ClientRecord | None:
         assert self._tenants.redis is not None
         raw = await self._tenants.redis.hget(layout.CLIENTS, name)
@@ -151,6 +167,7 @@ class TenantRoutes:
     async def put_client(self, request: Request) -> Response:
         name = check_name(request.path_params["name"])
         body = await self._body(request)
+        await self._room(layout.CLIENTS, name, MAX_CLIENTS, "client records")
         created = False
 
         def change(current: str | None) -> str:
@@ -194,6 +211,7 @@ class TenantRoutes:
         now = time.time()
         expires_at = parse_key_request(body, now)
         env = name in {k.name for k in self._tenants.settings.client_keys}
+        await self._room(layout.CLIENTS, name, MAX_CLIENTS, "client records")
         made: dict[str, Any] = {}
 
         def change(current: str | None) -> str | None:
@@ -258,6 +276,7 @@ class TenantRoutes:
             return _error(
                 409, f"{alias!r} is set in VOXGATE_UPSTREAM_KEYS: change its secret there"
             )
+        await self._room(layout.UPSTREAM_KEYS, alias, MAX_UPSTREAM_KEYS, "upstream key settings")
         result: dict[str, Any] = {}
 
         def change(current: str | None) -> str:

@@ -20,6 +20,10 @@ from typing import Any
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 #: Keys one client may hold at once (a rotation needs two; a few spare is plenty).
 MAX_KEYS_PER_CLIENT = 10
+#: Client records Redis may hold, and upstream key settings (each replica reloads them
+#: all at every change, on its event loop): a new one past these is refused (409).
+MAX_CLIENTS = 10_000
+MAX_UPSTREAM_KEYS = 100
 #: What a new client secret starts with (tells it apart from a temporary token).
 SECRET_PREFIX = "vxc_"
 PERIODS = ("day", "month")
