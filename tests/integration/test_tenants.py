@@ -563,6 +563,8 @@ def test_client_records_and_upstream_key_settings_are_capped(
         layout.UPSTREAM_KEYS,
         mapping={f"k{i}": json.dumps({"alias": f"k{i}"}) for i in range(MAX_UPSTREAM_KEYS)},
     )
+    status, body = admin(gw, "PUT", "/admin/clients/other", {"max_sessions": 1})
+    assert status == 400 and "reserved" in body["error"], body  # the overflow label
     status, body = admin(gw, "PUT", "/admin/clients/one-more", {"max_sessions": 1})
     assert status == 409 and "at most" in body["error"], body
     assert admin(gw, "POST", "/admin/clients/tester/keys", {})[0] == 409  # a new record too

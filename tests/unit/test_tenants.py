@@ -391,3 +391,14 @@ def test_a_client_key_is_found_by_its_digest_not_by_a_scan(
     assert len(compares) <= 1 + 1 + 1
     with pytest.raises(ProtocolViolation):
         auth.check("old-secret")
+
+
+def test_the_cli_warns_about_how_the_admin_key_travels() -> None:
+    from voxgate.cli.admin import warnings
+
+    assert warnings("http://127.0.0.1:8080", False) == []
+    assert warnings("https://gw.example:8443", False) == []
+    (plain,) = warnings("http://gw.example:8080", False)
+    assert "plain http" in plain
+    (argument,) = warnings("http://localhost:8080", True)
+    assert "VOXGATE_ADMIN_KEY" in argument

@@ -51,11 +51,14 @@ class ClientAuthenticator:
                 "Unauthorized Connection: missing client key (send Authorization: <key>)",
             )
         digest = digest_secret(presented)
-        found: str | None = None
         key = self._by_digest.get(digest)
-        if key is not None and hmac.compare_digest(digest, key.digest):
-            if key.expires_at is None or self._clock() < key.expires_at:
-                found = key.name
+        found = (
+            key.name
+            if key is not None
+            and hmac.compare_digest(digest, key.digest)
+            and (key.expires_at is None or self._clock() < key.expires_at)
+            else None
+        )
         if found is None:
             raise ProtocolViolation(
                 CloseCode.POLICY,

@@ -20,6 +20,7 @@ from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.routes.admin import AdminRoutes
 from voxgate.tenants import layout
 from voxgate.tenants.limits import periods
+from voxgate.tenants.metrics import OVERFLOW_LABEL
 from voxgate.tenants.records import (
     MAX_CLIENTS,
     MAX_UPSTREAM_KEYS,
@@ -55,6 +56,14 @@ class Full(RecordError):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status)
+
+
+def _client_name(request: Request) -> str:
+    """A client name for a new or changed record: not the metrics' overflow label."""
+    name = check_name(request.path_params["name"])
+    if name == OVERFLOW_LABEL:
+        raise RecordError(f"{OVERFLOW_LABEL!r} is reserved (the metrics' overflow label)")
+    return name
 
 
 class TenantRoutes:
@@ -165,7 +174,7 @@ class TenantRoutes:
         return JSONResponse(await self._client_view(record, name))
 
     async def put_client(self, request: Request) -> Response:
-        name = check_name(request.path_params["name"])
+        name = _client_name(request)
         body = await self._body(request)
         await self._room(layout.CLIENTS, name, MAX_CLIENTS, "client records")
         created = False
@@ -206,7 +215,7 @@ class TenantRoutes:
         return JSONResponse({"deleted": name, "env_keys_remain": env})
 
     async def add_client_key(self, request: Request) -> Response:
-        name = check_name(request.path_params["name"])
+        name = _client_name(request)
         body = await self._body(request)
         now = time.time()
         expires_at = parse_key_request(body, now)
