@@ -573,3 +573,37 @@ def test_client_records_and_upstream_key_settings_are_capped(
     assert admin(gw, "PUT", "/admin/clients/c1", {"max_sessions": 2})[0] == 200
     assert not r.hexists(layout.CLIENTS, "one-more")
     r.delete(layout.CLIENTS, layout.UPSTREAM_KEYS)
+
+
+def test_usage_waiting_in_memory_is_booked_to_the_day_it_was_used(
+    redis_server: RedisServer,
+) -> None:
+    """1.5 s of audio used at 23:59:59 UTC and written after midnight land in that day's
+    and month's hashes, not the next ones (a real redis-server, the service in process)."""
+    from voxgate.access.clientkeys import ClientAuthenticator
+    from voxgate.keys.pool import KeyPool
+    from voxgate.metrics.gateway import Metrics
+    from voxgate.settings import Settings
+    from voxgate.tenants.records import Limits
+    from voxgate.tenants.service import Tenants, Ticket
+
+    now = [1_796_083_199.0]  # 2026-11-30T23:59:59Z
+
+    async def scenario() -> None:
+        env = {"VOXGATE_UPSTREAM_KEYS": "k", "VOXGATE_REDIS_URL": redis_server.url}
+        settings = Settings.from_env(env)
+        pool = KeyPool(
+            list(settings.upstream_keys), max_sessions=5, sessions_per_minute=9, clock=float
+        )
+        tenants = Tenants(settings, ClientAuthenticator([]), pool, Metrics(), clock=lambda: now[0])
+        ticket = Ticket("svc", "svc", "default", Limits(), member="m", booked=False)
+        tenants.usage(ticket, "k", 1.5, 2.0)
+        now[0] += 2.0  # 2026-12-01T00:00:01Z: the write comes after midnight
+        await tenants.sync()
+        await tenants.close()
+
+    asyncio.run(scenario())
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    for period, date in (("day", "2026-11-30"), ("month", "2026-11")):
+        assert r.hget(layout.usage_key("client", "svc", period, date), "audio_seconds") == "1.5"
+    assert r.hget(layout.usage_key("client", "svc", "day", "2026-12-01"), "audio_seconds") is None

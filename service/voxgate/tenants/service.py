@@ -26,8 +26,8 @@ no limit applies). With Redis (the names are in :mod:`voxgate.tenants.layout`):
   once may together overshoot by about ``SYNC`` seconds of audio each.
 * **Usage**: sessions report audio and session seconds every second; they are added
   to the client's and the upstream key's hashes for the UTC day and month, in one
-  pipeline every ``SYNC`` (kept in memory, bounded by clients x keys x models, while
-  Redis is down).
+  pipeline every ``SYNC``, each to the UTC day and month it was used in (kept in memory,
+  bounded by clients x keys x models x days, while Redis is down).
 * **Spend guard**: a key with a budget whose spend in its period reaches the budget
   leaves rotation with state ``budget_exhausted`` (on every replica, each reading the
   same totals); it comes back when the period turns or the budget is raised.
@@ -185,7 +185,8 @@ class Tenants:
         self._local_starts: dict[str, collections.deque[float]] = {}
         self._local_audio: dict[tuple[str, str], float] = {}
         self.tickets: set[Ticket] = set()
-        self._pending: dict[tuple[str, str, str], _Pending] = {}
+        #: Usage not written yet, by (client or key, name, model, UTC day it was used).
+        self._pending: dict[tuple[str, str, str, str], _Pending] = {}
         self._task: asyncio.Task[None] | None = None
         self._released: list[tuple[str, str]] = []  # leases to free in Redis
         self._wake = asyncio.Event()
@@ -314,8 +315,9 @@ class Tenants:
     def attach(self, ticket: Ticket, session: Limited, alias: str) -> None:
         """The session opened upstream on key ``alias``: count it, give it its budget."""
         ticket.session = session
-        self._pend("client", ticket.client, ticket.model).sessions += 1
-        self._pend("key", alias, ticket.model).sessions += 1
+        day = periods(self._clock())["day"]
+        self._pend("client", ticket.client, ticket.model, day).sessions += 1
+        self._pend("key", alias, ticket.model, day).sessions += 1
         if ticket.bound is not None:
             code, text = refusal(ticket.bound, ticket.client, ticket.limits)
             session.limit_audio(ticket.left, Close(code, text))
@@ -325,8 +327,9 @@ class Tenants:
         if audio <= 0 and seconds <= 0:
             return
         cost = self.prices.cost(ticket.model, seconds)
+        day = periods(self._clock())["day"]  # booked to the UTC day it was used in
         for by, name in (("client", ticket.client), ("key", alias)):
-            pending = self._pend(by, name, ticket.model)
+            pending = self._pend(by, name, ticket.model, day)
             pending.audio += audio
             pending.session += seconds
             pending.cost += cost
@@ -351,8 +354,8 @@ class Tenants:
                 del self._released[: len(self._released) - MAX_RELEASES]
             self._wake.set()
 
-    def _pend(self, by: str, name: str, model: str) -> _Pending:
-        key = (by, name, model)
+    def _pend(self, by: str, name: str, model: str, day: str) -> _Pending:
+        key = (by, name, model, day)
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending()
@@ -491,10 +494,10 @@ class Tenants:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        dates = periods(self._clock())
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for (by, name, model), p in pending.items():
+            for (by, name, model, day), p in pending.items():
+                dates = {"day": day, "month": day[:7]}
                 for period in ("day", "month"):
                     key = layout.usage_key(by, name, period, dates[period])
                     if p.audio:
