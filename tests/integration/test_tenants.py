@@ -184,6 +184,23 @@ def test_an_audio_budget_ends_a_running_session_cleanly_at_the_boundary(
     assert out.finals, "the final turns of the audio sent reach the client"
     assert out.messages[-1]["audio_duration_seconds"] <= 3.0 + 0.051, out.messages[-1]
     assert out.messages[-1]["audio_duration_seconds"] >= 2.9, out.messages[-1]
+
+    # Usage counts the audio sent upstream (at most the 3 s), not the 4.x s received.
+    def used() -> dict[str, Any] | None:
+        status, body = admin(a, "GET", "/admin/usage?by=client&period=day")
+        assert status == 200, body
+        rows: list[dict[str, Any]] = body["rows"]
+        return rows[0] if rows and rows[0]["audio_seconds"] >= 2.9 else None
+
+    row = eventually(used, "the session's usage written")
+    assert 2.9 <= row["audio_seconds"] <= 3.0 + 1e-3, row
+    prom = metric(
+        a,
+        "voxgate_client_audio_seconds_total",
+        client="tester",
+        model="universal-streaming-english",
+    )
+    assert 2.9 <= prom <= 3.0 + 1e-3, prom
     refused = eventually(lambda: refused_with(a, 1008), "the next session refused")
     assert "audio_hours_per_day" in refused.reason and not refused.of_type("Begin"), refused
     assert metric(a, "voxgate_sessions_ended_total", outcome="limited") == 1.0
@@ -228,7 +245,7 @@ def test_usage_per_client_and_key_matches_the_audio_streamed(
     gateway_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
     """A 3 s and a 1.5 s session on two replicas: /admin/usage by client and by key,
-    for the day and the month, hold 4.5 s of audio (within a second per session), the
+    for the day and the month, hold 4.5 s of audio (within 0.1 s), the
     session seconds, the sessions and the cost at the configured price; the Prometheus
     counters say the same."""
     a, b = pair(gateway_factory, redis_server, VOXGATE_PRICES="default=0.36")
@@ -245,7 +262,7 @@ def test_usage_per_client_and_key_matches_the_audio_streamed(
         for period in ("day", "month"):
             (row,) = eventually(lambda by=by, period=period: rows(by, period), f"{by} {period}")
             assert row[by] == name
-            assert abs(row["audio_seconds"] - 4.5) <= 2.0, row
+            assert abs(row["audio_seconds"] - 4.5) <= 0.1, row  # the audio sent, no more
             # The tests stream ahead of real time: the sessions are open a moment only.
             assert 0 < row["session_seconds"] < 30, row
             assert abs(row["cost_usd"] - row["session_seconds"] * 0.36 / 3600) < 1e-6, row
@@ -259,7 +276,7 @@ def test_usage_per_client_and_key_matches_the_audio_streamed(
         )
         for gw in (a, b)
     )
-    assert abs(prom - 4.5) <= 2.0, prom
+    assert abs(prom - 4.5) <= 0.1, prom
 
 
 def test_a_redis_outage_fails_open_or_closed_as_the_operator_chose(
@@ -423,3 +440,170 @@ def test_one_process_without_redis_applies_the_limits_of_voxgate_client_limits(
     assert 2.9 <= out.messages[-1]["audio_duration_seconds"] <= 3.051, out.messages[-1]
     refused = run(session(gw.url, audio.speech(1)))
     assert refused.code == 1008 and not refused.of_type("Begin"), refused
+
+
+def test_admin_bodies_are_bounded_in_size_and_depth_and_bad_numbers_are_a_400(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """A chunked body over 16 KB (under the edge's 64 KiB) is a 413, read no further;
+    15,000 '[' a 400 (not a RecursionError's 500); an expiry of 1e400 a 400, and the
+    client list still answers."""
+    import http.client
+    import urllib.parse
+
+    gw = gateway_factory(
+        "main=good-key", VOXGATE_REDIS_URL=redis_server.url, VOXGATE_ADMIN_KEY=ADMIN_KEY
+    )
+    url = urllib.parse.urlsplit(gw.http_url)
+
+    def send(method: str, path: str, body: bytes, *, chunked: bool = False) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+        try:
+            headers = {"Authorization": ADMIN_KEY, "Content-Type": "application/json"}
+            if chunked:
+                pieces = iter([body[i : i + 1024] for i in range(0, len(body), 1024)])
+                conn.request(method, path, body=pieces, headers=headers, encode_chunked=True)
+            else:
+                conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            conn.close()
+
+    big = b'{"max_sessions": 5, "pad": "' + b"x" * 20_000 + b'"}'
+    status, body = send("PUT", "/admin/clients/svc", big, chunked=True)
+    assert status == 413, (status, body)
+    status, body = send("PUT", "/admin/clients/svc", b"[" * 15_000)
+    assert status == 400, (status, body)
+    assert admin(gw, "PUT", "/admin/clients/svc", {"max_sessions": 5})[0] == 201
+    status, body = send("POST", "/admin/clients/svc/keys", b'{"expires_at": 1e400}')
+    assert status == 400, (status, body)
+    status, body = admin(gw, "GET", "/admin/clients")
+    assert status == 200 and "svc" in [c["name"] for c in body["clients"]], body
+
+
+def test_an_audio_budget_removed_no_longer_bounds_a_running_session(
+    gateway_factory: GatewayFactory, redis_server: RedisServer, sandbox: Server
+) -> None:
+    """A session of a client with 3 s a day sends 1.5 s; the budget is removed (null):
+    the same session then sends 3 s more and ends normally (1000), all 4.5 s heard."""
+    a, _ = pair(gateway_factory, redis_server)
+    put_limits(a, "tester", audio_hours_per_day=3 / 3600)
+    in_force("tester", a, audio_hours_per_day=3 / 3600)
+
+    async def budget_removed_meanwhile() -> Outcome:
+        held = await open_client(a.url)
+        assert json.loads(await asyncio.wait_for(held.recv(), WAIT))["type"] == "Begin"
+        for frame in audio.speech(1):
+            await held.send(frame)
+        await asyncio.to_thread(put_limits, a, "tester", audio_hours_per_day=None)
+        await asyncio.to_thread(in_force, "tester", a)
+        await asyncio.sleep(2.0)  # a sync or two of the replica serving it
+        for frame in audio.speech(2):
+            await held.send(frame)
+        await held.send(json.dumps({"type": "Terminate"}))
+        return await collect(held, Outcome())
+
+    out = run(budget_removed_meanwhile())
+    assert out.code == 1000, out
+    assert out.messages[-1]["audio_duration_seconds"] >= 4, out.messages[-1]
+
+
+def test_a_runtime_keys_secret_changed_is_used_on_every_replica(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """Key "extra" added at runtime with a wrong secret, "a" retired: sessions fail.
+    PUT /admin/keys/extra with the right secret: both replicas serve on it."""
+    gw_a, gw_b = pair(gateway_factory, redis_server)
+    assert admin(gw_a, "PUT", "/admin/keys/extra", {"secret": "not-a-key-000"})[0] == 201
+    assert admin(gw_a, "DELETE", "/admin/keys/main")[0] == 200
+    for gw in (gw_a, gw_b):
+        eventually(lambda gw=gw: admin_keys(gw)["main"]["state"] == "retired", "main retired")
+    assert run(session(gw_a.url, audio.speech(1))).code != 1000  # the wrong secret
+    assert admin(gw_b, "PUT", "/admin/keys/extra", {"secret": "good-key-2"})[0] == 200
+    for gw in (gw_a, gw_b):
+        eventually(
+            lambda gw=gw: run(session(gw.url, audio.speech(1))).code == 1000,
+            f"{gw.url} serves on extra's new secret",
+            timeout=8.0,
+        )
+    assert "good-key-2" not in gw_a.stderr() and "not-a-key-000" not in gw_b.stderr()
+
+
+def test_a_record_made_for_an_env_client_keeps_its_env_limits(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """ "tester" has max_sessions=1 from VOXGATE_CLIENT_LIMITS: a key added to it at
+    runtime, then one more limit set, keep that limit in force."""
+    a, _ = pair(gateway_factory, redis_server, VOXGATE_CLIENT_LIMITS="tester.max_sessions=1")
+    in_force("tester", a, max_sessions=1)
+    status, body = admin(a, "POST", "/admin/clients/tester/keys", {})
+    assert status == 201, body
+    put_limits(a, "tester", sessions_per_minute=100)
+    in_force("tester", a, max_sessions=1, sessions_per_minute=100)
+
+
+def test_client_records_and_upstream_key_settings_are_capped(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """With MAX_CLIENTS records and MAX_UPSTREAM_KEYS key settings in Redis, a new one
+    is a 409 (a change to one that exists is not refused)."""
+    from voxgate.tenants.records import MAX_CLIENTS, MAX_UPSTREAM_KEYS
+
+    gw = gateway_factory(
+        "main=good-key", VOXGATE_REDIS_URL=redis_server.url, VOXGATE_ADMIN_KEY=ADMIN_KEY
+    )
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    record = {"limits": {}, "keys": [], "updated_at": 0.0}
+    r.hset(
+        layout.CLIENTS,
+        mapping={f"c{i}": json.dumps({**record, "name": f"c{i}"}) for i in range(MAX_CLIENTS)},
+    )
+    r.hset(
+        layout.UPSTREAM_KEYS,
+        mapping={f"k{i}": json.dumps({"alias": f"k{i}"}) for i in range(MAX_UPSTREAM_KEYS)},
+    )
+    status, body = admin(gw, "PUT", "/admin/clients/other", {"max_sessions": 1})
+    assert status == 400 and "reserved" in body["error"], body  # the overflow label
+    status, body = admin(gw, "PUT", "/admin/clients/one-more", {"max_sessions": 1})
+    assert status == 409 and "at most" in body["error"], body
+    assert admin(gw, "POST", "/admin/clients/tester/keys", {})[0] == 409  # a new record too
+    status, body = admin(gw, "PUT", "/admin/keys/one-more", {"secret": "good-key-2"})
+    assert status == 409, body
+    assert admin(gw, "PUT", "/admin/clients/c1", {"max_sessions": 2})[0] == 200
+    assert not r.hexists(layout.CLIENTS, "one-more")
+    r.delete(layout.CLIENTS, layout.UPSTREAM_KEYS)
+
+
+def test_usage_waiting_in_memory_is_booked_to_the_day_it_was_used(
+    redis_server: RedisServer,
+) -> None:
+    """1.5 s of audio used at 23:59:59 UTC and written after midnight land in that day's
+    and month's hashes, not the next ones (a real redis-server, the service in process)."""
+    from voxgate.access.clientkeys import ClientAuthenticator
+    from voxgate.keys.pool import KeyPool
+    from voxgate.metrics.gateway import Metrics
+    from voxgate.settings import Settings
+    from voxgate.tenants.records import Limits
+    from voxgate.tenants.service import Tenants, Ticket
+
+    now = [1_796_083_199.0]  # 2026-11-30T23:59:59Z
+
+    async def scenario() -> None:
+        env = {"VOXGATE_UPSTREAM_KEYS": "k", "VOXGATE_REDIS_URL": redis_server.url}
+        settings = Settings.from_env(env)
+        pool = KeyPool(
+            list(settings.upstream_keys), max_sessions=5, sessions_per_minute=9, clock=float
+        )
+        tenants = Tenants(settings, ClientAuthenticator([]), pool, Metrics(), clock=lambda: now[0])
+        ticket = Ticket("svc", "svc", "default", Limits(), member="m", booked=False)
+        tenants.usage(ticket, "k", 1.5, 2.0)
+        now[0] += 2.0  # 2026-12-01T00:00:01Z: the write comes after midnight
+        await tenants.sync()
+        await tenants.close()
+
+    asyncio.run(scenario())
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    for period, date in (("day", "2026-11-30"), ("month", "2026-11")):
+        assert r.hget(layout.usage_key("client", "svc", period, date), "audio_seconds") == "1.5"
+    assert r.hget(layout.usage_key("client", "svc", "day", "2026-12-01"), "audio_seconds") is None

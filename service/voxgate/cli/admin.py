@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -19,13 +21,31 @@ class AdminError(Exception):
 
 def add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
-    parser.add_argument("--admin-key", help="default: env VOXGATE_ADMIN_KEY")
+    parser.add_argument(
+        "--admin-key",
+        help="default (preferred): env VOXGATE_ADMIN_KEY (an argument shows in ps and history)",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
+
+
+def warnings(url: str, key_on_command_line: bool) -> list[str]:
+    """What the operator is told about how the admin key travels (nothing blocks)."""
+    out = []
+    if key_on_command_line:
+        out.append(
+            "--admin-key shows in the process list and shell history: prefer env VOXGATE_ADMIN_KEY"
+        )
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        out.append(f"the admin key goes to {parts.hostname} over plain http: use https")
+    return out
 
 
 def call(ns: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     admin_key = ns.admin_key or os.environ.get("VOXGATE_ADMIN_KEY", "")
     url = ns.url.rstrip("/") + path
+    for warning in warnings(ns.url, bool(ns.admin_key)):
+        print(f"voxgate: warning: {warning}", file=sys.stderr)
     request = urllib.request.Request(
         url,
         data=None if body is None else json.dumps(body).encode(),

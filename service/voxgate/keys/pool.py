@@ -278,6 +278,12 @@ class KeyPool:
         record.last_failure = failure
         if failure is FailureClass.PAYMENT_REQUIRED:
             record.payment_required_total += 1
+        if record.state in HELD_OUT:
+            # Out by the operator (retired, budget spent): counted, the state kept; only
+            # the operator (or a new budget period) puts it back, never a cool-down.
+            record.failures_in_a_row += 1
+            return None
+        if failure is FailureClass.PAYMENT_REQUIRED:
             return self._move(
                 record, KeyState.PAYMENT_REQUIRED, detail, probe=now + self._first_probe_delay
             )
@@ -325,8 +331,10 @@ class KeyPool:
             drops.popleft()
         if len(drops) > DROP_LIMIT * 8:
             drops.popleft()  # bounded: only the count up to the ceiling matters
-        if len(drops) < DROP_LIMIT or record.state in DISABLED:
-            return []  # (a disabled key keeps its state and the failure that caused it)
+        if len(drops) < DROP_LIMIT or record.state in DISABLED or record.state in HELD_OUT:
+            # (a disabled or held-out key keeps its state: a retired key's running
+            # sessions dropping must not move it to cooling_down, then healthy)
+            return []
         record.last_failure = FailureClass.TRANSIENT
         cooldown = min(MAX_BACKOFF, DROP_COOLDOWN * 2 ** (len(drops) - DROP_LIMIT))
         record.cooling_until = max(record.cooling_until, now + cooldown)
@@ -385,6 +393,23 @@ class KeyPool:
         self._order.append(key.alias)
         return True
 
+    def replace(self, key: UpstreamKey) -> Transition | None:
+        """A runtime key's new secret (same alias): the next sessions and probes use it;
+        its health starts afresh (healthy), unless the operator holds it out. Running
+        sessions keep the connection they have."""
+        record = self._records[key.alias]
+        if record.key.secret == key.secret:
+            return None
+        record.key = key
+        record.failures_in_a_row = 0
+        record.last_failure = None
+        record.drops.clear()
+        record.drop_cooled = False
+        record.cooling_until = 0.0
+        if record.state in HELD_OUT:
+            return None
+        return self._move(record, KeyState.HEALTHY, "secret replaced", probe=None)
+
     def hold_out(self, alias: str, state: KeyState | None, reason: str = "") -> Transition | None:
         """Take a key out of rotation for the operator's reason (``budget_exhausted``,
         ``retired``), or with None put a key held out back (healthy). Running sessions
@@ -405,8 +430,8 @@ class KeyPool:
         Counters of this replica's own sessions and 402s do not change. Cooling down
         is not shared (a transient failure may be this replica's own network)."""
         record = self._records[alias]
-        if state is record.state:
-            return None
+        if state is record.state or record.state in HELD_OUT:
+            return None  # (held out: only this replica's operator settings lift it)
         if state is KeyState.HEALTHY:
             if record.state not in DISABLED:
                 return None

@@ -216,10 +216,14 @@ class Session:
         self._audio_allowance = math.inf
         self._limit_close: Close | None = None
         self.limit_reached = False
+        # Audio seconds written upstream (what usage, spend and the allowance count; the
+        # pace guard counts what was received, dropped frames too).
+        self._sent_audio = 0.0
 
     @property
     def audio_seconds(self) -> float:
-        return self._pace.audio_seconds if self._timed_audio else 0.0
+        """Seconds of audio written upstream (a frame not sent is not counted)."""
+        return self._sent_audio if self._timed_audio else 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -248,10 +252,11 @@ class Session:
     def limit_audio(self, seconds: float, close: Close) -> None:
         """The client may send ``seconds`` of audio in all in this session: the frame
         that would cross it is not sent; upstream gets Terminate, the client its final
-        turns, the Termination and ``close`` (its budget, voxgate.tenants)."""
-        if not self.limit_reached:
-            self._audio_allowance = seconds
-            self._limit_close = close
+        turns, the Termination and ``close`` (its budget, voxgate.tenants). ``inf``:
+        no bound any more (the budget was removed)."""
+        if not self.limit_reached:  # (a frame's float sum a hair over is not over)
+            self._audio_allowance = seconds + 1e-6
+            self._limit_close = close if seconds != math.inf else None
 
     def _over_limit(self) -> None:
         self.limit_reached = True
@@ -351,6 +356,7 @@ class Session:
         self._up_send_started = self._down_send_started = 0.0  # sends to the lost one
         if self._pacing is not None:  # the pump was cancelled holding it: replay it too
             if not self._terminate_sent:  # (checked when received; counted as sent now)
+                self._sent_audio += len(self._pacing) / self._pace_rate
                 self.bytes_up += len(self._pacing)
                 self.seam.sent(self._pacing)
             self._pacing = None
@@ -512,10 +518,12 @@ class Session:
         if self._terminate_sent:
             return False
         # Nothing past the client's audio budget (None: no budget, one check per frame).
-        if self._limit_close is not None and self._pace.audio_seconds > self._audio_allowance:
+        sent = self._sent_audio + seconds
+        if self._limit_close is not None and sent > self._audio_allowance:
             if not self.limit_reached:
                 self._over_limit()
             return False
+        self._sent_audio = sent
         self.bytes_up += len(data)
         self._fits_after += seconds
         self.seam.sent(data)

@@ -16,12 +16,17 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from voxgate.protocol.jsonguard import loads_bounded
 from voxgate.routes.admin import AdminRoutes
 from voxgate.tenants import layout
 from voxgate.tenants.limits import periods
+from voxgate.tenants.metrics import OVERFLOW_LABEL
 from voxgate.tenants.records import (
+    MAX_CLIENTS,
+    MAX_UPSTREAM_KEYS,
     PERIODS,
     ClientRecord,
+    Limits,
     RecordError,
     add_key,
     check_name,
@@ -41,8 +46,24 @@ _DATE_RE = {"day": re.compile(r"^\d{4}-\d{2}-\d{2}$"), "month": re.compile(r"^\d
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class BodyTooLarge(RecordError):
+    """An admin request body over MAX_BODY (HTTP 413)."""
+
+
+class Full(RecordError):
+    """A new record past MAX_CLIENTS or MAX_UPSTREAM_KEYS (HTTP 409)."""
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status)
+
+
+def _client_name(request: Request) -> str:
+    """A client name for a new or changed record: not the metrics' overflow label."""
+    name = check_name(request.path_params["name"])
+    if name == OVERFLOW_LABEL:
+        raise RecordError(f"{OVERFLOW_LABEL!r} is reserved (the metrics' overflow label)")
+    return name
 
 
 class TenantRoutes:
@@ -60,6 +81,10 @@ class TenantRoutes:
                 return _error(409, "clients and usage are kept in Redis: set VOXGATE_REDIS_URL")
             try:
                 return await handler(request)
+            except BodyTooLarge as big:
+                return _error(413, str(big))
+            except Full as full:
+                return _error(409, str(full))
             except RecordError as bad:
                 return _error(400, str(bad))
             except REDIS_FAILURES as exc:
@@ -71,17 +96,23 @@ class TenantRoutes:
 
     @staticmethod
     async def _body(request: Request) -> object:
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            raise RecordError(f"the body is over {MAX_BODY} bytes")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise RecordError(f"the body is over {MAX_BODY} bytes")
+        """The JSON body, read as it arrives and no further than MAX_BODY (413; the
+        edge caps every body at VOXGATE_MAX_BODY_BYTES, chunked ones too, and this
+        route's own bound is tighter), nested at most MAX_JSON_DEPTH deep (400)."""
+        length = request.headers.get("content-length") or "0"
+        if not length.isdigit() or int(length[:20]) > MAX_BODY:
+            raise BodyTooLarge(f"the body is over {MAX_BODY} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise BodyTooLarge(f"the body is over {MAX_BODY} bytes")
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            return loads_bounded(bytes(raw))
         except ValueError:
-            raise RecordError("the body is not JSON") from None
+            raise RecordError("the body is not JSON (or nested too deep)") from None
 
     @staticmethod
     def _who(request: Request) -> str:
@@ -95,7 +126,7 @@ class TenantRoutes:
         view: dict[str, Any] = (
             record.to_json(with_digest=False)
             if record is not None
-            else {"name": name, "limits": ClientRecord(name).limits.to_json(), "keys": []}
+            else {"name": name, "limits": self._new_record(name).limits.to_json(), "keys": []}
         )
         for key in view["keys"]:
             key["expired"] = key["expires_at"] is not None and key["expires_at"] <= now
@@ -104,6 +135,20 @@ class TenantRoutes:
         view["limits_in_force"] = self._tenants.limits_of(name).to_json()
         view["active_sessions"] = await self._tenants.active_sessions(name)
         return view
+
+    def _new_record(self, name: str) -> ClientRecord:
+        """A client's first record in Redis starts from its VOXGATE_CLIENT_LIMITS (a
+        record replaces them once it exists: a key added to an env client, or one
+        limit set, must not drop the others)."""
+        return ClientRecord(name, self._tenants.env_limits.get(name, Limits()))
+
+    async def _room(self, hash_name: str, field_name: str, cap: int, what: str) -> None:
+        """Raise Full when ``field_name`` would be a new entry of a hash holding ``cap``
+        (checked before the change: concurrent creations may pass it by a few)."""
+        redis = self._tenants.redis
+        assert redis is not None
+        if not await redis.hexists(hash_name, field_name) and await redis.hlen(hash_name) >= cap:
+            raise Full(f"at most {cap} {what}: delete one first")
 
     async def _read_client(self, name: str) -> ClientRecord | None:
         assert self._tenants.redis is not None
@@ -129,15 +174,16 @@ class TenantRoutes:
         return JSONResponse(await self._client_view(record, name))
 
     async def put_client(self, request: Request) -> Response:
-        name = check_name(request.path_params["name"])
+        name = _client_name(request)
         body = await self._body(request)
+        await self._room(layout.CLIENTS, name, MAX_CLIENTS, "client records")
         created = False
 
         def change(current: str | None) -> str:
             nonlocal created
             record = client_from_json(json.loads(current)) if current else None
             created = record is None
-            record = record or ClientRecord(name)
+            record = record or self._new_record(name)
             limits = parse_limits(body, record.limits)
             updated = ClientRecord(name, limits, record.keys, time.time())
             return json.dumps(updated.to_json())
@@ -169,17 +215,18 @@ class TenantRoutes:
         return JSONResponse({"deleted": name, "env_keys_remain": env})
 
     async def add_client_key(self, request: Request) -> Response:
-        name = check_name(request.path_params["name"])
+        name = _client_name(request)
         body = await self._body(request)
         now = time.time()
         expires_at = parse_key_request(body, now)
         env = name in {k.name for k in self._tenants.settings.client_keys}
+        await self._room(layout.CLIENTS, name, MAX_CLIENTS, "client records")
         made: dict[str, Any] = {}
 
         def change(current: str | None) -> str | None:
             if current is None and not env:
                 return None
-            record = client_from_json(json.loads(current)) if current else ClientRecord(name)
+            record = client_from_json(json.loads(current)) if current else self._new_record(name)
             updated, entry, secret = add_key(record, now, expires_at)
             made.update(entry=entry, secret=secret)
             return json.dumps(updated.to_json())
@@ -238,6 +285,7 @@ class TenantRoutes:
             return _error(
                 409, f"{alias!r} is set in VOXGATE_UPSTREAM_KEYS: change its secret there"
             )
+        await self._room(layout.UPSTREAM_KEYS, alias, MAX_UPSTREAM_KEYS, "upstream key settings")
         result: dict[str, Any] = {}
 
         def change(current: str | None) -> str:

@@ -64,6 +64,12 @@ def refusal(limit: Limit, client: str, limits: Limits) -> tuple[int, str]:
     )
 
 
+#: Audio seconds short of a budget that count as reaching it: usage sums frame lengths
+#: in floating point (60 frames of 0.05 s add up to 2.9999999999999973), and no frame
+#: is this short, so a client left with less could send nothing anyway.
+AUDIO_SLACK = 0.01
+
+
 def first_limit_reached(
     limits: Limits, active: int, starts_last_minute: int, used_day: float, used_month: float
 ) -> Limit | None:
@@ -73,12 +79,10 @@ def first_limit_reached(
         return Limit.MAX_SESSIONS
     if limits.sessions_per_minute is not None and starts_last_minute >= limits.sessions_per_minute:
         return Limit.SESSIONS_PER_MINUTE
-    if limits.audio_hours_per_day is not None and used_day >= limits.audio_hours_per_day * 3600:
+    day, month = limits.audio_hours_per_day, limits.audio_hours_per_month
+    if day is not None and used_day + AUDIO_SLACK >= day * 3600:
         return Limit.AUDIO_DAY
-    if (
-        limits.audio_hours_per_month is not None
-        and used_month >= limits.audio_hours_per_month * 3600
-    ):
+    if month is not None and used_month + AUDIO_SLACK >= month * 3600:
         return Limit.AUDIO_MONTH
     return None
 

@@ -15,6 +15,8 @@ from voxgate.tenants.limits import Limit
 NAMESPACE = "voxgate"
 #: Distinct client label values one process exports; more clients share "other".
 MAX_CLIENT_LABELS = 500
+#: The label of the clients past MAX_CLIENT_LABELS (no client record may take it).
+OVERFLOW_LABEL = "other"
 
 
 class TenantMetrics:
@@ -88,7 +90,7 @@ class TenantMetrics:
         if client in self._clients:
             return client
         if len(self._clients) >= MAX_CLIENT_LABELS:
-            return "other"
+            return OVERFLOW_LABEL
         self._clients.add(client)
         for limit in Limit:
             self.client_refused.labels(client, limit.value)

@@ -20,9 +20,17 @@ from typing import Any
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 #: Keys one client may hold at once (a rotation needs two; a few spare is plenty).
 MAX_KEYS_PER_CLIENT = 10
+#: Client records Redis may hold, and upstream key settings (each replica reloads them
+#: all at every change, on its event loop): a new one past these is refused (409).
+MAX_CLIENTS = 10_000
+MAX_UPSTREAM_KEYS = 100
 #: What a new client secret starts with (tells it apart from a temporary token).
 SECRET_PREFIX = "vxc_"
 PERIODS = ("day", "month")
+#: Largest limit or budget value accepted.
+MAX_VALUE = 1_000_000
+#: Longest a client key may live (``expires_in``, ``expires_at`` from now): 10 years.
+MAX_EXPIRES_IN = 10 * 365 * 86400
 
 
 class RecordError(ValueError):
@@ -125,14 +133,24 @@ def check_name(name: str, what: str = "client name") -> str:
     return name
 
 
-def _number(body: Mapping[str, Any], name: str, *, integer: bool) -> int | float | None:
+def _finite(value: object) -> bool:
+    """A JSON number that is finite (no inf from ``1e400``; an int of any size is
+    compared, never converted, so ``10**400`` raises no OverflowError here)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _number(
+    body: Mapping[str, Any], name: str, *, integer: bool, maximum: int = MAX_VALUE
+) -> int | float | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _finite(value):
         raise RecordError(f"{name} must be a number or null")
-    if value <= 0 or value > 1_000_000:
-        raise RecordError(f"{name} must be more than 0 and at most 1000000 (null: no limit)")
+    if value <= 0 or value > maximum:
+        raise RecordError(f"{name} must be more than 0 and at most {maximum} (null: no limit)")
     if integer:
         if int(value) != value:
             raise RecordError(f"{name} must be a whole number")
@@ -166,14 +184,16 @@ def parse_key_request(body: object, now: float) -> float | None:
     if not isinstance(body, dict):
         raise RecordError("the body must be a JSON object")
     if body.get("expires_in") is not None:
-        seconds = _number(body, "expires_in", integer=False)
+        seconds = _number(body, "expires_in", integer=False, maximum=MAX_EXPIRES_IN)
         assert seconds is not None
         return now + seconds
     value = body.get("expires_at")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > now:
-        raise RecordError("expires_at must be a unix time in the future")
+    if not _finite(value) or not now < value <= now + MAX_EXPIRES_IN:
+        raise RecordError(
+            f"expires_at must be a unix time in the future, within {MAX_EXPIRES_IN} s"
+        )
     return float(value)
 
 

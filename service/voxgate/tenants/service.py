@@ -26,8 +26,8 @@ no limit applies). With Redis (the names are in :mod:`voxgate.tenants.layout`):
   once may together overshoot by about ``SYNC`` seconds of audio each.
 * **Usage**: sessions report audio and session seconds every second; they are added
   to the client's and the upstream key's hashes for the UTC day and month, in one
-  pipeline every ``SYNC`` (kept in memory, bounded by clients x keys x models, while
-  Redis is down).
+  pipeline every ``SYNC``, each to the UTC day and month it was used in (kept in memory,
+  bounded by clients x keys x models x days, while Redis is down).
 * **Spend guard**: a key with a budget whose spend in its period reaches the budget
   leaves rotation with state ``budget_exhausted`` (on every replica, each reading the
   same totals); it comes back when the period turns or the budget is raised.
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voxgate.access.clientkeys import ClientAuthenticator
 from voxgate.keys.pool import KeyPool, KeyState
@@ -57,6 +58,7 @@ from voxgate.relay.closes import Close
 from voxgate.settings import ClientKey, Settings, UpstreamKey
 from voxgate.tenants import layout
 from voxgate.tenants.limits import (
+    AUDIO_SLACK,
     Limit,
     Prices,
     audio_left,
@@ -83,6 +85,12 @@ LEASE_TTL = 15.0
 #: Freed leases kept to delete from Redis while it is unreachable (older ones expire).
 MAX_RELEASES = 10_000
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+#: Timeouts in a row after which Redis counts as down. Fewer are a slow Redis that
+#: still answers: the limits stay checked (only the request that timed out is decided
+#: by VOXGATE_LIMITS_ON_REDIS_DOWN), instead of admitting all unchecked (open) or
+#: refusing all (closed) until the next sync. A connection error is down at once.
+SLOW_LIMIT = 3
+_TIMEOUTS = (TimeoutError, RedisTimeoutError)
 
 log = get_logger("voxgate.tenants")
 
@@ -163,6 +171,10 @@ class Tenants:
         self._admit = self.redis.register_script(layout.ADMIT_LUA) if self.redis else None
         self._renew = self.redis.register_script(layout.RENEW_LUA) if self.redis else None
         self.snapshot = Snapshot()
+        #: Client records as last parsed: name -> (their JSON, the record, its keys).
+        self._parsed: dict[str, tuple[str, ClientRecord, list[ClientKey]]] = {}
+        #: Keys of VOXGATE_UPSTREAM_KEYS: their secrets are changed there, never here.
+        self._env_aliases = frozenset(k.alias for k in settings.upstream_keys)
         #: VOXGATE_CLIENT_LIMITS: limits of clients without a record in Redis.
         self.env_limits: dict[str, Limits] = {}
         for name, limit, value in settings.client_limits:
@@ -173,13 +185,16 @@ class Tenants:
         self._local_starts: dict[str, collections.deque[float]] = {}
         self._local_audio: dict[tuple[str, str], float] = {}
         self.tickets: set[Ticket] = set()
-        self._pending: dict[tuple[str, str, str], _Pending] = {}
+        #: Usage not written yet, by (client or key, name, model, UTC day it was used).
+        self._pending: dict[tuple[str, str, str, str], _Pending] = {}
         self._task: asyncio.Task[None] | None = None
         self._released: list[tuple[str, str]] = []  # leases to free in Redis
         self._wake = asyncio.Event()
         self.up = False
-        #: Redis failed at the last attempt (False before the first one).
+        #: Redis failed at the last attempt (False before the first one); a timeout
+        #: only after SLOW_LIMIT in a row (``_timeouts`` counts them).
         self.down = False
+        self._timeouts = 0
         # Without VOXGATE_REDIS_URL nothing is missing: 1 (no alert on a one-process set-up).
         self.m.limits_redis_up.set(0.0 if self.redis is not None else 1.0)
         for key in settings.client_keys:
@@ -227,7 +242,8 @@ class Tenants:
                         int(LEASE_TTL * 1000),
                         limits.max_sessions or 0,
                         limits.sessions_per_minute or 0,
-                        *(h * 3600 if h is not None else 0 for h in hours),
+                        # (0: no limit; a budget within AUDIO_SLACK is reached)
+                        *(max(h * 3600 - AUDIO_SLACK, 1e-6) if h else 0 for h in hours),
                     ],
                 )
         except REDIS_FAILURES as exc:
@@ -299,8 +315,9 @@ class Tenants:
     def attach(self, ticket: Ticket, session: Limited, alias: str) -> None:
         """The session opened upstream on key ``alias``: count it, give it its budget."""
         ticket.session = session
-        self._pend("client", ticket.client, ticket.model).sessions += 1
-        self._pend("key", alias, ticket.model).sessions += 1
+        day = periods(self._clock())["day"]
+        self._pend("client", ticket.client, ticket.model, day).sessions += 1
+        self._pend("key", alias, ticket.model, day).sessions += 1
         if ticket.bound is not None:
             code, text = refusal(ticket.bound, ticket.client, ticket.limits)
             session.limit_audio(ticket.left, Close(code, text))
@@ -310,8 +327,9 @@ class Tenants:
         if audio <= 0 and seconds <= 0:
             return
         cost = self.prices.cost(ticket.model, seconds)
+        day = periods(self._clock())["day"]  # booked to the UTC day it was used in
         for by, name in (("client", ticket.client), ("key", alias)):
-            pending = self._pend(by, name, ticket.model)
+            pending = self._pend(by, name, ticket.model, day)
             pending.audio += audio
             pending.session += seconds
             pending.cost += cost
@@ -336,8 +354,8 @@ class Tenants:
                 del self._released[: len(self._released) - MAX_RELEASES]
             self._wake.set()
 
-    def _pend(self, by: str, name: str, model: str) -> _Pending:
-        key = (by, name, model)
+    def _pend(self, by: str, name: str, model: str, day: str) -> _Pending:
+        key = (by, name, model, day)
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending()
@@ -390,24 +408,37 @@ class Tenants:
         raw_clients = await self.redis.hgetall(layout.CLIENTS)
         raw_keys = await self.redis.hgetall(layout.UPSTREAM_KEYS)
         clients: dict[str, ClientRecord] = {}
-        for name, body in raw_clients.items():
-            try:
-                clients[text(name)] = client_from_json(json.loads(body))
-            except (ValueError, KeyError, TypeError):
-                log.warning("client_record_unreadable", client=str(name)[:40])
+        keys: list[ClientKey] = list(self.settings.client_keys)
+        # A record whose JSON did not change since the last reload is not parsed again
+        # (one admin change re-parsed every record on every replica: 25 ms of event
+        # loop for 1000 clients x 10 keys).
+        parsed: dict[str, tuple[str, ClientRecord, list[ClientKey]]] = {}
+        for raw_name, raw_body in raw_clients.items():
+            name, body = text(raw_name), text(raw_body)
+            cached = self._parsed.get(name)
+            if cached is None or cached[0] != body:
+                try:
+                    record = client_from_json(json.loads(body))
+                except (ValueError, KeyError, TypeError):
+                    log.warning("client_record_unreadable", client=name[:40])
+                    continue
+                digests = [
+                    ClientKey(record.name, bytes.fromhex(k.digest), k.expires_at)
+                    for k in record.keys
+                ]
+                cached = (body, record, digests)
+                self.m.client_label(record.name)
+            parsed[name] = cached
+            clients[name] = cached[1]
+            keys += cached[2]
+        self._parsed = parsed
         upstream: dict[str, UpstreamKeySettings] = {}
-        for alias, body in raw_keys.items():
+        for alias, key_body in raw_keys.items():
             try:
-                upstream[text(alias)] = upstream_from_json(json.loads(body))
+                upstream[text(alias)] = upstream_from_json(json.loads(key_body))
             except (ValueError, KeyError, TypeError):
                 log.warning("key_settings_unreadable", key=str(alias)[:40])
         self.snapshot = Snapshot(clients, upstream, version)
-        keys: list[ClientKey] = list(self.settings.client_keys)
-        for record in clients.values():
-            self.m.client_label(record.name)
-            keys += [
-                ClientKey(record.name, bytes.fromhex(k.digest), k.expires_at) for k in record.keys
-            ]
         self.auth.load(keys)
         for settings in upstream.values():
             self._apply_key(settings)
@@ -427,6 +458,16 @@ class Tenants:
             self.metrics.register_key(alias)
             self._key_gauges(alias)
             log.info("key_added", key=alias)
+        elif (
+            settings.secret is not None
+            and alias not in self._env_aliases
+            and self.pool.record(alias).key.secret != settings.secret
+        ):  # a runtime key's new secret (PUT /admin/keys/{alias}), on every replica
+            transition = self.pool.replace(UpstreamKey(alias, settings.secret))
+            if transition is not None:
+                log.warning("key_state_changed", **transition.fields(), source="tenants")
+                self.metrics.key_changed(self.pool.record(alias))
+            log.info("key_secret_replaced", key=alias)
         record = self.pool.record(alias)
         if settings.retired:
             self._hold(alias, KeyState.RETIRED, "retired by the operator")
@@ -453,10 +494,10 @@ class Tenants:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        dates = periods(self._clock())
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for (by, name, model), p in pending.items():
+            for (by, name, model, day), p in pending.items():
+                dates = {"day": day, "month": day[:7]}
                 for period in ("day", "month"):
                     key = layout.usage_key(by, name, period, dates[period])
                     if p.audio:
@@ -507,6 +548,11 @@ class Tenants:
         dates = periods(self._clock())
         for ticket in self.tickets:  # limits changed meanwhile apply to running sessions
             ticket.limits = self.limits_of(ticket.client)
+            if ticket.bound is not None and not ticket.limits.any_audio:
+                # The budget was removed: the session's allowance goes too.
+                ticket.left, ticket.bound = math.inf, None
+                if ticket.session is not None:
+                    ticket.session.limit_audio(math.inf, Close(1000, ""))
         budgeted = [t for t in self.tickets if t.session is not None and t.limits.any_audio]
         totals: dict[str, tuple[float, float]] = {}
         for client in {t.client for t in budgeted}:
@@ -541,7 +587,8 @@ class Tenants:
             share = budget_share(spent, settings.budget_usd)
             self.m.key_budget_used.labels(settings.alias).set(share or 0.0)
             state = self.pool.record(settings.alias).state
-            if settings.retired:
+            if settings.retired:  # re-applied each sync, not only when the version changes
+                self._hold(settings.alias, KeyState.RETIRED, "retired by the operator")
                 continue
             if share is not None and share >= 1.0:
                 self._hold(
@@ -554,6 +601,13 @@ class Tenants:
                 self._hold(settings.alias, None, "budget available again")
 
     def _set_up(self, up: bool, error: BaseException | None = None) -> None:
+        if up:
+            self._timeouts = 0
+        elif isinstance(error, _TIMEOUTS) and not self.down:
+            self._timeouts += 1
+            if self._timeouts < SLOW_LIMIT:  # slow, not down (yet)
+                log.warning("tenants_redis_slow", timeouts=self._timeouts)
+                return
         self.down = not up
         if up == self.up:
             return
