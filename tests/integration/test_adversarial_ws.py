@@ -8,11 +8,13 @@ a well-behaved SDK client beside it still getting its turns."""
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from voxgate.bench.procs import Server
@@ -144,6 +146,34 @@ def attack_outcome(client: RawClient, deadline: float) -> tuple[int | str, float
     return outcome, time.monotonic() - started
 
 
+def trickle_until_closed(
+    attacker: RawClient, pieces: Iterator[bytes], interval: float
+) -> tuple[int | str, float]:
+    """Send ``pieces`` one every ``interval`` s from a thread while reading what the
+    gateway answers (for at most 1 + CLOSE_WITHIN s): its close code and the seconds it
+    took. The sender stops once the connection has ended."""
+    started = time.monotonic()
+    ended: list[int | str] = []
+
+    def send() -> None:
+        try:
+            for piece in pieces:
+                if ended or time.monotonic() - started > 1 + CLOSE_WITHIN:
+                    return
+                attacker.sock.sendall(piece)
+                time.sleep(interval)
+        except OSError:
+            return
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    outcome, _ = attack_outcome(attacker, 1 + CLOSE_WITHIN)
+    took = time.monotonic() - started
+    ended.append(outcome)
+    thread.join(timeout=WAIT)
+    return outcome, took
+
+
 @pytest.mark.parametrize("continuation", [b"", b"x"], ids=["empty", "one_byte"])
 def test_a_fragmented_message_that_never_ends_is_closed_1009_and_bounded(
     gateway: Server, continuation: bytes
@@ -183,23 +213,8 @@ def test_a_fragmented_message_not_finished_in_time_is_closed_1008(
     gw = gateway_factory(VOXGATE_WS_MESSAGE_TIMEOUT="1")
     attacker = RawClient(gw)
     attacker.sock.sendall(masked(0x1, b"{", fin=False))
-    started = time.monotonic()
-    ended: list[int | str] = []
-
-    def trickle() -> None:
-        try:
-            while not ended and time.monotonic() - started < 1 + CLOSE_WITHIN:
-                attacker.sock.sendall(masked(0x0, b" ", fin=False))
-                time.sleep(0.2)
-        except OSError:
-            return
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    outcome, _ = attack_outcome(attacker, 1 + CLOSE_WITHIN)
-    took = time.monotonic() - started
-    ended.append(outcome)
-    thread.join(timeout=WAIT)
+    continuation = masked(0x0, b" ", fin=False)
+    outcome, took = trickle_until_closed(attacker, itertools.repeat(continuation), 0.2)
     attacker.close()
     assert outcome == 1008, outcome
     assert 0.9 < took < 1 + CLOSE_WITHIN, took
@@ -252,25 +267,8 @@ def test_a_single_frame_trickled_in_is_under_the_message_deadline(
     attacker = RawClient(gw)
     size = 60_000  # a 16-bit length, masked with the all-zero key
     frame = bytes([0x82, 0x80 | 126]) + struct.pack("!H", size) + b"\0\0\0\0" + b"\0" * size
-    started = time.monotonic()
-    ended: list[int | str] = []
-
-    def trickle() -> None:
-        try:
-            for i in range(len(frame)):
-                if ended or time.monotonic() - started > 1 + CLOSE_WITHIN:
-                    return
-                attacker.sock.sendall(frame[i : i + 1])
-                time.sleep(0.05)
-        except OSError:
-            return
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    outcome, _ = attack_outcome(attacker, 1 + CLOSE_WITHIN)
-    took = time.monotonic() - started
-    ended.append(outcome)
-    thread.join(timeout=WAIT)
+    one_byte_each = (frame[i : i + 1] for i in range(len(frame)))
+    outcome, took = trickle_until_closed(attacker, one_byte_each, 0.05)
     attacker.close()
     assert outcome == 1008, outcome
     assert 0.9 < took < 1 + CLOSE_WITHIN, took
