@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from voxgate.cli.stream import read_wav  # noqa: E402
 
 from tests.support import audio  # noqa: E402
-from tests.support.deploy import GRAFANA_VARIABLES  # noqa: E402
+from tests.support.deploy import dashboard_exprs  # noqa: E402
 from tests.support.sdk import PARAMS, Recorder, sdk_client  # noqa: E402
 from tests.support.wsclient import Outcome, collect, open_client  # noqa: E402
 
@@ -392,16 +392,7 @@ def prometheus_and_dashboard(stack: Stack, password: str) -> None:
     found = http_json(grafana + "/api/search", auth)
     check(found, "Grafana serves no dashboard")
     dashboard = http_json(f"{grafana}/api/dashboards/uid/{found[0]['uid']}", auth)["dashboard"]
-    exprs: list[tuple[str, str]] = []
-    panels: list[dict[str, Any]] = list(dashboard["panels"])
-    while panels:
-        panel = panels.pop(0)
-        panels.extend(panel.get("panels", []))
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            for variable, value in GRAFANA_VARIABLES.items():
-                expr = expr.replace(variable, value)
-            exprs.append((panel["title"], expr))
+    exprs = dashboard_exprs(dashboard)
     check(exprs, "the dashboard has no query")
     datasource = http_json(grafana + "/api/datasources", auth)[0]["uid"]
     proxy = f"{grafana}/api/datasources/proxy/uid/{datasource}/api/v1/query?query="

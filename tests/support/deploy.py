@@ -125,9 +125,11 @@ def k8s_object(kind: str, name: str, file: str | None = None) -> dict[str, Any]:
 # ---------------------------------------------------------------- Prometheus, Grafana
 
 
-def dashboard_exprs() -> list[tuple[str, str]]:
-    """``(panel title, PromQL)`` for every target of every panel, Grafana variables set."""
-    dashboard = json.loads(DASHBOARD.read_text())
+def dashboard_exprs(dashboard: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """``(panel title, PromQL)`` for every target of every panel, Grafana variables set,
+    of ``dashboard`` (default: the repository's, as Grafana provisions it)."""
+    if dashboard is None:
+        dashboard = json.loads(DASHBOARD.read_text())
     out: list[tuple[str, str]] = []
     panels: list[dict[str, Any]] = list(dashboard["panels"])
     while panels:
